@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Developer entry point: ``python3 dev.py demo`` and ``python3 dev.py test [pytest args...]``.
+
+Standard library only, so it runs with a bare Python 3.11+. It creates ``.venv`` beside this
+file when missing, installs the project (``pip install -e '.[test]'``) whenever
+``pyproject.toml`` is newer than the stamp ``.venv/.installed``, then runs the command with the
+virtualenv's interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".installed"
+PYPROJECT = ROOT / "pyproject.toml"
+PYTEST_NO_TESTS_COLLECTED = 5
+USAGE = "usage: python3 dev.py demo | python3 dev.py test [pytest args...]"
+
+
+def say(message: str) -> None:
+    print(f"dev.py: {message}", flush=True)
+
+
+def venv_python() -> Path:
+    if os.name == "nt":
+        return VENV / "Scripts" / "python.exe"
+    return VENV / "bin" / "python"
+
+
+def ensure_venv() -> Path:
+    python = venv_python()
+    if python.exists():
+        return python
+    say(f"creating virtualenv in {VENV}")
+    try:
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    except subprocess.CalledProcessError as exc:
+        sys.exit(
+            f"dev.py: could not create {VENV} ({exc}). On Debian/Ubuntu install the venv module "
+            "first (apt-get install python3-venv), then run this command again."
+        )
+    return python
+
+
+def ensure_installed(python: Path) -> None:
+    if STAMP.exists() and STAMP.stat().st_mtime >= PYPROJECT.stat().st_mtime:
+        say("dependencies up to date (delete .venv/.installed to force a reinstall)")
+        return
+    reason = "first run" if not STAMP.exists() else "pyproject.toml changed"
+    say(f"installing the project and test dependencies into .venv ({reason})")
+    command = [str(python), "-m", "pip", "install", "-e", ".[test]"]
+    say("running: " + " ".join(command))
+    if subprocess.run(command, cwd=ROOT).returncode != 0:
+        sys.exit("dev.py: pip install failed (see output above); .venv was kept as it is.")
+    STAMP.touch()
+
+
+def run(command: list[str]) -> int:
+    """Run ``command`` in the repo root and return its exit code; Ctrl-C is left to the child."""
+    say("running: " + " ".join(command))
+    process = subprocess.Popen(command, cwd=ROOT)
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            continue  # the child got the same SIGINT and decides how to stop
+
+
+def main(argv: list[str]) -> int:
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be started by an older python3
+        sys.exit(f"dev.py: Python 3.11+ is required, this is {sys.version.split()[0]}.")
+    if not argv or argv[0] not in ("demo", "test"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    python = ensure_venv()
+    ensure_installed(python)
+    if argv[0] == "demo":
+        return run([str(python), "-m", "examples.demo", *argv[1:]])
+    code = run([str(python), "-m", "pytest", *argv[1:]])
+    if code == PYTEST_NO_TESTS_COLLECTED:
+        say("pytest collected no tests; treating that as a failure")
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

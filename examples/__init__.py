@@ -1,0 +1,1 @@
+"""Examples: a stock Celery project that selects taskqueue-backend through configuration only."""

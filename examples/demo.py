@@ -1,0 +1,161 @@
+"""End-to-end demo (``python -m examples.demo``): a stock worker drains tasks in priority order.
+
+Ten ``report`` tasks with shuffled priorities are published before the worker starts; a single
+worker (``-P solo -c 1``, prefetch 1) then runs them strictly by priority, lowest number first.
+Then ``add(2, 3)`` with a 2 s countdown shows delayed delivery from the broker. Without
+``REDIS_URL`` an embedded redis-server is started and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import redis
+from kombu.exceptions import OperationalError
+
+from taskqueue_backend.embedded import EmbeddedRedis
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+class DemoFailed(Exception):
+    pass
+
+
+def say(message: str) -> None:
+    print(f"demo: {message}", flush=True)
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise DemoFailed(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def start_worker(queue: str, nodename: str) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "celery", "-A", "examples.proj", "worker",
+        "-c", "1", "-P", "solo", "--prefetch-multiplier", "1", "-l", "WARNING",
+        "-Q", queue, "-n", nodename,
+    ]  # fmt: skip
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    say("starting worker: celery -A examples.proj worker -c 1 -P solo -l WARNING ...")
+    # Own session, so that Ctrl-C reaches only the demo, which then stops the worker cleanly.
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True)
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        say("stopping worker (SIGTERM)")
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def run_demo() -> None:
+    # Imported only now: the example's configuration reads REDIS_URL at import time.
+    from examples.proj.celery import app
+    from examples.proj.tasks import ORDER_KEY, add, report
+
+    queue = f"demo-{uuid.uuid4().hex[:8]}"  # a queue of its own, so a shared Redis is safe
+    redis_client = redis.Redis.from_url(app.conf.broker_url, decode_responses=True)
+    redis_client.delete(ORDER_KEY)
+
+    priorities = list(range(10))
+    random.shuffle(priorities)
+    say(f"publishing 10 report tasks with priorities in this order: {priorities}")
+    for number, priority in enumerate(priorities):
+        report.apply_async((f"priority={priority} #{number}",), queue=queue, priority=priority)
+
+    worker = start_worker(queue, nodename=f"{queue}@%h")
+
+    def reported(count: int) -> Callable[[], bool]:
+        return lambda: worker_alive() and redis_client.llen(ORDER_KEY) >= count
+
+    def worker_alive() -> bool:
+        if worker.poll() is not None:
+            raise DemoFailed(f"the worker exited with code {worker.returncode}; see its output")
+        return True
+
+    def worker_answers_ping() -> bool:
+        worker_alive()
+        replies = app.control.ping(timeout=1.0)
+        return any(name.startswith(f"{queue}@") for reply in replies for name in reply)
+
+    try:
+        wait_until(worker_answers_ping, 30, "the worker to answer a ping")
+        say("worker answered ping")
+
+        wait_until(reported(10), 30, "10 report tasks to run")
+        order = [str(label) for label in redis_client.lrange(ORDER_KEY, 0, -1)]
+        say("the worker ran them in this order:")
+        for label in order:
+            print(f"    {label}")
+        ran = [int(label.split()[0].removeprefix("priority=")) for label in order]
+        if ran != sorted(priorities):
+            raise DemoFailed(f"expected priority order {sorted(priorities)}, got {ran}")
+        say("strict priority order: lowest number first")
+
+        say("publishing add(2, 3) with countdown=2, its result reported by a linked report task")
+        started = time.monotonic()
+        add.apply_async((2, 3), countdown=2, queue=queue, link=report.s().set(queue=queue))
+        wait_until(reported(11), 30, "the delayed add(2, 3)")
+        elapsed = time.monotonic() - started
+        result = str(redis_client.lindex(ORDER_KEY, 10))
+        say(f"add(2, 3) = {result}, reported {elapsed:.1f} s after publishing")
+        if elapsed < 1.9:
+            raise DemoFailed(f"the countdown task ran after {elapsed:.2f} s, before it was due")
+    finally:
+        stop_worker(worker)
+        redis_client.close()
+        app.close()
+
+
+def main() -> int:
+    server: EmbeddedRedis | None = None
+    try:
+        if not os.environ.get("REDIS_URL"):
+            server = EmbeddedRedis().start()
+            os.environ["REDIS_URL"] = server.url
+            say(f"REDIS_URL is not set: started an embedded redis-server at {server.url}")
+        else:
+            say(f"using REDIS_URL={os.environ['REDIS_URL']}")
+        run_demo()
+    except (DemoFailed, RuntimeError) as exc:
+        say(f"FAILED: {exc}")
+        return 1
+    except (redis.RedisError, OperationalError) as exc:
+        say(f"FAILED: could not talk to Redis at {os.environ.get('REDIS_URL')}: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    finally:
+        if server is not None:
+            say("stopping the embedded redis-server")
+            server.stop()
+    say("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

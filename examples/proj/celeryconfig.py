@@ -1,0 +1,22 @@
+"""Configuration of the example project.
+
+The first block is everything an existing Celery app changes to run on taskqueue-backend; the
+rest is ordinary Celery configuration.
+"""
+
+import os
+
+# --- These lines are all an existing app changes to adopt taskqueue-backend. ---
+broker_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+broker_transport = "taskqueue_backend.transport:Transport"
+broker_transport_options = {
+    # A worker that misses heartbeats for heartbeat_timeout seconds is considered gone and
+    # its in-flight messages go back to their queue.
+    "heartbeat_interval": 2,
+    "heartbeat_timeout": 10,
+}
+# --- end of the taskqueue-backend lines. ---
+
+# No result backend yet: the example tasks report through Redis directly.
+task_ignore_result = True
+broker_connection_retry_on_startup = True

@@ -1,0 +1,38 @@
+"""Tasks of the example project."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from examples.proj.celery import app
+
+ORDER_KEY = "demo:order"
+
+_client: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(app.conf.broker_url)
+    return _client
+
+
+@app.task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+def report(label: str) -> None:
+    """Print ``label`` and append it to ``demo:order``, so the order tasks ran in is visible."""
+    print(label)
+    _redis().rpush(ORDER_KEY, str(label))
+
+
+@app.task
+def slow(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds

@@ -1,0 +1,83 @@
+"""The ``taskqueue`` command line: a thin shell over :mod:`taskqueue_backend.inspect`."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from .inspect import BrokerInspector
+
+
+def _inspector(url: str | None, prefix: str, app: str | None) -> BrokerInspector:
+    if app:
+        from celery import Celery
+        from celery.utils.imports import find_app
+
+        found: Celery = find_app(app)
+        return BrokerInspector.from_app(found)
+    return BrokerInspector.from_url(
+        url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        {"global_keyprefix": prefix},
+    )
+
+
+def _emit(rows: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows if isinstance(rows, list) else [rows]:
+        click.echo("  ".join(f"{k}={v}" for k, v in row.items()))
+
+
+@click.group()
+@click.option("--broker-url", envvar="REDIS_URL", help="Redis URL (default: $REDIS_URL).")
+@click.option("--keyprefix", default="", help="The broker's global_keyprefix, if any.")
+@click.option("-A", "--app", "app", default=None, help="Read the broker settings of a Celery app.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def main(
+    ctx: click.Context, broker_url: str | None, keyprefix: str, app: str | None, as_json: bool
+) -> None:
+    """Inspect the taskqueue broker."""
+    ctx.obj = {"inspector": lambda: _inspector(broker_url, keyprefix, app), "json": as_json}
+
+
+@main.command()
+@click.pass_context
+def queues(ctx: click.Context) -> None:
+    """Count every queue: ready by priority, delayed, in flight, dead, oldest age."""
+    stats = ctx.obj["inspector"]().all_stats()
+    _emit([{**asdict(s), "ready": s.ready} for s in stats], ctx.obj["json"])
+
+
+@main.command()
+@click.argument("task_id")
+@click.pass_context
+def find(ctx: click.Context, task_id: str) -> None:
+    """Show where a task's message is (ready, delayed, in flight and whose, dead)."""
+    found = ctx.obj["inspector"]().find(task_id)
+    if not found:
+        raise click.ClickException(f"no message of task {task_id} is in the broker")
+    _emit([asdict(m) for m in found], ctx.obj["json"])
+
+
+@main.command()
+@click.argument("task_id")
+@click.pass_context
+def remove(ctx: click.Context, task_id: str) -> None:
+    """Delete a task's waiting message (a durable revoke)."""
+    results = ctx.obj["inspector"]().remove(task_id)
+    if not results:
+        raise click.ClickException(f"no message of task {task_id} is in the broker")
+    _emit([{"queue": q, "outcome": o, "detail": d} for q, o, d in results], ctx.obj["json"])
+
+
+@main.command()
+@click.pass_context
+def consumers(ctx: click.Context) -> None:
+    """List consuming channels with their last heartbeat."""
+    _emit([asdict(c) for c in ctx.obj["inspector"]().consumers()], ctx.obj["json"])

@@ -1,0 +1,70 @@
+"""Pipelined publishing: ``Producer.batch()`` on this transport sends one round trip per burst.
+
+kombu 5.7 lets a producer group ``publish`` calls (``with producer.batch(): ...``); this
+session buffers the broker's publish scripts in one non-transactional pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kombu.exceptions import KombuError
+
+if TYPE_CHECKING:
+    from .channel import TaskQueueChannel
+
+
+class BatchPublishError(KombuError):
+    """A pipelined burst failed part-way; which of its messages landed is unknown."""
+
+
+class ScriptBatch:
+    """Buffers publish scripts (and fanout PUBLISH commands) until ``flush``."""
+
+    def __init__(self, channel: TaskQueueChannel, max_size: int) -> None:
+        self.channel = channel
+        self.max_size = max_size
+        self.pipeline = channel.redis.pipeline(transaction=False)
+        self._buffered = 0
+        self._closed = False
+
+    def publish(self, message: dict[str, Any], **kwargs: Any) -> Any:
+        if self._closed:
+            raise RuntimeError("publish batch is closed")
+        return self.channel.basic_publish(message, _publish_batch=self, **kwargs)
+
+    def add_script(self, name: str, keys: list[str], args: list[Any]) -> None:
+        self.channel.scripts[name](keys=keys, args=args, client=self.pipeline)
+        self._count()
+
+    def add(self, name: str, *args: Any) -> None:
+        """A plain command queued by kombu (fanout PUBLISH); prefixed as kombu would."""
+        if name == "publish":
+            args = (self.channel.global_keyprefix + str(args[0]), *args[1:])
+        getattr(self.pipeline, name)(*args)
+        self._count()
+
+    def _count(self) -> None:
+        self._buffered += 1
+        if self._buffered >= self.max_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffered:
+            return
+        try:
+            self.pipeline.execute()
+        except Exception as exc:
+            self.pipeline.reset()
+            raise BatchPublishError("publish batch failed; delivery is uncertain") from exc
+        finally:
+            self._buffered = 0
+
+    def discard(self) -> None:
+        self._buffered = 0
+        self.pipeline.reset()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.pipeline.reset()

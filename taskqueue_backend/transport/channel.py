@@ -1,0 +1,471 @@
+"""The kombu channel: publishing, leasing and acknowledging through the Lua scripts.
+
+Connection handling, fanout (PUB/SUB), bindings and Sentinel come from kombu's Redis
+channel; this class replaces its list queues with the sorted-set layout of ``keys.py``.
+Consuming is event driven: the channel waits with ``BLPOP`` on one wake-up token per
+queue and, once woken, leases up to its free prefetch slots with one ``fetch.lua`` call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections import OrderedDict, deque
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+from uuid import uuid4
+
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps
+from redis import Redis
+from redis.exceptions import NoScriptError
+
+from . import recovery
+from .batch import ScriptBatch
+from .heartbeat import Heartbeat
+from .keys import GlobalKeys, QueueKeys
+from .messages import MalformedMessage, for_delivery, now_ms, publish_fields
+from .options import BrokerOptions
+from .qos import LeaseQoS
+
+logger = logging.getLogger(__name__)
+
+Empty = virtual.Empty
+
+#: set by the Celery hooks to the worker's node name, shown in the consumer registry
+WORKER_NODENAME: str | None = None
+
+
+class Message(virtual.Message):
+    """A delivered message that remembers why it could not be decoded."""
+
+    tq_decode_error: Exception | None = None
+
+    def decode(self) -> Any:
+        try:
+            return super().decode()
+        except Exception as exc:
+            self.tq_decode_error = exc
+            raise
+
+
+if TYPE_CHECKING:
+    _ChannelBase = kombu_redis.Channel
+else:
+    _ChannelBase = object
+
+
+class TaskQueueChannel(_ChannelBase):
+    """Mixin placed before kombu's Redis channel (plain or Sentinel)."""
+
+    QoS: Any = LeaseQoS
+    Message: Any = Message
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self.options = BrokerOptions.from_transport_options(
+            self.connection.client.transport_options
+        )
+        self.max_priority = self.options.max_priority
+        self.default_priority = self.options.default_priority
+        self.consumer_id = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:12]}"
+        self._owner_pid = os.getpid()
+        self._redis: Redis | None = None
+        self._scripts: Any = None
+        self._leases: dict[str, str] = {}
+        self._held_queues: set[str] = set()
+        self._known_queues: set[str] = set()
+        self._heartbeat: Heartbeat | None = None
+        self._pending: tuple[str, Any, int] | None = None
+        self._fetch_queue: deque[str] = deque()
+        self._next_due: dict[str, int] = {}
+        self._recent_dead: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
+    # -- clients -------------------------------------------------------------------------
+
+    @property
+    def redis(self) -> Redis:
+        """A client without kombu's key prefixing: our key names carry the prefix."""
+        pool = self.pool
+        if self._redis is None or self._redis.connection_pool is not pool:
+            from .scripts import Scripts
+
+            self._redis = Redis(connection_pool=pool)
+            self._scripts = Scripts(self._redis)
+        return self._redis
+
+    @property
+    def scripts(self) -> Any:
+        self.redis  # noqa: B018 - binds the scripts to the current pool
+        return self._scripts
+
+    def queue_keys(self, queue: str) -> QueueKeys:
+        return QueueKeys(self.global_keyprefix, queue)
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        batch: ScriptBatch | None = kwargs.pop("_publish_batch", None)
+        fields = publish_fields(message, self.options)
+        keys = self.queue_keys(queue)
+        call_keys = [keys.ready, keys.delayed, keys.ids, keys.signal, keys.state]
+        call_args = [
+            keys.base,
+            uuid4().hex,
+            dumps(message),
+            fields["rank"],
+            fields["task_id"],
+            fields["due"],
+            fields["expire_at"],
+            fields["now"],
+            fields["priority"],
+        ]
+        if batch is not None:
+            batch.add_script("publish", call_keys, call_args)
+        else:
+            self.scripts["publish"](keys=call_keys, args=call_args, client=self.redis)
+        self._remember_queue(queue)
+
+    def create_publish_batch(self, max_size: int) -> ScriptBatch:
+        return ScriptBatch(self, max_size)
+
+    @property
+    def supports_batch_publish(self) -> bool:
+        return True
+
+    def _remember_queue(self, queue: str) -> None:
+        if queue not in self._known_queues:
+            self.redis.sadd(GlobalKeys(self.global_keyprefix).queues, queue)
+            self._known_queues.add(queue)
+
+    # -- queues --------------------------------------------------------------------------
+
+    def _new_queue(self, queue: str, auto_delete: bool = False, **kwargs: Any) -> None:
+        super()._new_queue(queue, auto_delete=auto_delete, **kwargs)  # type: ignore[misc]
+        keys = self.queue_keys(queue)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hsetnx(keys.state, "declared_at", now_ms())
+        expires = self._expires.get(queue)
+        if expires is not None:
+            pipe.hset(keys.state, "expires", expires)
+            pipe.pexpire(keys.state, expires)
+        else:
+            pipe.hdel(keys.state, "expires")
+        pipe.sadd(GlobalKeys(self.global_keyprefix).queues, queue)
+        pipe.execute()
+        self._known_queues.add(queue)
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        keys = self.queue_keys(queue)
+        return bool(self.redis.exists(keys.state, keys.ready, keys.delayed, keys.inflight))
+
+    def _size(self, queue: str) -> int:
+        keys = self.queue_keys(queue)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(keys.ready)
+        pipe.zcard(keys.delayed)
+        return sum(pipe.execute())
+
+    def _purge(self, queue: str) -> int:
+        keys = self.queue_keys(queue)
+        total, limit = 0, 1000
+        while True:
+            n = self.scripts["purge"](
+                keys=[keys.ready, keys.delayed, keys.signal],
+                args=[keys.base, limit],
+                client=self.redis,
+            )
+            total += n
+            if n < limit:
+                return total
+
+    def _delete(
+        self, queue: str, exchange: str, routing_key: str, pattern: str, *args: Any, **kwargs: Any
+    ) -> None:
+        self.auto_delete_queues.discard(queue)
+        member = self.sep.join([routing_key or "", pattern or "", queue or ""])
+        with self.conn_or_acquire(client=kwargs.get("client")) as client:
+            client.srem(self.keyprefix_queue % (exchange,), member)
+            permanent = getattr(self, "keyprefix_binding_permanent", None)  # kombu >= 5.7
+            if permanent:
+                client.srem(permanent % (exchange,), member)
+        keys = self.queue_keys(queue)
+        self.scripts["delete"](
+            keys=[keys.ready, keys.delayed, keys.inflight, keys.ids, keys.signal, keys.state],
+            args=[keys.base],
+            client=self.redis,
+        )
+        self.redis.srem(GlobalKeys(self.global_keyprefix).queues, queue)
+        self._known_queues.discard(queue)
+
+    # -- consuming -----------------------------------------------------------------------
+
+    def _free_slots(self) -> int:
+        estimate = self.qos.can_consume_max_estimate()
+        if estimate is None:
+            return self.options.fetch_limit
+        return max(1, min(estimate, self.options.fetch_limit))
+
+    def _fetch_call(self, queue: str, count: int) -> tuple[list[str], list[Any]]:
+        keys = self.queue_keys(queue)
+        return (
+            [keys.ready, keys.delayed, keys.inflight, keys.signal, keys.state],
+            [keys.base, self.consumer_id, count, now_ms(), self.options.release_limit],
+        )
+
+    def _prepare_consumer(self, queue: str) -> None:
+        """Register this consumer (and the queue it leases from) before the first lease."""
+        if queue in self._held_queues and self._heartbeat is not None:
+            return
+        self._held_queues.add(queue)
+        recovery.register(
+            self.redis,
+            self.global_keyprefix,
+            self.consumer_id,
+            self._consumer_info(),
+            self._held_queues,
+        )
+        if self._heartbeat is None:
+            self._heartbeat = Heartbeat(
+                Redis(connection_pool=self.pool),
+                self.scripts,
+                self.global_keyprefix,
+                self.consumer_id,
+                self.options,
+                self._consumer_info(),
+                lambda: set(self._held_queues),
+            )
+            self._heartbeat.start()
+
+    def _consumer_info(self) -> dict[str, str]:
+        return {
+            "hostname": WORKER_NODENAME or socket.gethostname(),
+            "pid": str(os.getpid()),
+            "started_at": str(now_ms()),
+        }
+
+    def _unpack(self, queue: str, reply: list[Any]) -> list[dict[str, Any]]:
+        """Turn a fetch reply into deliverable payloads; bury what cannot be decoded."""
+        next_due, flat = reply
+        if next_due:
+            self._next_due[queue] = int(float(next_due))
+        else:
+            self._next_due.pop(queue, None)
+        payloads = []
+        for i in range(0, len(flat), 4):
+            message_id = bytes_to_str(flat[i])
+            body, deliveries = flat[i + 1], int(flat[i + 2])
+            self._leases[message_id] = queue
+            try:
+                payloads.append(for_delivery(body, message_id, deliveries))
+            except MalformedMessage as exc:
+                logger.error("dead-lettered message %s from queue %r: %s", message_id, queue, exc)
+                self.dead_letter(message_id, "malformed", str(exc))
+        return payloads
+
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        self._prepare_consumer(queue)
+        keys, args = self._fetch_call(queue, 1)
+        payloads = self._unpack(
+            queue, self.scripts["fetch"](keys=keys, args=args, client=self.redis)
+        )
+        if not payloads:
+            raise Empty()
+        return payloads[0]
+
+    def _wait_seconds(self, timeout: float | None) -> float:
+        wait = float(timeout if timeout else self.brpop_timeout or 1)
+        if self._next_due:
+            until = (min(self._next_due.values()) - now_ms()) / 1000
+            wait = min(wait, max(until, 0.005))
+        return round(wait, 3)
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        active = set(self.active_queues)
+        while self._fetch_queue and self._fetch_queue[0] not in active:
+            self._fetch_queue.popleft()
+        connection = self.client.connection
+        if self._fetch_queue:
+            queue = self._fetch_queue[0]
+            self._prepare_consumer(queue)
+            count = self._free_slots()
+            keys, args = self._fetch_call(queue, count)
+            command = ["EVALSHA", self.scripts.sha("fetch"), len(keys), *keys, *args]
+            self._pending = ("fetch", queue, count)
+        else:
+            signals = {self.queue_keys(q).signal: q for q in queues}
+            command = ["BLPOP", *signals, self._wait_seconds(timeout)]
+            self._pending = ("wait", signals, 0)
+        self._in_poll = connection
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
+        connection.send_command(*command)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        pending, self._pending = self._pending, None
+        try:
+            if pending is None:
+                raise Empty()
+            kind, target, count = pending
+            command = "EVALSHA" if kind == "fetch" else "BLPOP"
+            try:
+                reply = self.client.parse_response(self.client.connection, command, **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            except NoScriptError:
+                self.scripts.load_all()
+                raise Empty() from None
+            if kind == "wait":
+                if reply:
+                    queue = target[bytes_to_str(reply[0])]
+                    self._queue_cycle.rotate(queue)
+                    self._fetch_queue.append(queue)
+                else:
+                    # woken by the timeout: a delayed message may be due, or a token lost
+                    self._fetch_queue.extend(target.values())
+                raise Empty()
+            self._fetch_queue.popleft()
+            payloads = self._unpack(target, reply)
+            if len(reply[1]) // 4 >= count and len(self.active_queues) == 1:
+                self._fetch_queue.appendleft(target)  # likely more ready: skip the wait
+            for payload in payloads:
+                self.connection._deliver(payload, target)
+            if not payloads:
+                raise Empty()
+            return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            flush_reauth = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7
+            if flush_reauth is not None:
+                flush_reauth()
+
+    # -- settling leases -----------------------------------------------------------------
+
+    def _lease(self, delivery_tag: str) -> tuple[QueueKeys, str] | None:
+        if os.getpid() != self._owner_pid:
+            return None  # a forked child never settles its parent's leases
+        queue = self._leases.pop(delivery_tag, None)
+        if queue is None:
+            return None
+        return self.queue_keys(queue), delivery_tag
+
+    def ack_lease(self, delivery_tag: str) -> None:
+        lease = self._lease(delivery_tag)
+        if lease is None:
+            return
+        keys, message_id = lease
+        done = self.scripts["ack"](
+            keys=[keys.inflight, keys.ids],
+            args=[keys.base, message_id, self.consumer_id],
+            client=self.redis,
+        )
+        if not done:
+            logger.warning(
+                "ack of message %s on %r ignored: this consumer no longer holds it "
+                "(it was returned to the queue after a missed heartbeat)",
+                message_id,
+                keys.queue,
+            )
+
+    def requeue_lease(self, delivery_tag: str) -> None:
+        lease = self._lease(delivery_tag)
+        if lease is None:
+            return
+        keys, message_id = lease
+        self.scripts["requeue"](
+            keys=[keys.ready, keys.inflight, keys.signal, keys.state],
+            args=[keys.base, message_id, self.consumer_id],
+            client=self.redis,
+        )
+
+    def dead_letter(self, delivery_tag: str, reason: str, detail: str) -> None:
+        lease = self._lease(delivery_tag)
+        if lease is None:
+            return
+        keys, message_id = lease
+        moved = self.scripts["dead_letter"](
+            keys=[keys.inflight, keys.dead],
+            args=[keys.base, message_id, self.consumer_id, reason, detail, now_ms()],
+            client=self.redis,
+        )
+        if moved:
+            logger.warning(
+                "message %s from queue %r dead-lettered: %s (%s)",
+                message_id,
+                keys.queue,
+                reason,
+                detail,
+            )
+            self._recent_dead[delivery_tag] = (keys.queue, message_id)
+            while len(self._recent_dead) > 1000:
+                self._recent_dead.popitem(last=False)
+
+    def annotate_dead_letter(self, delivery_tag: str, reason: str, detail: str) -> None:
+        """Replace the generic 'rejected' reason with the one Celery reported afterwards."""
+        found = self._recent_dead.pop(delivery_tag, None)
+        if found is None:
+            return
+        keys = self.queue_keys(found[0])
+        self.scripts["annotate"](
+            keys=[keys.dead], args=[keys.base, found[1], reason, detail], client=self.redis
+        )
+
+    def _restore(self, message: Any, leftmost: bool = False) -> None:
+        self.requeue_lease(message.delivery_tag)
+
+    def _restore_at_beginning(self, message: Any) -> None:
+        self.requeue_lease(message.delivery_tag)
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if not self.closed and os.getpid() == self._owner_pid:
+            self._hand_back()
+        super().close()  # type: ignore[misc]
+
+    def _hand_back(self) -> None:
+        """Return every message this consumer still holds, then leave the registry.
+
+        A fetch reply still in flight is not read (its messages would reach Celery while
+        it shuts down); the script already ran, so those messages are held and go back
+        with the rest.
+        """
+        self._in_poll = None  # type: ignore[assignment]
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is None:
+            return
+        heartbeat.stop()
+        try:
+            if self._qos is not None:
+                self._qos.restore_unacked_once()
+            for queue in self._held_queues:
+                recovery.recover_queue(
+                    self.scripts,
+                    self.queue_keys(queue),
+                    self.consumer_id,
+                    self.options,
+                    died=False,
+                    client=self.redis,
+                )
+            recovery.deregister(self.scripts, self.global_keyprefix, self.consumer_id)
+        except self.connection_errors as exc:
+            logger.warning(
+                "could not hand back this consumer's messages at shutdown (%s); they return "
+                "to their queues after heartbeat_timeout=%ss",
+                exc,
+                self.options.heartbeat_timeout,
+            )
+
+
+class Channel(TaskQueueChannel, kombu_redis.Channel):
+    """Channel for ``redis://`` and ``rediss://`` URLs."""
+
+
+class SentinelChannel(TaskQueueChannel, kombu_redis.SentinelChannel):
+    """Channel for Redis Sentinel (``sentinel://`` URLs with ``master_name``)."""

@@ -1,0 +1,77 @@
+"""Key layout of the broker in Redis.
+
+Every key of one queue starts with ``<global_keyprefix>tq:{<queue>}`` so that a queue
+never spans Redis Cluster slots; the Lua scripts derive per-message keys from that base.
+Global keys (the consumer registry, the set of known queues) share the hash tag ``{tq}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """Names of the Redis keys that hold one queue."""
+
+    prefix: str
+    queue: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}tq:{{{self.queue}}}"
+
+    @property
+    def ready(self) -> str:
+        return self.base + ":ready"
+
+    @property
+    def delayed(self) -> str:
+        return self.base + ":delayed"
+
+    @property
+    def inflight(self) -> str:
+        return self.base + ":inflight"
+
+    @property
+    def dead(self) -> str:
+        return self.base + ":dead"
+
+    @property
+    def ids(self) -> str:
+        return self.base + ":ids"
+
+    @property
+    def signal(self) -> str:
+        return self.base + ":signal"
+
+    @property
+    def state(self) -> str:
+        return self.base + ":state"
+
+    def message(self, message_id: str) -> str:
+        return f"{self.base}:m:{message_id}"
+
+    def held(self, consumer_id: str) -> str:
+        return f"{self.base}:held:{consumer_id}"
+
+
+@dataclass(frozen=True)
+class GlobalKeys:
+    """Names of the keys shared by all queues under one prefix."""
+
+    prefix: str
+
+    @property
+    def consumers(self) -> str:
+        """Sorted set: consumer id -> last heartbeat (ms)."""
+        return f"{self.prefix}{{tq}}:consumers"
+
+    @property
+    def queues(self) -> str:
+        """Set of every queue name this broker has seen."""
+        return f"{self.prefix}{{tq}}:queues"
+
+    def consumer(self, consumer_id: str) -> str:
+        """Hash describing one consumer: hostname, pid, queues, started_at."""
+        return f"{self.prefix}{{tq}}:consumer:{consumer_id}"

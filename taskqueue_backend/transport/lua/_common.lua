@@ -1,0 +1,70 @@
+-- Shared prelude of every script: key layout and score arithmetic.
+-- A queue's keys all start with BASE = "<prefix>tq:{<queue>}", so they share one hash tag.
+-- Scores are exact integers below 2^53: rank * 2^44 + 2^43 +/- position.
+local RANK_SPAN = 17592186044416
+local MIDDLE = 8796093022208
+local QUEUE_SUFFIXES = {':ready', ':delayed', ':inflight', ':dead', ':ids', ':signal', ':state'}
+
+local function fmt(n)
+  return string.format('%.0f', n)
+end
+
+local function mkey(base, id)
+  return base .. ':m:' .. id
+end
+
+local function heldkey(base, consumer)
+  return base .. ':held:' .. consumer
+end
+
+-- the position after every message of this rank: FIFO within a priority
+local function tail_score(base, rank)
+  local seq = redis.call('HINCRBY', base .. ':state', 'seq', 1)
+  return fmt(rank * RANK_SPAN + MIDDLE + seq)
+end
+
+-- the position before every message of this rank: requeues go first
+local function head_score(base, rank)
+  local seq = redis.call('HINCRBY', base .. ':state', 'head', 1)
+  return fmt(rank * RANK_SPAN + MIDDLE - seq)
+end
+
+-- one token in the signal list means "this queue may have ready messages"
+local function wake(base)
+  if redis.call('LLEN', base .. ':signal') == 0 then
+    redis.call('RPUSH', base .. ':signal', '1')
+  end
+end
+
+-- queues declared with x-expires (reply queues) keep all their keys alive together
+local function touch(base, msgkey)
+  local ttl = redis.call('HGET', base .. ':state', 'expires')
+  if ttl then
+    for _, suffix in ipairs(QUEUE_SUFFIXES) do
+      redis.call('PEXPIRE', base .. suffix, ttl)
+    end
+    if msgkey then
+      redis.call('PEXPIRE', msgkey, ttl)
+    end
+  end
+end
+
+-- the message must already be out of ready/delayed/inflight
+local function bury(base, id, reason, detail, now)
+  local mk = mkey(base, id)
+  redis.call('HSET', mk, 'state', 'dead', 'owner', '', 'reason', reason,
+             'detail', detail, 'dead_at', now)
+  redis.call('ZADD', base .. ':dead', now, id)
+end
+
+-- release an owned in-flight message from its consumer's lease
+local function unlease(base, id, consumer)
+  redis.call('ZREM', base .. ':inflight', id)
+  redis.call('SREM', heldkey(base, consumer), id)
+end
+
+local function forget_task(base, id, task_id)
+  if task_id and task_id ~= '' and redis.call('HGET', base .. ':ids', task_id) == id then
+    redis.call('HDEL', base .. ':ids', task_id)
+  end
+end

@@ -1,0 +1,55 @@
+-- Release due delayed messages, then lease up to `max` ready messages to one consumer.
+-- KEYS: ready, delayed, inflight, signal, state
+-- ARGV: base, consumer, max, now_ms, release_limit
+-- Returns {next_due_ms or '', {id, body, deliveries, recoveries, ...}}
+local base, consumer = ARGV[1], ARGV[2]
+local max, now, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[2], id)
+  local mk = mkey(base, id)
+  local rank = redis.call('HGET', mk, 'rank')
+  if rank then
+    redis.call('HSET', mk, 'state', 'ready')
+    redis.call('ZADD', KEYS[1], tail_score(base, tonumber(rank)), id)
+  end
+end
+
+local out = {}
+local leased = 0
+local held = heldkey(base, consumer)
+while leased < max do
+  local popped = redis.call('ZPOPMIN', KEYS[1])
+  if #popped == 0 then
+    break
+  end
+  local id = popped[1]
+  local mk = mkey(base, id)
+  local f = redis.call('HMGET', mk, 'body', 'expire_at', 'recoveries')
+  if f[1] then
+    local expire_at = tonumber(f[2]) or 0
+    if expire_at > 0 and expire_at <= now then
+      bury(base, id, 'expired', 'message TTL passed before delivery', now)
+    else
+      local n = redis.call('HINCRBY', mk, 'deliveries', 1)
+      redis.call('HSET', mk, 'state', 'inflight', 'owner', consumer, 'leased_at', now)
+      redis.call('ZADD', KEYS[3], now, id)
+      redis.call('SADD', held, id)
+      out[#out + 1] = id
+      out[#out + 1] = f[1]
+      out[#out + 1] = n
+      out[#out + 1] = f[3]
+      leased = leased + 1
+    end
+  end
+end
+
+if redis.call('ZCARD', KEYS[1]) > 0 then
+  wake(base)
+else
+  redis.call('DEL', KEYS[4])
+end
+touch(base, nil)
+local nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+return {nxt[2] or '', out}

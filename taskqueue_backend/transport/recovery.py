@@ -1,0 +1,133 @@
+"""Consumer registry and the recovery of a dead consumer's in-flight messages.
+
+Each consuming channel heartbeats into ``tq:consumers`` (id -> last beat, ms) and
+describes itself in ``tq:consumer:<id>`` (hostname, pid, queues). A consumer whose last
+beat is older than ``heartbeat_timeout`` is stale: its held messages go back to their
+queues through ``recover.lua``, which is idempotent, so any number of live workers or the
+control plane may run the recovery concurrently and every message moves exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from redis import Redis
+
+from .keys import GlobalKeys, QueueKeys
+from .options import BrokerOptions
+from .scripts import Scripts
+
+logger = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Recovery:
+    """What recovering one consumer did."""
+
+    consumer_id: str
+    returned: list[str] = field(default_factory=list)
+    dead_lettered: list[str] = field(default_factory=list)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def consumer_queues(client: Redis, prefix: str, consumer_id: str) -> list[str]:
+    raw = client.hget(GlobalKeys(prefix).consumer(consumer_id), "queues")
+    return json.loads(raw) if raw else []
+
+
+def register(
+    client: Redis, prefix: str, consumer_id: str, info: dict[str, str], queues: Iterable[str]
+) -> bool:
+    """Record a heartbeat; returns False if this consumer was unknown (new, or reaped)."""
+    keys = GlobalKeys(prefix)
+    pipe = client.pipeline(transaction=False)
+    pipe.zadd(keys.consumers, {consumer_id: now_ms()})
+    fields: dict[Any, Any] = {**info, "queues": json.dumps(sorted(queues))}
+    pipe.hset(keys.consumer(consumer_id), mapping=fields)
+    added, _ = pipe.execute()
+    return not added
+
+
+def deregister(
+    scripts: Scripts, prefix: str, consumer_id: str, stale_before_ms: int | None = None
+) -> bool:
+    """Forget a consumer; with ``stale_before_ms``, only if it has not beaten since."""
+    keys = GlobalKeys(prefix)
+    limit = "+inf" if stale_before_ms is None else str(stale_before_ms)
+    return bool(
+        scripts["forget"](
+            keys=[keys.consumers, keys.consumer(consumer_id)], args=[consumer_id, limit]
+        )
+    )
+
+
+def recover_queue(
+    scripts: Scripts,
+    keys: QueueKeys,
+    consumer_id: str,
+    options: BrokerOptions,
+    *,
+    died: bool,
+    client: Redis | None = None,
+) -> tuple[list[str], list[str]]:
+    """Return one consumer's held messages of one queue; (returned, dead-lettered) task ids."""
+    returned, buried = scripts["recover"](
+        keys=[keys.ready, keys.inflight, keys.signal, keys.state, keys.dead],
+        args=[keys.base, consumer_id, options.max_redeliveries, now_ms(), "1" if died else "0"],
+        client=client,
+    )
+    return [_text(t) for t in returned], [_text(t) for t in buried]
+
+
+def recover_consumer(
+    client: Redis, scripts: Scripts, prefix: str, consumer_id: str, options: BrokerOptions
+) -> Recovery:
+    """Return every message a dead consumer held, then forget the consumer."""
+    result = Recovery(consumer_id)
+    for queue in consumer_queues(client, prefix, consumer_id):
+        returned, buried = recover_queue(
+            scripts, QueueKeys(prefix, queue), consumer_id, options, died=True, client=client
+        )
+        result.returned += returned
+        result.dead_lettered += buried
+    # a consumer that resumed (SIGSTOP/SIGCONT) and beat meanwhile stays registered
+    deregister(scripts, prefix, consumer_id, now_ms() - int(options.heartbeat_timeout * 1000))
+    if result.returned or result.dead_lettered:
+        logger.warning(
+            "consumer %s stopped heartbeating: returned %d message(s) to their queues, "
+            "dead-lettered %d poison message(s)",
+            consumer_id,
+            len(result.returned),
+            len(result.dead_lettered),
+        )
+    return result
+
+
+def stale_consumers(
+    client: Redis, prefix: str, options: BrokerOptions, limit: int = 50
+) -> list[str]:
+    deadline = now_ms() - int(options.heartbeat_timeout * 1000)
+    found = client.zrangebyscore(GlobalKeys(prefix).consumers, "-inf", deadline, 0, limit)
+    return [_text(c) for c in cast(list[bytes], found)]
+
+
+def reap_stale(
+    client: Redis, scripts: Scripts, prefix: str, options: BrokerOptions
+) -> list[Recovery]:
+    """Recover every consumer that missed its heartbeat window."""
+    return [
+        recover_consumer(client, scripts, prefix, consumer_id, options)
+        for consumer_id in stale_consumers(client, prefix, options)
+    ]

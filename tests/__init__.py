@@ -1,0 +1,1 @@
+"""Test suite; a package so that worker subprocesses can import ``tests.app``."""

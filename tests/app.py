@@ -1,0 +1,123 @@
+"""The Celery app test workers run (``celery -A tests.app worker``), configured only from the env.
+
+Environment (set by the ``start_worker`` fixture):
+
+- ``TQ_TEST_REDIS_URL``: broker URL; ``TQ_TEST_KEYPREFIX``: the test's key prefix.
+- ``TQ_TEST_TRANSPORT_OPTIONS``: extra broker transport options as a JSON object.
+- ``TQ_TEST_PREFETCH``: ``worker_prefetch_multiplier`` (default 4).
+- ``TQ_TEST_ACKS_LATE``: "1" turns on ``task_acks_late``.
+
+Every task appends one JSON line to the Redis list ``<keyprefix>log``; ``read_log`` reads them
+back. ``make_app`` builds a separate client-side app with the same tasks for publishing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import redis
+from celery import Celery, Task
+
+TRANSPORT = "taskqueue_backend.transport:Transport"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+_recorder: redis.Redis | None = None
+_recorder_pid: int | None = None
+
+
+def log_key(keyprefix: str) -> str:
+    return f"{keyprefix}log"
+
+
+def _env_redis_url() -> str:
+    return os.environ.get("TQ_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+
+
+def _env_keyprefix() -> str:
+    return os.environ.get("TQ_TEST_KEYPREFIX", "tqtest-unset:")
+
+
+def _recorder_client() -> redis.Redis:
+    """One plain Redis client per process, created on first use (after any fork)."""
+    global _recorder, _recorder_pid
+    if _recorder is None or _recorder_pid != os.getpid():
+        _recorder = redis.Redis.from_url(_env_redis_url())
+        _recorder_pid = os.getpid()
+    return _recorder
+
+
+def _record(task: Task, label: str) -> None:
+    delivery_info = task.request.delivery_info or {}
+    entry = {
+        "task": task.name,
+        "label": label,
+        "pid": os.getpid(),
+        "t": time.time(),
+        "delivery_count": task.request.get("delivery_count"),
+        "redelivered": delivery_info.get("redelivered"),
+    }
+    _recorder_client().rpush(log_key(_env_keyprefix()), json.dumps(entry))
+
+
+def read_log(redis_client: redis.Redis, keyprefix: str) -> list[dict[str, Any]]:
+    """Every entry the tasks recorded under ``keyprefix``, oldest first."""
+    return [json.loads(raw) for raw in redis_client.lrange(log_key(keyprefix), 0, -1)]
+
+
+def record(self: Task, label: str) -> None:
+    _record(self, label)
+
+
+def sleep_then_record(self: Task, label: str, seconds: float) -> None:
+    time.sleep(seconds)
+    _record(self, label)
+
+
+def fail_then_record(self: Task, label: str, times: int, countdown: float = 1.0) -> None:
+    """Retry (with ``countdown``) until it has been retried ``times`` times, then record."""
+    if self.request.retries < times:
+        raise self.retry(countdown=countdown, max_retries=times)
+    _record(self, label)
+
+
+def always_fail(self: Task, label: str) -> None:
+    raise ValueError(f"always_fail({label!r}) fails on purpose")
+
+
+TASKS = (record, sleep_then_record, fail_then_record, always_fail)
+
+
+def configure(
+    app: Celery, redis_url: str, keyprefix: str, transport_options: dict[str, Any]
+) -> None:
+    app.conf.update(
+        broker_url=redis_url,
+        broker_transport=TRANSPORT,
+        broker_transport_options={"global_keyprefix": keyprefix, **transport_options},
+        broker_connection_retry_on_startup=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=int(os.environ.get("TQ_TEST_PREFETCH", "4")),
+        task_acks_late=os.environ.get("TQ_TEST_ACKS_LATE") == "1",
+    )
+    for function in TASKS:
+        # shared=False: do not attach these tasks to every other app created in this process.
+        app.task(name=f"tests.app.{function.__name__}", bind=True, shared=False)(function)
+
+
+def make_app(redis_url: str, keyprefix: str, **transport_options: Any) -> Celery:
+    """A fresh client-side app with the tasks and config of ``app``; close it when done."""
+    client = Celery("tests.app", set_as_current=False)
+    configure(client, redis_url, keyprefix, transport_options)
+    return client
+
+
+app = Celery("tests.app")
+configure(
+    app,
+    _env_redis_url(),
+    _env_keyprefix(),
+    json.loads(os.environ.get("TQ_TEST_TRANSPORT_OPTIONS") or "{}"),
+)

@@ -1,0 +1,152 @@
+"""Fixtures backed by real services: a Redis (found or embedded), per-test key isolation, workers.
+
+- ``redis_url`` (session): ``REDIS_URL`` or redis://127.0.0.1:6379/0; when nothing answers at
+  the default address an embedded redis-server is started for the session.
+- ``keyprefix``: a random prefix per test; its keys are deleted afterwards (and only those).
+- ``redis_client``: a plain ``redis.Redis`` on ``redis_url``.
+- ``start_worker``: starts real ``celery worker`` subprocesses, stopped at teardown; a failing
+  test's report carries each worker's log tail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+import warnings
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+import redis
+
+from taskqueue_backend.embedded import EmbeddedRedis
+from tests.support import (
+    DEFAULT_REDIS_URL,
+    REPO_ROOT,
+    StartWorker,
+    WorkerProcess,
+    delete_keys_containing,
+    ping_error,
+    worker_command,
+)
+
+WORKERS_KEY = pytest.StashKey[list[WorkerProcess]]()
+
+
+def _announce(config: pytest.Config, text: str) -> None:
+    """Show ``text`` on the terminal even while output capturing is active."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        warnings.warn(text, stacklevel=2)
+        return
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        reporter.write_line(text, yellow=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url(pytestconfig: pytest.Config) -> Iterator[str]:
+    """URL of the Redis for this session: REDIS_URL, the default address, or an embedded one."""
+    configured = os.environ.get("REDIS_URL")
+    url = configured or DEFAULT_REDIS_URL
+    error = ping_error(url)
+    if error is None:
+        yield url
+        return
+    if configured:
+        # An explicitly chosen server being down is an error, not a reason to test elsewhere.
+        pytest.exit(
+            f"REDIS_URL={configured} does not answer PING ({error}). Start that server, "
+            f"or unset REDIS_URL to use {DEFAULT_REDIS_URL} or an embedded redis-server.",
+            returncode=1,
+        )
+    try:
+        server = EmbeddedRedis().start()
+    except RuntimeError as exc:
+        pytest.exit(
+            f"No Redis answered at {url} ({error}) and an embedded redis-server could not be "
+            f"started: {exc}\nSet REDIS_URL=redis://host:port/db to run the tests against a "
+            "running Redis.",
+            returncode=1,
+        )
+    _announce(
+        pytestconfig,
+        f"No Redis was reachable at {url} ({error}); started an embedded redis-server on port "
+        f"{server.port} for this session. Set REDIS_URL=redis://host:port/db to point the tests "
+        "at another server.",
+    )
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def keyprefix(redis_url: str) -> Iterator[str]:
+    """A random key prefix for this test; keys containing it are deleted afterwards."""
+    prefix = f"tqtest-{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        delete_keys_containing(client, prefix)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client (bytes replies) on ``redis_url``."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def start_worker(
+    request: pytest.FixtureRequest, redis_url: str, keyprefix: str, tmp_path: Path
+) -> Iterator[StartWorker]:
+    """Start real ``celery worker`` subprocesses (see ``StartWorker``); all stop at teardown."""
+    workers = request.node.stash.setdefault(WORKERS_KEY, [])
+
+    def start(
+        app: str = "tests.app",
+        queues: Sequence[str] = ("celery",),
+        concurrency: int = 2,
+        pool: str = "prefork",
+        env: Mapping[str, str] | None = None,
+        hostname: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> WorkerProcess:
+        number = len(workers) + 1
+        name = hostname or f"w{number}-{uuid.uuid4().hex[:6]}@%h"
+        pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        worker_env = {
+            **os.environ,
+            "PYTHONPATH": pythonpath,
+            "TQ_TEST_REDIS_URL": redis_url,
+            "TQ_TEST_KEYPREFIX": keyprefix,
+            **(env or {}),
+        }
+        command = worker_command(app, queues, concurrency, pool, name, extra_args)
+        worker = WorkerProcess(command, worker_env, tmp_path / f"worker-{number}.log", name)
+        worker.start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and report.when in ("setup", "call"):
+        for worker in item.stash.get(WORKERS_KEY, []):
+            report.sections.append(
+                (f"worker {worker.hostname} log tail ({worker.log_path})", worker.log_tail())
+            )
+    return report

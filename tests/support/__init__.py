@@ -1,0 +1,16 @@
+"""Helpers shared by the tests: real Redis discovery, condition waiting, worker subprocesses."""
+
+from tests.support.redis_service import DEFAULT_REDIS_URL, delete_keys_containing, ping_error
+from tests.support.waiting import wait_for
+from tests.support.workers import REPO_ROOT, StartWorker, WorkerProcess, worker_command
+
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "REPO_ROOT",
+    "StartWorker",
+    "WorkerProcess",
+    "delete_keys_containing",
+    "ping_error",
+    "wait_for",
+    "worker_command",
+]
