@@ -76,6 +76,13 @@ def _s(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _body(value: Any) -> str | None:
+    """A stored body as text; bytes that are not UTF-8 show as escapes, never an error."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    return None if value is None else str(value)
+
+
 def _ms(value: Any) -> float | None:
     text = _s(value)
     return float(text) / 1000 if text else None
@@ -182,7 +189,7 @@ class BrokerInspector:
             due_at=_ms(f.get("due_at")),
             reason=_s(f.get("reason")),
             detail=_s(f.get("detail")),
-            body=_s(f.get("body")) if with_body else None,
+            body=_body(f.get("body")) if with_body else None,
         )
 
     def dead_letters(self, queue: str, limit: int = 100) -> list[MessageLocation]:

@@ -121,3 +121,53 @@ configure(
     _env_keyprefix(),
     json.loads(os.environ.get("TQ_TEST_TRANSPORT_OPTIONS") or "{}"),
 )
+
+
+def kill_own_process(self: Task, label: str) -> None:
+    """Record, then SIGKILL the process running the task: the worker itself under ``-P solo``."""
+    import signal
+
+    _record(self, label)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+app.task(name="tests.app.kill_own_process", bind=True, shared=False)(kill_own_process)
+
+
+# -- tasks for the fault tests ----------------------------------------------------------------
+
+_log_clients: dict[tuple[int, str], redis.Redis] = {}
+
+
+def sleep_then_record_to(self: Task, label: str, seconds: float, log_url: str) -> None:
+    """``sleep_then_record`` logging to the Redis at ``log_url`` instead of the broker's.
+
+    Fault tests stop and kill the broker's Redis; the log must not go down with it.
+    """
+    time.sleep(seconds)
+    key = (os.getpid(), log_url)
+    if key not in _log_clients:
+        _log_clients[key] = redis.Redis.from_url(log_url)
+    delivery_info = self.request.delivery_info or {}
+    entry = {
+        "task": self.name,
+        "label": label,
+        "pid": os.getpid(),
+        "t": time.time(),
+        "delivery_count": self.request.get("delivery_count"),
+        "redelivered": delivery_info.get("redelivered"),
+    }
+    _log_clients[key].rpush(log_key(_env_keyprefix()), json.dumps(entry))
+
+
+def reject_without_requeue(self: Task, label: str) -> None:
+    """Reject its own message for good (registered with acks_late, which Reject needs)."""
+    from celery.exceptions import Reject
+
+    raise Reject(f"reject_without_requeue({label!r}) rejects its message on purpose", requeue=False)
+
+
+app.task(name="tests.app.sleep_then_record_to", bind=True, shared=False)(sleep_then_record_to)
+app.task(name="tests.app.reject_without_requeue", bind=True, shared=False, acks_late=True)(
+    reject_without_requeue
+)

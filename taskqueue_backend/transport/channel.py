@@ -77,6 +77,7 @@ class TaskQueueChannel(_ChannelBase):
         self._scripts: Any = None
         self._leases: dict[str, str] = {}
         self._held_queues: set[str] = set()
+        self._no_ack_queues: set[str] = set()
         self._known_queues: set[str] = set()
         self._heartbeat: Heartbeat | None = None
         self._pending: tuple[str, Any, int] | None = None
@@ -88,7 +89,13 @@ class TaskQueueChannel(_ChannelBase):
 
     @property
     def redis(self) -> Redis:
-        """A client without kombu's key prefixing: our key names carry the prefix."""
+        """A client without kombu's key prefixing: our key names carry the prefix.
+
+        After the channel closed (e.g. Celery reconnected after losing the broker), late
+        acks of its messages still go through the last pool, which reconnects on use.
+        """
+        if self.connection is None and self._redis is not None:
+            return self._redis
         pool = self.pool
         if self._redis is None or self._redis.connection_pool is not pool:
             from .scripts import Scripts
@@ -154,9 +161,10 @@ class TaskQueueChannel(_ChannelBase):
             pipe.pexpire(keys.state, expires)
         else:
             pipe.hdel(keys.state, "expires")
-        pipe.sadd(GlobalKeys(self.global_keyprefix).queues, queue)
+        if not auto_delete:  # reply and pidbox queues come and go; not worth listing
+            pipe.sadd(GlobalKeys(self.global_keyprefix).queues, queue)
+            self._known_queues.add(queue)
         pipe.execute()
-        self._known_queues.add(queue)
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         keys = self.queue_keys(queue)
@@ -209,12 +217,38 @@ class TaskQueueChannel(_ChannelBase):
             return self.options.fetch_limit
         return max(1, min(estimate, self.options.fetch_limit))
 
-    def _fetch_call(self, queue: str, count: int) -> tuple[list[str], list[Any]]:
+    def _fetch_call(
+        self, queue: str, count: int, no_ack: bool = False
+    ) -> tuple[list[str], list[Any]]:
         keys = self.queue_keys(queue)
         return (
             [keys.ready, keys.delayed, keys.inflight, keys.signal, keys.state],
-            [keys.base, self.consumer_id, count, now_ms(), self.options.release_limit],
+            [
+                keys.base,
+                self.consumer_id,
+                count,
+                now_ms(),
+                self.options.release_limit,
+                "1" if no_ack else "0",
+            ],
         )
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        else:
+            self._no_ack_queues.discard(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        try:
+            payload = self._get(queue, no_ack=no_ack)
+        except Empty:
+            return None
+        message = self.Message(payload, channel=self)
+        if not no_ack:
+            self.qos.append(message, message.delivery_tag)
+        return message
 
     def _prepare_consumer(self, queue: str) -> None:
         """Register this consumer (and the queue it leases from) before the first lease."""
@@ -247,7 +281,7 @@ class TaskQueueChannel(_ChannelBase):
             "started_at": str(now_ms()),
         }
 
-    def _unpack(self, queue: str, reply: list[Any]) -> list[dict[str, Any]]:
+    def _unpack(self, queue: str, reply: list[Any], no_ack: bool = False) -> list[dict[str, Any]]:
         """Turn a fetch reply into deliverable payloads; bury what cannot be decoded."""
         next_due, flat = reply
         if next_due:
@@ -258,19 +292,31 @@ class TaskQueueChannel(_ChannelBase):
         for i in range(0, len(flat), 4):
             message_id = bytes_to_str(flat[i])
             body, deliveries = flat[i + 1], int(flat[i + 2])
-            self._leases[message_id] = queue
+            if not no_ack:
+                self._leases[message_id] = queue
             try:
                 payloads.append(for_delivery(body, message_id, deliveries))
             except MalformedMessage as exc:
+                if no_ack:
+                    logger.error(
+                        "dropped malformed message %s from no-ack queue %r: %s",
+                        message_id,
+                        queue,
+                        exc,
+                    )
+                    continue
                 logger.error("dead-lettered message %s from queue %r: %s", message_id, queue, exc)
                 self.dead_letter(message_id, "malformed", str(exc))
         return payloads
 
-    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
-        self._prepare_consumer(queue)
-        keys, args = self._fetch_call(queue, 1)
+    def _get(
+        self, queue: str, timeout: float | None = None, no_ack: bool = False
+    ) -> dict[str, Any]:
+        if not no_ack:
+            self._prepare_consumer(queue)
+        keys, args = self._fetch_call(queue, 1, no_ack)
         payloads = self._unpack(
-            queue, self.scripts["fetch"](keys=keys, args=args, client=self.redis)
+            queue, self.scripts["fetch"](keys=keys, args=args, client=self.redis), no_ack
         )
         if not payloads:
             raise Empty()
@@ -293,9 +339,11 @@ class TaskQueueChannel(_ChannelBase):
         connection = self.client.connection
         if self._fetch_queue:
             queue = self._fetch_queue[0]
-            self._prepare_consumer(queue)
+            no_ack = queue in self._no_ack_queues
+            if not no_ack:
+                self._prepare_consumer(queue)
             count = self._free_slots()
-            keys, args = self._fetch_call(queue, count)
+            keys, args = self._fetch_call(queue, count, no_ack)
             command = ["EVALSHA", self.scripts.sha("fetch"), len(keys), *keys, *args]
             self._pending = ("fetch", queue, count)
         else:
@@ -331,7 +379,7 @@ class TaskQueueChannel(_ChannelBase):
                     self._fetch_queue.extend(target.values())
                 raise Empty()
             self._fetch_queue.popleft()
-            payloads = self._unpack(target, reply)
+            payloads = self._unpack(target, reply, target in self._no_ack_queues)
             if len(reply[1]) // 4 >= count and len(self.active_queues) == 1:
                 self._fetch_queue.appendleft(target)  # likely more ready: skip the wait
             for payload in payloads:
@@ -372,6 +420,7 @@ class TaskQueueChannel(_ChannelBase):
                 message_id,
                 keys.queue,
             )
+        self._maybe_retire()
 
     def requeue_lease(self, delivery_tag: str) -> None:
         lease = self._lease(delivery_tag)
@@ -383,6 +432,7 @@ class TaskQueueChannel(_ChannelBase):
             args=[keys.base, message_id, self.consumer_id],
             client=self.redis,
         )
+        self._maybe_retire()
 
     def dead_letter(self, delivery_tag: str, reason: str, detail: str) -> None:
         lease = self._lease(delivery_tag)
@@ -405,6 +455,7 @@ class TaskQueueChannel(_ChannelBase):
             self._recent_dead[delivery_tag] = (keys.queue, message_id)
             while len(self._recent_dead) > 1000:
                 self._recent_dead.popitem(last=False)
+        self._maybe_retire()
 
     def annotate_dead_letter(self, delivery_tag: str, reason: str, detail: str) -> None:
         """Replace the generic 'rejected' reason with the one Celery reported afterwards."""
@@ -437,13 +488,34 @@ class TaskQueueChannel(_ChannelBase):
         with the rest.
         """
         self._in_poll = None  # type: ignore[assignment]
+        if self._heartbeat is not None and self._qos is not None:
+            try:
+                self._qos.restore_unacked_once()
+            except self.connection_errors as exc:
+                logger.warning("could not restore unacked messages at shutdown: %s", exc)
+        self._retire()
+
+    def _maybe_retire(self) -> None:
+        """A channel that stopped consuming and settled every lease stops heartbeating.
+
+        (A client that once read an ``inspect`` reply is not a worker to watch.)
+        """
+        pending_fetch = self._pending is not None and self._pending[0] == "fetch"
+        if (
+            self._heartbeat is not None
+            and not self._leases
+            and not self.active_queues
+            and not pending_fetch
+            and os.getpid() == self._owner_pid
+        ):
+            self._retire()
+
+    def _retire(self) -> None:
         heartbeat, self._heartbeat = self._heartbeat, None
         if heartbeat is None:
             return
         heartbeat.stop()
         try:
-            if self._qos is not None:
-                self._qos.restore_unacked_once()
             for queue in self._held_queues:
                 recovery.recover_queue(
                     self.scripts,
@@ -454,13 +526,19 @@ class TaskQueueChannel(_ChannelBase):
                     client=self.redis,
                 )
             recovery.deregister(self.scripts, self.global_keyprefix, self.consumer_id)
+            self._held_queues.clear()
         except self.connection_errors as exc:
             logger.warning(
-                "could not hand back this consumer's messages at shutdown (%s); they return "
+                "could not hand back this consumer's messages (%s); they return "
                 "to their queues after heartbeat_timeout=%ss",
                 exc,
                 self.options.heartbeat_timeout,
             )
+
+    def _basic_cancel(self, consumer_tag: str) -> Any:
+        result = super()._basic_cancel(consumer_tag)
+        self._maybe_retire()
+        return result
 
 
 class Channel(TaskQueueChannel, kombu_redis.Channel):

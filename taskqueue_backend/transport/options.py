@@ -52,10 +52,12 @@ class BrokerOptions:
                 f"max_priority must be an integer from 1 to {MAX_PRIORITY_LIMIT}, "
                 f"got {self.max_priority!r}"
             )
-        if not 0 <= self.default_priority <= self.max_priority:
+        if self.default_priority != 0:
+            # kombu turns "no priority" into 0 before the transport sees it, so a transport
+            # default would also rewrite an explicit priority=0.
             raise ValueError(
-                f"default_priority must be within 0..{self.max_priority}, "
-                f"got {self.default_priority!r}"
+                "default_priority is not a transport option: set Celery's "
+                "task_default_priority (or a task's priority) instead"
             )
         if self.heartbeat_interval <= 0:
             raise ValueError(f"heartbeat_interval must be > 0, got {self.heartbeat_interval!r}")

@@ -42,6 +42,11 @@ class LeaseQoS(virtual.QoS):
             tag, message = self._delivered.popitem()
             try:
                 self.channel.requeue_lease(tag)
+            except self.channel.connection_errors:
+                # The lease is still in Redis: the message returns to its queue when this
+                # consumer's heartbeats stop (the channel logs that). Nothing to dump.
+                self._delivered.clear()
+                break
             except Exception as exc:
                 errors.append((exc, message))
         return errors

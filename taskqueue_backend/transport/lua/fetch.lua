@@ -1,9 +1,10 @@
 -- Release due delayed messages, then lease up to `max` ready messages to one consumer.
 -- KEYS: ready, delayed, inflight, signal, state
--- ARGV: base, consumer, max, now_ms, release_limit
+-- ARGV: base, consumer, max, now_ms, release_limit, no_ack ('1': hand over and forget, no lease)
 -- Returns {next_due_ms or '', {id, body, deliveries, recoveries, ...}}
 local base, consumer = ARGV[1], ARGV[2]
 local max, now, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local no_ack = ARGV[6] == '1'
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(due) do
@@ -26,11 +27,20 @@ while leased < max do
   end
   local id = popped[1]
   local mk = mkey(base, id)
-  local f = redis.call('HMGET', mk, 'body', 'expire_at', 'recoveries')
+  local f = redis.call('HMGET', mk, 'body', 'expire_at', 'recoveries', 'task_id')
   if f[1] then
     local expire_at = tonumber(f[2]) or 0
     if expire_at > 0 and expire_at <= now then
       bury(base, id, 'expired', 'message TTL passed before delivery', now)
+    elseif no_ack then
+      local n = tonumber(redis.call('HGET', mk, 'deliveries')) + 1
+      redis.call('DEL', mk)
+      forget_task(base, id, f[4])
+      out[#out + 1] = id
+      out[#out + 1] = f[1]
+      out[#out + 1] = n
+      out[#out + 1] = f[3]
+      leased = leased + 1
     else
       local n = redis.call('HINCRBY', mk, 'deliveries', 1)
       redis.call('HSET', mk, 'state', 'inflight', 'owner', consumer, 'leased_at', now)

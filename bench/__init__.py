@@ -1,0 +1,1 @@
+"""Benchmarks: each prints its figures next to the stock component it replaces."""

@@ -1,0 +1,174 @@
+"""Broker benchmark: kombu's stock ``redis://`` transport vs this one, in one run.
+
+    python bench/broker.py [--tasks 10000] [--probes 300]
+
+Both run the same no-op workload with the same Celery settings (prefork, 2 processes,
+prefetch multiplier 4) against a dedicated redis-server started for the run, and the script
+prints for each: publish msg/s (plain ``apply_async`` loop, and a pipelined burst through
+``producer.batch()``), end-to-end tasks/s draining a preloaded queue, pickup latency p50/p99
+on an idle worker, and Redis CPU seconds per 10k tasks, followed by the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from taskqueue_backend.embedded import EmbeddedRedis  # noqa: E402
+
+VARIANTS = ("stock", "taskqueue")
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise SystemExit(f"benchmark: timed out waiting for {what}")
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def load_app(variant: str, url: str, expected: int) -> Any:
+    os.environ.update(BENCH_TRANSPORT=variant, BENCH_REDIS_URL=url, BENCH_EXPECTED=str(expected))
+    sys.modules.pop("bench.app", None)  # re-read the environment on import
+    return importlib.import_module("bench.app")
+
+
+def start_worker(variant: str, url: str, expected: int, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(
+        os.environ,
+        BENCH_TRANSPORT=variant,
+        BENCH_REDIS_URL=url,
+        BENCH_EXPECTED=str(expected),
+        PYTHONPATH=str(ROOT),
+    )
+    command = [
+        sys.executable, "-m", "celery", "-A", "bench.app", "worker", "-l", "WARNING",
+        "-c", "2", "-P", "prefork", "-Q", "bench", "-n", f"bench-{variant}@%h",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
+def measure(variant: str, url: str, tasks: int, probes: int, logdir: Path) -> dict[str, float]:
+    client = redis.Redis.from_url(url)
+    client.flushdb()  # the benchmark's own server: nothing else lives here
+    module = load_app(variant, url, tasks)
+    app, noop, probe = module.app, module.noop, module.probe
+    result: dict[str, float] = {}
+
+    noop.apply_async()  # connect and declare before timing
+    started = time.perf_counter()
+    for _ in range(tasks):
+        noop.apply_async()
+    result["publish_plain"] = tasks / (time.perf_counter() - started)
+
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("bench")
+    client.delete("bench:done", "bench:first", "bench:last")
+
+    cpu_before = redis_cpu(client)
+    started = time.perf_counter()
+    with app.producer_or_acquire() as producer, producer.batch():
+        for _ in range(tasks):
+            noop.apply_async(producer=producer)
+    result["publish_batch"] = tasks / (time.perf_counter() - started)
+
+    worker = start_worker(variant, url, tasks, logdir / f"worker-{variant}.log")
+    try:
+        wait_until(lambda: client.get("bench:last"), 600, f"{tasks} tasks on {variant}")
+        first, last = float(client.get("bench:first")), float(client.get("bench:last"))
+        result["end_to_end"] = (tasks - 1) / (last - first)
+        result["redis_cpu_per_10k"] = (redis_cpu(client) - cpu_before) * 10000 / tasks
+
+        latencies = []
+        for _ in range(probes):
+            before = client.llen("bench:latency")
+            probe.apply_async((time.time(),))
+            wait_until(lambda b=before: client.llen("bench:latency") > b, 30, "a probe task")
+            time.sleep(0.01)  # let the worker go idle again
+        latencies = sorted(float(x) * 1000 for x in client.lrange("bench:latency", 0, -1))
+        result["pickup_p50_ms"] = statistics.median(latencies)
+        result["pickup_p99_ms"] = latencies[int(len(latencies) * 0.99) - 1]
+    finally:
+        stop_worker(worker)
+    app.close()
+    return result
+
+
+ROWS = [
+    ("publish_plain", "publish msg/s, apply_async loop", True),
+    ("publish_batch", "publish msg/s, producer.batch() burst", True),
+    ("end_to_end", "end-to-end tasks/s (prefork -c 2)", True),
+    ("pickup_p50_ms", "pickup latency p50 (ms)", False),
+    ("pickup_p99_ms", "pickup latency p99 (ms)", False),
+    ("redis_cpu_per_10k", "Redis CPU s per 10k tasks", False),
+]
+
+
+def report(results: dict[str, dict[str, float]]) -> str:
+    stock, ours = results["stock"], results["taskqueue"]
+    lines = [f"{'':42} {'stock redis://':>15} {'taskqueue':>12} {'ratio':>8}"]
+    for key, label, higher_is_better in ROWS:
+        ratio = ours[key] / stock[key] if higher_is_better else stock[key] / ours[key]
+        lines.append(f"{label:42} {stock[key]:15.2f} {ours[key]:12.2f} {ratio:7.2f}x")
+    burst = ours["publish_batch"] / stock["publish_plain"]
+    lines.append(
+        f"{'taskqueue burst vs stock apply_async loop':42} {'':15} {'':12} {burst:7.2f}x"
+    )
+    lines.append("ratio > 1 means taskqueue is better (faster, or lower latency/CPU)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=10000)
+    parser.add_argument("--probes", type=int, default=300)
+    args = parser.parse_args()
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    with EmbeddedRedis() as server:
+        print(f"benchmark: dedicated redis-server on port {server.port}; "
+              f"{args.tasks} tasks, {args.probes} latency probes per transport")
+        results = {}
+        for variant in VARIANTS:
+            results[variant] = measure(variant, server.url, args.tasks, args.probes, out)
+            print(f"  {variant}: " + ", ".join(f"{k}={v:.2f}" for k, v in results[variant].items()))
+    print(report(results))
+    (out / "broker.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
