@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -99,12 +100,14 @@ class EmbeddedRedis:
         appendonly: bool = False,
         dir: str | None = None,
         executable: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self._port = port if port is not None else free_port()
         self._appendonly = appendonly
         self._dir = dir
         self._owns_dir = dir is None
         self._executable = executable
+        self._extra_args = list(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -145,6 +148,7 @@ class EmbeddedRedis:
             "--dir", self._dir,
             "--daemonize", "no",
             "--protected-mode", "no",
+            *self._extra_args,
         ]  # fmt: skip
         with open(self.log_path or os.devnull, "ab") as log:
             # Own session: a Ctrl-C meant for the demo or pytest must not kill the server
