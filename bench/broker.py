@@ -145,9 +145,7 @@ def report(results: dict[str, dict[str, float]]) -> str:
         ratio = ours[key] / stock[key] if higher_is_better else stock[key] / ours[key]
         lines.append(f"{label:42} {stock[key]:15.2f} {ours[key]:12.2f} {ratio:7.2f}x")
     burst = ours["publish_batch"] / stock["publish_plain"]
-    lines.append(
-        f"{'taskqueue burst vs stock apply_async loop':42} {'':15} {'':12} {burst:7.2f}x"
-    )
+    lines.append(f"{'taskqueue burst vs stock apply_async loop':42} {'':15} {'':12} {burst:7.2f}x")
     lines.append("ratio > 1 means taskqueue is better (faster, or lower latency/CPU)")
     return "\n".join(lines)
 
@@ -160,8 +158,10 @@ def main() -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     with EmbeddedRedis() as server:
-        print(f"benchmark: dedicated redis-server on port {server.port}; "
-              f"{args.tasks} tasks, {args.probes} latency probes per transport")
+        print(
+            f"benchmark: dedicated redis-server on port {server.port}; "
+            f"{args.tasks} tasks, {args.probes} latency probes per transport"
+        )
         results = {}
         for variant in VARIANTS:
             results[variant] = measure(variant, server.url, args.tasks, args.probes, out)

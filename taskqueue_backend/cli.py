@@ -14,11 +14,9 @@ from .inspect import BrokerInspector
 
 def _inspector(url: str | None, prefix: str, app: str | None) -> BrokerInspector:
     if app:
-        from celery import Celery
-        from celery.utils.imports import find_app
+        from celery.app.utils import find_app
 
-        found: Celery = find_app(app)
-        return BrokerInspector.from_app(found)
+        return BrokerInspector.from_app(find_app(app))
     return BrokerInspector.from_url(
         url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         {"global_keyprefix": prefix},
@@ -29,6 +27,8 @@ def _emit(rows: Any, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
+    if not rows:
+        click.echo("(none)")
     for row in rows if isinstance(rows, list) else [rows]:
         click.echo("  ".join(f"{k}={v}" for k, v in row.items()))
 

@@ -343,6 +343,8 @@ class TaskQueueChannel(_ChannelBase):
             if not no_ack:
                 self._prepare_consumer(queue)
             count = self._free_slots()
+            if len(active) > 1 and self.queue_order_strategy == "round_robin":
+                count = max(1, count // len(active))  # share the slots between the queues
             keys, args = self._fetch_call(queue, count, no_ack)
             command = ["EVALSHA", self.scripts.sha("fetch"), len(keys), *keys, *args]
             self._pending = ("fetch", queue, count)
