@@ -342,7 +342,8 @@ class TaskQueueChannel(_ChannelBase):
             no_ack = queue in self._no_ack_queues
             if not no_ack:
                 self._prepare_consumer(queue)
-            count = self._free_slots()
+            # kombu's reply collection counts one message per drain_events() call
+            count = 1 if no_ack else self._free_slots()
             if len(active) > 1 and self.queue_order_strategy == "round_robin":
                 count = max(1, count // len(active))  # share the slots between the queues
             keys, args = self._fetch_call(queue, count, no_ack)

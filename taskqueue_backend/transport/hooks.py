@@ -21,6 +21,13 @@ def on_worker_init(sender: Any = None, **kwargs: Any) -> None:
         channel_module.WORKER_NODENAME = str(sender)
 
 
+def on_worker_ready(sender: Any = None, **kwargs: Any) -> None:
+    """``worker_init`` passes the worker; ``celeryd_init`` fires before this module loads."""
+    hostname = getattr(sender, "hostname", None)
+    if hostname:
+        channel_module.WORKER_NODENAME = str(hostname)
+
+
 def on_task_unknown(message: Any = None, name: Any = None, **kwargs: Any) -> None:
     channel = _channel_of(message)
     if channel is not None:
@@ -44,5 +51,6 @@ def install() -> None:
     except ImportError:  # kombu used without Celery
         return
     signals.celeryd_init.connect(on_worker_init, weak=False, dispatch_uid="tq-worker-init")
+    signals.worker_init.connect(on_worker_ready, weak=False, dispatch_uid="tq-worker-ready")
     signals.task_unknown.connect(on_task_unknown, weak=False, dispatch_uid="tq-task-unknown")
     signals.task_rejected.connect(on_task_rejected, weak=False, dispatch_uid="tq-task-rejected")

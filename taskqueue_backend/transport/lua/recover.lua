@@ -11,6 +11,10 @@ local returned, buried = {}, {}
 for _, id in ipairs(redis.call('SMEMBERS', held)) do
   local mk = mkey(base, id)
   local f = redis.call('HMGET', mk, 'owner', 'rank', 'recoveries', 'task_id')
+  local label = f[4]
+  if not label or label == '' then
+    label = id
+  end
   if f[1] == consumer then
     redis.call('ZREM', KEYS[2], id)
     local rec = tonumber(f[3]) or 0
@@ -20,12 +24,12 @@ for _, id in ipairs(redis.call('SMEMBERS', held)) do
     if count and rec > maxr then
       bury(base, id, 'poison',
            'returned ' .. rec .. ' times after its worker died (max_redeliveries=' .. maxr .. ')', now)
-      buried[#buried + 1] = f[4] or id
+      buried[#buried + 1] = label
     else
       redis.call('HSET', mk, 'state', 'ready', 'owner', '', 'returned_from', consumer,
                  'returned_at', now)
       redis.call('ZADD', KEYS[1], head_score(base, tonumber(f[2])), id)
-      returned[#returned + 1] = f[4] or id
+      returned[#returned + 1] = label
     end
   end
 end
@@ -33,4 +37,5 @@ redis.call('DEL', held)
 if #returned > 0 then
   wake(base)
 end
+touch(base, nil)
 return {returned, buried}

@@ -12,4 +12,5 @@ unlease(base, id, consumer)
 redis.call('HSET', mk, 'state', 'ready', 'owner', '')
 redis.call('ZADD', KEYS[1], head_score(base, tonumber(f[2])), id)
 wake(base)
+touch(base, nil)
 return 1
