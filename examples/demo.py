@@ -74,22 +74,24 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
 def run_demo() -> None:
     # Imported only now: the example's configuration reads REDIS_URL at import time.
     from examples.proj.celery import app
-    from examples.proj.tasks import ORDER_KEY, add, report
+    from examples.proj.tasks import add, report
 
     queue = f"demo-{uuid.uuid4().hex[:8]}"  # a queue of its own, so a shared Redis is safe
+    order_key = f"demo:{queue}:order"  # likewise the list the tasks report into
     redis_client = redis.Redis.from_url(app.conf.broker_url, decode_responses=True)
-    redis_client.delete(ORDER_KEY)
 
     priorities = list(range(10))
     random.shuffle(priorities)
     say(f"publishing 10 report tasks with priorities in this order: {priorities}")
     for number, priority in enumerate(priorities):
-        report.apply_async((f"priority={priority} #{number}",), queue=queue, priority=priority)
+        report.apply_async(
+            (f"priority={priority} #{number}",), {"key": order_key}, queue=queue, priority=priority
+        )
 
     worker = start_worker(queue, nodename=f"{queue}@%h")
 
     def reported(count: int) -> Callable[[], bool]:
-        return lambda: worker_alive() and redis_client.llen(ORDER_KEY) >= count
+        return lambda: worker_alive() and redis_client.llen(order_key) >= count
 
     def worker_alive() -> bool:
         if worker.poll() is not None:
@@ -106,7 +108,7 @@ def run_demo() -> None:
         say("worker answered ping")
 
         wait_until(reported(10), 30, "10 report tasks to run")
-        order = [str(label) for label in redis_client.lrange(ORDER_KEY, 0, -1)]
+        order = [str(label) for label in redis_client.lrange(order_key, 0, -1)]
         say("the worker ran them in this order:")
         for label in order:
             print(f"    {label}")
@@ -117,15 +119,18 @@ def run_demo() -> None:
 
         say("publishing add(2, 3) with countdown=2, its result reported by a linked report task")
         started = time.monotonic()
-        add.apply_async((2, 3), countdown=2, queue=queue, link=report.s().set(queue=queue))
+        add.apply_async(
+            (2, 3), countdown=2, queue=queue, link=report.s(key=order_key).set(queue=queue)
+        )
         wait_until(reported(11), 30, "the delayed add(2, 3)")
         elapsed = time.monotonic() - started
-        result = str(redis_client.lindex(ORDER_KEY, 10))
+        result = str(redis_client.lindex(order_key, 10))
         say(f"add(2, 3) = {result}, reported {elapsed:.1f} s after publishing")
         if elapsed < 1.9:
             raise DemoFailed(f"the countdown task ran after {elapsed:.2f} s, before it was due")
     finally:
         stop_worker(worker)
+        redis_client.delete(order_key)
         redis_client.close()
         app.close()
 

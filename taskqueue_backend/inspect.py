@@ -121,8 +121,13 @@ class BrokerInspector:
     # -- queues ----------------------------------------------------------------------
 
     def queues(self) -> list[str]:
-        found = self.client.smembers(GlobalKeys(self.prefix).queues)
-        return sorted(_s(q) or "" for q in found)
+        """Queues that hold anything (a queue that expired or was deleted is left out)."""
+        names = sorted(_s(q) or "" for q in self.client.smembers(GlobalKeys(self.prefix).queues))
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            keys = QueueKeys(self.prefix, name)
+            pipe.exists(keys.state, keys.ready, keys.delayed, keys.inflight, keys.dead)
+        return [name for name, present in zip(names, pipe.execute(), strict=True) if present]
 
     def queue_stats(self, queue: str) -> QueueStats:
         keys = QueueKeys(self.prefix, queue)

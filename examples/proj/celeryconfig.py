@@ -14,6 +14,8 @@ broker_transport_options = {
     # its in-flight messages go back to their queue.
     "heartbeat_interval": 2,
     "heartbeat_timeout": 10,
+    # Several apps can share one Redis database, each under its own prefix.
+    "global_keyprefix": os.environ.get("BROKER_KEYPREFIX", ""),
 }
 # --- end of the taskqueue-backend lines. ---
 

@@ -26,10 +26,10 @@ def add(x: int, y: int) -> int:
 
 
 @app.task
-def report(label: str) -> None:
-    """Print ``label`` and append it to ``demo:order``, so the order tasks ran in is visible."""
+def report(label: str, key: str = ORDER_KEY) -> None:
+    """Print ``label`` and append it to the list ``key``, so the order tasks ran in is visible."""
     print(label)
-    _redis().rpush(ORDER_KEY, str(label))
+    _redis().rpush(key, str(label))
 
 
 @app.task
