@@ -35,7 +35,8 @@ QUEUE = "celery"
 #: short heartbeats, so that a consumer that stops beating turns stale within a second
 OPTIONS: dict[str, Any] = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0}
 #: what a lookup by task id may send: the queue registry, the id index, the message itself
-LOOKUP_COMMANDS = {"SMEMBERS", "HGET", "HGETALL"}
+# index reads and O(1) existence checks of known queues; never SCAN, KEYS or ZRANGE of messages
+LOOKUP_COMMANDS = {"SMEMBERS", "EXISTS", "HGET", "HGETALL"}
 
 
 class HeldMessages:
