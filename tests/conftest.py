@@ -150,3 +150,87 @@ def pytest_runtest_makereport(
                 (f"worker {worker.hostname} log tail ({worker.log_path})", worker.log_tail())
             )
     return report
+
+
+# -- databases for the result backend ------------------------------------------------------
+
+DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _database_error(url: str) -> str | None:
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # any failure to connect is reported the same way
+        return str(exc).splitlines()[0]
+    return None
+
+
+@pytest.fixture(scope="session")
+def database_url(pytestconfig: pytest.Config) -> Iterator[str | None]:
+    """PostgreSQL for this session: DATABASE_URL, the default address, or one started from
+    the installed binaries; None (PostgreSQL tests skip, saying why) when none can be had."""
+    configured = os.environ.get("DATABASE_URL")
+    url = configured or DEFAULT_DATABASE_URL
+    error = _database_error(url)
+    if error is None:
+        yield url
+        return
+    if configured:
+        pytest.exit(f"DATABASE_URL={configured} does not answer ({error}).", returncode=1)
+    from tests.support.postgres import EmbeddedPostgres
+
+    try:
+        server = EmbeddedPostgres().start()
+    except Exception as exc:
+        _announce(
+            pytestconfig,
+            f"No PostgreSQL answered at {url} ({error}) and none could be started from its "
+            f"binaries ({exc}); PostgreSQL tests are skipped. Set "
+            "DATABASE_URL=postgresql+psycopg://user@host:port/db to run them.",
+        )
+        yield None
+        return
+    _announce(pytestconfig, f"No PostgreSQL answered at {url}; started one on port "
+              f"{server.port} for this session. Set DATABASE_URL to use another.")  # fmt: skip
+    try:
+        yield server.url
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def pg_schema(database_url: str | None) -> Iterator[str]:
+    """A PostgreSQL schema of this test's own, dropped (CASCADE) afterwards."""
+    if database_url is None:
+        pytest.skip("no PostgreSQL available (set DATABASE_URL)")
+    import sqlalchemy
+
+    schema = f"tqtest_{uuid.uuid4().hex[:10]}"
+    engine = sqlalchemy.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    yield schema
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def backend_env(
+    request: pytest.FixtureRequest, redis_url: str, keyprefix: str, tmp_path: Path
+) -> dict[str, str]:
+    """Environment for ``tests.backend_app`` (workers and client) on PostgreSQL or SQLite."""
+    env = {"TQ_TEST_REDIS_URL": redis_url, "TQ_TEST_KEYPREFIX": keyprefix,
+           "TQ_TEST_TABLE_PREFIX": "tq_"}  # fmt: skip
+    if request.param == "postgresql":
+        database_url = request.getfixturevalue("database_url")
+        schema = request.getfixturevalue("pg_schema")
+        env.update(TQ_TEST_RESULT_BACKEND=f"tq+{database_url}", TQ_TEST_DB_SCHEMA=schema)
+    else:
+        env.update(TQ_TEST_RESULT_BACKEND=f"tq+sqlite:///{tmp_path / 'results.db'}")
+    return env

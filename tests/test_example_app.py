@@ -5,14 +5,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.support import REPO_ROOT
 
 
 def test_demo_runs_tasks_in_priority_order_and_delays_the_countdown(
-    redis_url: str, keyprefix: str
+    redis_url: str, keyprefix: str, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "REDIS_URL": redis_url, "BROKER_KEYPREFIX": keyprefix}
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "BROKER_KEYPREFIX": keyprefix,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "examples.demo"],
         cwd=REPO_ROOT,
@@ -25,3 +31,4 @@ def test_demo_runs_tasks_in_priority_order_and_delays_the_countdown(
     assert done.returncode == 0, output
     assert "strict priority order: lowest number first" in output
     assert "add(2, 3) = 5" in output
+    assert "succeeded" in output, "the demo prints the task's history from the result backend"

@@ -17,8 +17,12 @@ broker_transport_options = {
     # Several apps can share one Redis database, each under its own prefix.
     "global_keyprefix": os.environ.get("BROKER_KEYPREFIX", ""),
 }
+# Results and every task's history: PostgreSQL (DATABASE_URL, a SQLAlchemy URL such as
+# postgresql+psycopg://user:pw@host/db) or, by default, a SQLite file next to the demo.
+result_backend = "tq+" + os.environ.get("DATABASE_URL", "sqlite:///taskqueue-demo.db")
+taskqueue_table_prefix = os.environ.get("RESULT_TABLE_PREFIX", "tq_")
 # --- end of the taskqueue-backend lines. ---
 
-# No result backend yet: the example tasks report through Redis directly.
-task_ignore_result = True
+result_extended = True
+task_track_started = True
 broker_connection_retry_on_startup = True

@@ -23,6 +23,7 @@ from kombu.utils.json import dumps
 from redis import Redis
 from redis.exceptions import NoScriptError
 
+from .. import lifecycle
 from . import recovery
 from .batch import ScriptBatch
 from .heartbeat import Heartbeat
@@ -448,6 +449,17 @@ class TaskQueueChannel(_ChannelBase):
             client=self.redis,
         )
         if moved:
+            message = self._qos._delivered.get(delivery_tag) if self._qos is not None else None
+            headers = getattr(message, "headers", None) or {}
+            lifecycle.emit(
+                lifecycle.MessageEvent(
+                    "dead_lettered",
+                    str(headers.get("id") or ""),
+                    keys.queue,
+                    {"reason": reason, "detail": detail},
+                    WORKER_NODENAME,
+                )
+            )
             logger.warning(
                 "message %s from queue %r dead-lettered: %s (%s)",
                 message_id,

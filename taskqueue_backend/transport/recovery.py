@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from redis import Redis
 
+from .. import lifecycle
 from .keys import GlobalKeys, QueueKeys
 from .options import BrokerOptions
 from .scripts import Scripts
@@ -36,6 +37,7 @@ class Recovery:
     consumer_id: str
     returned: list[str] = field(default_factory=list)
     dead_lettered: list[str] = field(default_factory=list)
+    queues: dict[str, str] = field(default_factory=dict)  # task id -> queue
 
 
 def _text(value: bytes | str) -> str:
@@ -102,6 +104,14 @@ def recover_consumer(
         )
         result.returned += returned
         result.dead_lettered += buried
+        result.queues.update({task_id: queue for task_id in returned + buried})
+    for event, task_ids in (("returned", result.returned), ("dead_lettered", result.dead_lettered)):
+        for task_id in task_ids:
+            detail = {"from_consumer": consumer_id}
+            if event == "dead_lettered":
+                detail["reason"] = "poison"
+            lifecycle.emit(lifecycle.MessageEvent(event, task_id, result.queues.get(task_id, ""),
+                                                  detail))  # fmt: skip
     # a consumer that resumed (SIGSTOP/SIGCONT) and beat meanwhile stays registered
     deregister(scripts, prefix, consumer_id, now_ms() - int(options.heartbeat_timeout * 1000))
     if result.returned or result.dead_lettered:

@@ -1,0 +1,152 @@
+"""Result-backend benchmark: no backend, stock ``redis://``, stock ``db+postgresql+psycopg://``
+and this backend on PostgreSQL, with the same broker and worker settings, in one run.
+
+    python bench/backend.py [--tasks 5000] [--probes 200]
+
+For each it prints tasks/s (prefork, 2 processes, draining a preloaded queue) and how long
+``AsyncResult.get()`` returns after the task finished (p50/p99), then the ratios. The broker
+is this package's transport on a dedicated redis-server; PostgreSQL comes from
+``DATABASE_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``), in a
+schema the run creates and drops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+import sqlalchemy
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from taskqueue_backend.embedded import EmbeddedRedis  # noqa: E402
+
+DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def variants(db_url: str, redis_url: str) -> dict[str, str]:
+    return {
+        "none": "",
+        "stock redis": redis_url.replace("/0", "/1"),
+        "stock database": "db+" + db_url,
+        "taskqueue": "tq+" + db_url,
+    }
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise SystemExit(f"benchmark: timed out waiting for {what}")
+
+
+def environment(redis_url: str, backend: str, schema: str, tasks: int) -> dict[str, str]:
+    return {
+        "BENCH_REDIS_URL": redis_url,
+        "BENCH_RESULT_BACKEND": backend,
+        "BENCH_DB_SCHEMA": schema,
+        "BENCH_EXPECTED": str(tasks),
+        "BENCH_KEYPREFIX": f"bench-{uuid.uuid4().hex[:6]}:",
+    }
+
+
+def measure(name: str, backend: str, redis_url: str, schema: str, tasks: int, probes: int,
+            logdir: Path) -> dict[str, float]:  # fmt: skip
+    env = environment(redis_url, backend, schema, tasks)
+    os.environ.update(env)
+    sys.modules.pop("bench.backend_app", None)
+    module = importlib.import_module("bench.backend_app")
+    app, noop, probe = module.app, module.noop, module.probe
+    client = redis.Redis.from_url(redis_url)
+    client.delete("benchb:done", "benchb:first", "benchb:last")
+    if backend:
+        app.backend.get_task_meta(str(uuid.uuid4()))  # create tables / connect before timing
+    with app.producer_or_acquire() as producer, producer.batch():
+        for _ in range(tasks):
+            noop.apply_async(producer=producer)
+    log = (logdir / f"worker-backend-{name.replace(' ', '-')}.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "bench.backend_app", "worker", "-l", "WARNING",
+         "-c", "2", "-P", "prefork", "-Q", "bench", "--without-gossip", "--without-mingle",
+         "--without-heartbeat"],
+        cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    result: dict[str, float] = {}
+    try:
+        wait_until(lambda: client.get("benchb:last"), 900, f"{tasks} tasks ({name})")
+        first, last = float(client.get("benchb:first")), float(client.get("benchb:last"))
+        result["tasks_per_s"] = (tasks - 1) / (last - first)
+        if backend:
+            delays = []
+            for _ in range(probes):
+                handle = probe.delay()
+                finished = handle.get(timeout=30)
+                delays.append((time.time() - finished) * 1000)
+            delays.sort()
+            result["get_p50_ms"] = statistics.median(delays)
+            result["get_p99_ms"] = delays[max(int(len(delays) * 0.99) - 1, 0)]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+        app.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--probes", type=int, default=200)
+    args = parser.parse_args()
+    db_url = os.environ.get("DATABASE_URL", DEFAULT_DB)
+    schema = f"tq_bench_{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, float]] = {}
+    try:
+        with EmbeddedRedis() as server:
+            print(
+                f"benchmark: broker redis-server on port {server.port}; PostgreSQL schema "
+                f"{schema}; {args.tasks} tasks, {args.probes} get() probes per backend"
+            )
+            for name, backend in variants(db_url, server.url).items():
+                results[name] = measure(name, backend, server.url, schema, args.tasks,
+                                        args.probes, out)  # fmt: skip
+                print(f"  {name}: " + ", ".join(f"{k}={v:.2f}" for k, v in results[name].items()))
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    ours = results["taskqueue"]
+    print(f"{'':28} {'tasks/s':>9} {'get p50 ms':>11} {'get p99 ms':>11}")
+    for name, row in results.items():
+        print(f"{name:28} {row['tasks_per_s']:9.1f} {row.get('get_p50_ms', float('nan')):11.2f} "
+              f"{row.get('get_p99_ms', float('nan')):11.2f}")  # fmt: skip
+    for other in ("none", "stock redis", "stock database"):
+        ratio = ours["tasks_per_s"] / results[other]["tasks_per_s"]
+        print(f"taskqueue tasks/s vs {other}: {ratio:.2f}x")
+    (out / "backend.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""The Celery result backend: ``result_backend = "tq+postgresql+psycopg://..."`` or
+``"tq+sqlite:///path.db"`` (the ``tq`` alias is registered through the
+``celery.result_backends`` entry point).
+
+Results carry Celery's extended fields plus a time per stage; each state write also writes
+the task's history rows, in the same transaction. Chords complete by an atomic counter;
+``AsyncResult.get()`` wakes on PostgreSQL NOTIFY (SQLite polls).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from celery import states
+from celery.backends.base import BaseBackend
+from celery.exceptions import ChordError, Retry
+from celery.result import GroupResult, allow_join_result, result_from_tuple
+from celery.utils.serialization import create_exception_cls  # noqa: F401 - keeps pickles importable
+from kombu.utils.encoding import bytes_to_str, ensure_bytes
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from . import history, waiting
+from .engine import get_engine
+from .migrate import upgrade
+from .queries import Store
+from .schema import build_tables
+from .settings import BackendSettings
+from .text import clean_text
+
+logger = logging.getLogger(__name__)
+
+EVENT_FOR_STATE = {
+    states.STARTED: "started",
+    states.SUCCESS: "succeeded",
+    states.FAILURE: "failed",
+    states.RETRY: "retried",
+    states.REVOKED: "revoked",
+    states.REJECTED: "rejected",
+    states.RECEIVED: "received",
+    states.PENDING: "sent",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class DatabaseBackend(BaseBackend):
+    """Results and task history in PostgreSQL (psycopg 3) or SQLite, via SQLAlchemy Core."""
+
+    supports_native_join = True
+    supports_autoexpire = False
+    persistent = True
+
+    def __init__(self, app: Any = None, url: str | None = None, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.url = url or self.app.conf.database_url or self.app.conf.result_backend
+        if self.url and self.url.startswith("tq+"):
+            self.url = self.url[len("tq+") :]
+        if not self.url:
+            raise ValueError("the tq result backend needs a database URL, e.g. tq+sqlite:///r.db")
+        self.settings = BackendSettings.from_conf(self.app.conf)
+        self.tables = build_tables(self.settings.table_prefix, self.settings.schema)
+        self._store: Store | None = None
+        self._migrated = False
+        self.expires = self.prepare_expires(kwargs.get("expires"), type=timedelta)
+        history.install(self)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        engine = get_engine(
+            self.url, self.settings.pool_size, self.settings.max_overflow,
+            self.settings.engine_options,
+        )  # fmt: skip
+        if self._store is None or self._store.engine is not engine:
+            if self.settings.auto_migrate and not self._migrated:
+                upgrade(engine, self.settings.table_prefix, self.settings.schema)
+                self._migrated = True
+            self._store = Store(engine, self.tables)
+        return self._store
+
+    def exception_safe_to_retry(self, exc: BaseException) -> bool:
+        return isinstance(exc, OperationalError | DBAPIError) and (
+            isinstance(exc, OperationalError) or bool(getattr(exc, "connection_invalidated", 0))
+        )
+
+    def as_uri(self, include_password: bool = False) -> str:
+        from sqlalchemy.engine import make_url
+
+        rendered = make_url(self.url).render_as_string(hide_password=not include_password)
+        return f"tq+{rendered}"
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _encode_field(self, value: Any) -> bytes | None:
+        if value is None:
+            return None
+        encoded = ensure_bytes(self.encode(value))
+        limit = self.settings.max_args_bytes
+        if len(encoded) > limit:
+            marker = {"truncated": True, "size": len(encoded), "limit": limit}
+            return ensure_bytes(self.encode(marker))
+        return encoded
+
+    def _request_columns(self, request: Any) -> dict[str, Any]:
+        if request is None:
+            return {}
+        delivery = getattr(request, "delivery_info", None) or {}
+        return {
+            "name": getattr(request, "task", None) or getattr(request, "name", None),
+            "args": self._encode_field(getattr(request, "args", None)),
+            "kwargs": self._encode_field(getattr(request, "kwargs", None)),
+            "worker": getattr(request, "hostname", None),
+            "retries": getattr(request, "retries", None),
+            "queue": delivery.get("routing_key"),
+            "parent_id": getattr(request, "parent_id", None),
+            "root_id": getattr(request, "root_id", None),
+            "group_id": getattr(request, "group", None),
+        }
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        now = utcnow()
+        task_id = bytes_to_str(task_id)
+        row: dict[str, Any] = {
+            "task_id": task_id,
+            "state": state,
+            "result": ensure_bytes(self.encode(result)),
+            "children": ensure_bytes(self.encode(self.current_task_children(request))),
+            "content_type": self.content_type,
+            "content_encoding": self.content_encoding,
+            "traceback": clean_text(traceback),
+            "updated_at": now,
+            **self._request_columns(request),
+        }
+        detail: dict[str, Any] = {}
+        if state in states.EXCEPTION_STATES or state == states.RETRY:
+            exc = result if isinstance(result, dict) else {}
+            row["exception_type"] = clean_text(exc.get("exc_type"))
+            message = exc.get("exc_message", "")
+            if isinstance(message, list | tuple):
+                message = ", ".join(str(part) for part in message)
+            row["exception_message"] = clean_text(str(message))
+            detail["exception"] = f"{row['exception_type']}: {row['exception_message']}"
+        if state == states.RETRY:
+            retry = sys.exc_info()[1]  # Celery stores RETRY while handling the Retry
+            if isinstance(retry, Retry) and retry.when is not None:
+                when = retry.when
+                detail["next_eta"] = (
+                    when.isoformat() if isinstance(when, datetime)
+                    else (now + timedelta(seconds=float(when))).isoformat()
+                )  # fmt: skip
+        if state in states.READY_STATES:
+            row["finished_at"] = now
+        if state == states.STARTED:
+            row["started_at"] = now
+        event = {
+            "task_id": task_id,
+            "event": EVENT_FOR_STATE.get(state, state.lower()),
+            "state": state,
+            "at": now,
+            "worker": row.get("worker"),
+            "detail": detail or None,
+        }
+        # a held event of the same kind (task_prerun's "started" when Celery also stores
+        # STARTED) is this one
+        pending = [e for e in history.take_pending(task_id) if e["event"] != event["event"]]
+        self.store.write(row, [*pending, event])
+        return result
+
+    def write_events(self, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+        """Batched history (received, started, broker events) from the history writer."""
+        self.store.write_many(rows, events)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _meta_from_row(self, row: Any) -> dict[str, Any]:
+        decode = self.decode
+        meta: dict[str, Any] = {
+            "task_id": row.task_id,
+            "status": row.state,
+            "result": decode(row.result) if row.result is not None else None,
+            "traceback": row.traceback,
+            "children": decode(row.children) if row.children is not None else [],
+            "date_done": row.finished_at,
+            "name": row.name,
+            "args": decode(row.args) if row.args is not None else None,
+            "kwargs": decode(row.kwargs) if row.kwargs is not None else None,
+            "worker": row.worker,
+            "retries": row.retries,
+            "queue": row.queue,
+            "parent_id": row.parent_id,
+            "root_id": row.root_id,
+            "group_id": row.group_id,
+        }
+        return self.meta_from_decoded(meta)
+
+    def _get_task_meta_for(self, task_id: str) -> dict[str, Any]:
+        row = self.store.read(bytes_to_str(task_id))
+        if row is None:
+            return {"status": states.PENDING, "result": None}
+        return self._meta_from_row(row)
+
+    def task_result_exists(self, task_id: str) -> bool:
+        return self.store.read(bytes_to_str(task_id)) is not None
+
+    def task_history(self, task_id: str) -> list[dict[str, Any]]:
+        """Every recorded event of a task, oldest first."""
+        return [dict(r._mapping) for r in self.store.history(task_id)]
+
+    def wait_for(
+        self,
+        task_id: str,
+        timeout: float | None = None,
+        interval: float = 0.5,
+        no_ack: bool = True,
+        on_interval: Any = None,
+    ) -> dict[str, Any]:
+        self._ensure_not_eager()
+        return waiting.wait_for_one(self, task_id, timeout, interval, on_interval)
+
+    def get_many(
+        self,
+        task_ids: Any,
+        timeout: float | None = None,
+        interval: float = 0.5,
+        no_ack: bool = True,
+        on_message: Any = None,
+        on_interval: Any = None,
+        max_iterations: int | None = None,
+        **kwargs: Any,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        return waiting.wait_for_many(
+            self, list(task_ids), timeout, interval, on_message, on_interval, max_iterations
+        )
+
+    def get_many_now(self, task_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Metas of the given tasks that have a row, in one query."""
+        metas = {}
+        for row in self.store.read_many(task_ids):
+            meta = self._meta_from_row(row)
+            metas[row.task_id] = meta
+            self._cache[row.task_id] = meta
+        return metas
+
+    # -- forget, expiry -----------------------------------------------------------------------
+
+    def _forget(self, task_id: str) -> None:
+        self.store.forget(bytes_to_str(task_id))
+
+    def cleanup(self) -> None:
+        if self.expires:
+            expires = self.expires
+            cutoff = utcnow() - (expires if isinstance(expires, timedelta)
+                                 else timedelta(seconds=expires))  # fmt: skip
+            removed = self.store.cleanup(cutoff)
+            logger.info("result backend cleanup removed %d expired result(s)", removed)
+
+    # -- groups ---------------------------------------------------------------------------
+
+    def _save_group(self, group_id: str, result: Any) -> Any:
+        payload = ensure_bytes(self.encode({"result": result.as_tuple()}))
+        self.store.save_group(group_id, payload, self.content_type, self.content_encoding,
+                              utcnow())  # fmt: skip
+        return result
+
+    def _restore_group(self, group_id: str) -> dict[str, Any] | None:
+        row = self.store.restore_group(group_id)
+        if row is None or row.result is None:
+            return None
+        meta = self.decode(row.result)
+        meta["result"] = result_from_tuple(meta["result"], self.app)
+        return dict(meta)
+
+    def _delete_group(self, group_id: str) -> None:
+        self.store.delete_group(group_id)
+
+    # -- chords: an atomic counter, never chord_unlock polling ------------------------------
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        self.store.set_chord_size(group_id, chord_size, utcnow())
+
+    def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
+        self.ensure_chords_allowed()
+        header_result = self.app.GroupResult(*header_result_args)
+        header_result.save(backend=self)
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
+        from celery.canvas import maybe_signature
+
+        gid = getattr(request, "group", None)
+        if not gid or not getattr(request, "chord", None):
+            return
+        app = self.app
+        callback = maybe_signature(request.chord, app=app)
+        counted = self.store.chord_part_done(gid)
+        try:
+            deps = GroupResult.restore(gid, backend=self)
+        except Exception as exc:
+            logger.exception("Chord %r raised: %r", gid, exc)
+            return self.chord_error_from_stack(
+                callback, ChordError(f"Cannot restore group: {exc!r}")
+            )
+        if counted is None or deps is None:
+            return self.chord_error_from_stack(
+                callback, ChordError(f"GroupResult {gid} no longer exists")
+            )
+        done, size = counted
+        size = request.chord.get("chord_size") or size or len(deps)
+        if done != size:
+            if done > size:
+                logger.warning("Chord counter incremented too many times for %r", gid)
+            return
+        join = deps.join_native if deps.supports_native_join else deps.join
+        try:
+            with allow_join_result():
+                ret = join(timeout=app.conf.result_chord_join_timeout, propagate=True)
+        except Exception as exc:
+            try:
+                culprit = next(deps._failed_join_report())
+                reason = f"Dependency {culprit.id} raised {exc!r}"
+            except StopIteration:
+                reason = repr(exc)
+            logger.exception("Chord %r raised: %r", gid, reason)
+            self.chord_error_from_stack(callback, ChordError(reason))
+        else:
+            try:
+                app.amqp._retry_publish(callback.delay, ret)
+            except Exception as exc:
+                logger.exception("Chord %r raised: %r", gid, exc)
+                self.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
+        finally:
+            deps.delete()

@@ -1,0 +1,1 @@
+"""The result backend's Alembic migrations, shipped in the package and run by ``migrate``."""

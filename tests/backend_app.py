@@ -1,0 +1,118 @@
+"""The Celery app for result-backend tests, configured only from the environment.
+
+- ``TQ_TEST_REDIS_URL`` / ``TQ_TEST_KEYPREFIX``: the broker (this package's transport).
+- ``TQ_TEST_RESULT_BACKEND``: e.g. ``tq+postgresql+psycopg://...`` or ``tq+sqlite:///...``.
+- ``TQ_TEST_TABLE_PREFIX`` / ``TQ_TEST_DB_SCHEMA``: where the backend's tables live.
+- ``TQ_TEST_TRACK_STARTED``: "1" turns on ``task_track_started``.
+- ``TQ_TEST_ACKS_LATE``: "1" turns on ``task_acks_late``.
+- ``TQ_TEST_ALWAYS_RETRY``: "1" turns on ``result_backend_always_retry`` (retry result writes
+  while the database is unreachable).
+- ``TQ_TEST_WORKER_HEARTBEAT``: ``taskqueue_worker_heartbeat`` in seconds.
+- ``TQ_TEST_TRANSPORT_OPTIONS``: extra broker transport options as a JSON object.
+- ``TQ_TEST_EXTRA_CONF``: further settings as a JSON object, applied last, e.g.
+  ``{"result_serializer": "pickle", "result_expires": 1}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from celery import Celery, Task
+
+from tests.app import DEFAULT_REDIS_URL, TRANSPORT
+
+
+def configure(app: Celery, env: dict[str, str] | os._Environ[str] = os.environ) -> Celery:
+    app.conf.update(
+        broker_url=env.get("TQ_TEST_REDIS_URL", DEFAULT_REDIS_URL),
+        broker_transport=TRANSPORT,
+        broker_transport_options={"global_keyprefix": env.get("TQ_TEST_KEYPREFIX", "tqtest:")},
+        result_backend=env.get("TQ_TEST_RESULT_BACKEND", "tq+sqlite:///results.db"),
+        result_extended=True,
+        taskqueue_table_prefix=env.get("TQ_TEST_TABLE_PREFIX", "tq_"),
+        taskqueue_db_schema=env.get("TQ_TEST_DB_SCHEMA") or None,
+        task_track_started=env.get("TQ_TEST_TRACK_STARTED") == "1",
+        broker_connection_retry_on_startup=True,
+        worker_prefetch_multiplier=int(env.get("TQ_TEST_PREFETCH", "4")),
+    )
+    extra_options = json.loads(env.get("TQ_TEST_TRANSPORT_OPTIONS") or "{}")
+    app.conf.broker_transport_options.update(extra_options)
+    if env.get("TQ_TEST_ACKS_LATE") == "1":
+        app.conf.task_acks_late = True
+    if env.get("TQ_TEST_ALWAYS_RETRY") == "1":
+        app.conf.update(result_backend_always_retry=True,
+                        result_backend_max_sleep_between_retries_ms=1000)  # fmt: skip
+    if env.get("TQ_TEST_WORKER_HEARTBEAT"):
+        app.conf.taskqueue_worker_heartbeat = float(env["TQ_TEST_WORKER_HEARTBEAT"])
+    app.conf.update(json.loads(env.get("TQ_TEST_EXTRA_CONF") or "{}"))
+    return app
+
+
+def register(app: Celery) -> None:
+    @app.task(name="bk.add", shared=False)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="bk.tsum", shared=False)
+    def tsum(values: list[int]) -> int:
+        return sum(values)
+
+    @app.task(name="bk.fail", shared=False)
+    def fail(message: str) -> None:
+        raise ValueError(message)
+
+    @app.task(name="bk.sleep", shared=False)
+    def sleep(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    @app.task(name="bk.retry_twice", bind=True, shared=False, max_retries=5)
+    def retry_twice(self: Task, countdown: float = 0.5) -> int:
+        if self.request.retries < 2:
+            raise self.retry(exc=RuntimeError(f"attempt {self.request.retries}"),
+                             countdown=countdown)  # fmt: skip
+        return self.request.retries
+
+    @app.task(name="bk.unserializable", shared=False)
+    def unserializable() -> Any:
+        return object()
+
+    @app.task(name="bk.echo_size", shared=False)
+    def echo_size(blob: str) -> int:
+        return len(blob)
+
+    @app.task(name="bk.bad_traceback", shared=False)
+    def bad_traceback() -> None:
+        raise ValueError("bytes \udcff and NUL \x00 in the message")
+
+    @app.task(name="bk.stamp", shared=False)
+    def stamp(seconds: float = 0.0) -> float:
+        """Sleep, then return the wall-clock time at the task's very end."""
+        time.sleep(seconds)
+        return time.time()
+
+    @app.task(name="bk.reject", shared=False, acks_late=True)
+    def reject(reason: str) -> None:
+        """Reject its own message for good: the broker dead-letters it."""
+        from celery.exceptions import Reject
+
+        raise Reject(reason, requeue=False)
+
+    @app.task(name="bk.as_set", shared=False)
+    def as_set(values: list[int]) -> set[int]:
+        """A result only a serializer such as pickle keeps as a set."""
+        return set(values)
+
+
+def make_app(env: dict[str, str]) -> Celery:
+    """A client app (same tasks and settings) for publishing and reading results."""
+    app = configure(Celery("tests-backend-client", set_as_current=False), env)
+    register(app)
+    return app
+
+
+app = configure(Celery("tests-backend"))
+register(app)
