@@ -28,6 +28,7 @@ app.conf.update(
 )
 if BACKEND:
     app.conf.result_backend = BACKEND
+    app.conf.taskqueue_synchronous_commit = os.environ.get("BENCH_SYNC_COMMIT", "1") == "1"
     if SCHEMA:
         app.conf.taskqueue_db_schema = SCHEMA
         app.conf.database_table_schemas = {"task": SCHEMA, "group": SCHEMA}

@@ -74,10 +74,10 @@ class DatabaseBackend(BaseBackend):
 
     @property
     def store(self) -> Store:
-        engine = get_engine(
-            self.url, self.settings.pool_size, self.settings.max_overflow,
-            self.settings.engine_options,
-        )  # fmt: skip
+        options = self.settings.engine_options
+        if not self.settings.synchronous_commit and self.url.startswith("postgresql"):
+            options = (*options, ("connect_args", {"options": "-c synchronous_commit=off"}))
+        engine = get_engine(self.url, self.settings.pool_size, self.settings.max_overflow, options)
         if self._store is None or self._store.engine is not engine:
             if self.settings.auto_migrate and not self._migrated:
                 upgrade(engine, self.settings.table_prefix, self.settings.schema)

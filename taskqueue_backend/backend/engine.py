@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
-_engines: dict[tuple[int, str, tuple[tuple[str, Any], ...]], Engine] = {}
+_engines: dict[tuple[int, str, int, int, str], Engine] = {}
 _lock = threading.Lock()
 
 
@@ -30,7 +30,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def get_engine(
     url: str, pool_size: int = 5, max_overflow: int = 5, options: tuple[tuple[str, Any], ...] = ()
 ) -> Engine:
-    key = (os.getpid(), url, (("pool_size", pool_size), ("max_overflow", max_overflow), *options))
+    key = (os.getpid(), url, pool_size, max_overflow, repr(options))
     engine = _engines.get(key)
     if engine is not None:
         return engine

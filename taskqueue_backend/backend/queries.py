@@ -8,18 +8,19 @@ among running states only a newer event moves the state.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
     Engine,
+    Table,
     and_,
+    bindparam,
     case,
     delete,
-    exists,
     func,
-    literal,
     not_,
     or_,
     select,
@@ -59,6 +60,9 @@ class Store:
         else:
             from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
         self._insert = insert
+        self._upsert_stmt = self._build_upsert()
+        self._events_insert = insert(tables.events)
+        self._sql = PostgresStatements(tables) if self.dialect == "postgresql" else None
 
     # -- retries on a dropped connection (database restart) ------------------------------
 
@@ -73,9 +77,13 @@ class Store:
 
     # -- results ---------------------------------------------------------------------------
 
-    def _upsert(self, row: dict[str, Any]) -> Any:
+    def _full_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {c: row.get(c) for c in self.tables.results.columns.keys()}
+
+    def _build_upsert(self) -> Any:
+        """The result upsert as one reusable construct (compiled once, then cached)."""
         r = self.tables.results
-        stmt = self._insert(r).values(**row)
+        stmt = self._insert(r).values({c: bindparam(c) for c in r.columns.keys()})
         new = stmt.excluded
         applies = and_(
             not_(r.c.state.in_(TERMINAL_STATES)),
@@ -101,66 +109,38 @@ class Store:
     def _write_postgresql(
         self, row: dict[str, Any] | None, events: Sequence[dict[str, Any]]
     ) -> None:
-        parts = []
-        if row is not None:
-            up = self._upsert(row).returning(self.tables.results.c.state).cte("up")
-            parts.append(select(func.count()).select_from(up).scalar_subquery())
-            counted = self._count_for_worker(row)
-            if counted is not None:
-                done = counted.returning(self.tables.workers.c.hostname).cte("counted")
-                parts.append(select(func.count()).select_from(done).scalar_subquery())
-            if row.get("state") in TERMINAL_STATES:
-                notified = (
-                    select(func.pg_notify(NOTIFY_CHANNEL, literal(row["task_id"])).label("n"))
-                    .where(exists(select(up.c.state).where(up.c.state.in_(TERMINAL_STATES))))
-                    .cte("notified")
-                )
-                parts.append(select(func.count()).select_from(notified).scalar_subquery())
-        if events:
-            ev = (
-                self._insert(self.tables.events)
-                .values(list(events))
-                .returning(self.tables.events.c.id)
-                .cte("ev")
-            )
-            parts.append(select(func.count()).select_from(ev).scalar_subquery())
+        assert self._sql is not None
+        events_json = json.dumps([_event_json(e) for e in events])
         with self.autocommit.connect() as conn:
-            conn.execute(select(*parts))
-
-    def _count_for_worker(self, row: dict[str, Any]) -> Any:
-        """Count a finished task on its worker's row (in the same statement/transaction)."""
-        if row.get("state") not in TERMINAL_STATES or not row.get("worker"):
-            return None
-        w = self.tables.workers
-        failed = 1 if row["state"] == "FAILURE" else 0
-        return (
-            update(w)
-            .where(w.c.hostname == row["worker"])
-            .values(processed=w.c.processed + 1, failed=w.c.failed + failed)
-        )
+            if row is None:
+                conn.exec_driver_sql(self._sql.events_only, {"events": events_json})
+                return
+            params = {
+                **self._full_row(row),
+                "events": events_json,
+                "notify": row.get("state") in TERMINAL_STATES,
+            }
+            conn.exec_driver_sql(self._sql.state_write, params)
 
     def _write_in_transaction(
         self, row: dict[str, Any] | None, events: Sequence[dict[str, Any]]
     ) -> None:
         with self.engine.begin() as conn:
             if row is not None:
-                conn.execute(self._upsert(row))
-                counted = self._count_for_worker(row)
-                if counted is not None:
-                    conn.execute(counted)
+                conn.execute(self._upsert_stmt, self._full_row(row))
             if events:
-                conn.execute(self._insert(self.tables.events), list(events))
+                conn.execute(self._events_insert, list(events))
 
     def write_many(self, rows: Iterable[dict[str, Any]], events: Sequence[dict[str, Any]]) -> None:
         """A batch of (non-terminal) row upserts and history rows in one transaction."""
-        rows = list(rows)
+        full = [self._full_row(row) for row in rows]
 
         def run() -> None:
             with self.engine.begin() as conn:
-                for row in rows:
-                    conn.execute(self._upsert(row))
+                if full:
+                    conn.execute(self._upsert_stmt, full)
                 if events:
-                    conn.execute(self._insert(self.tables.events), list(events))
+                    conn.execute(self._events_insert, list(events))
 
         self._retrying(run)
 
@@ -300,6 +280,20 @@ class Store:
 
         self._retrying(run)
 
+    def count_events(self, worker: str, event: str, since: datetime) -> int:
+        e = self.tables.events
+        query = (
+            select(func.count())
+            .select_from(e)
+            .where(e.c.event == event, e.c.at >= since, e.c.worker == worker)
+        )
+
+        def run() -> int:
+            with self.engine.connect() as conn:
+                return int(conn.execute(query).scalar() or 0)
+
+        return self._retrying(run)
+
     def workers(self) -> list[Row[Any]]:
         w = self.tables.workers
 
@@ -308,3 +302,53 @@ class Store:
                 return list(conn.execute(select(w).order_by(w.c.hostname)))
 
         return self._retrying(run)
+
+
+def _event_json(event: dict[str, Any]) -> dict[str, Any]:
+    at = event["at"]
+    return {**event, "at": at.isoformat() if isinstance(at, datetime) else at}
+
+
+def _name(table: Table) -> str:
+    return f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
+
+
+class PostgresStatements:
+    """The state write as one hand-written statement (built once per table set).
+
+    Data-modifying CTEs run exactly once and commit together: the result upsert, the history
+    rows (a JSON array expanded by ``jsonb_to_recordset``), the worker's counters and the
+    NOTIFY that wakes ``get()``.
+    """
+
+    def __init__(self, tables: Tables) -> None:
+        results, events = _name(tables.results), _name(tables.events)
+        columns = list(tables.results.columns.keys())
+        terminal = ", ".join(f"'{s}'" for s in TERMINAL_STATES)
+        applies = (f"(r.state NOT IN ({terminal}) AND (EXCLUDED.state IN ({terminal}) "
+                   "OR EXCLUDED.updated_at >= r.updated_at))")  # fmt: skip
+        sets = [f"{c} = CASE WHEN {applies} THEN EXCLUDED.{c} ELSE r.{c} END"
+                for c in STATE_COLUMNS]  # fmt: skip
+        sets += [f"{c} = COALESCE(EXCLUDED.{c}, r.{c})" for c in LATEST_COLUMNS]
+        sets += [f"{c} = COALESCE(r.{c}, EXCLUDED.{c})" for c in FIRST_COLUMNS]
+        sets.append("updated_at = GREATEST(EXCLUDED.updated_at, r.updated_at)")
+        insert_events = f"""
+            INSERT INTO {events} (task_id, event, state, at, worker, detail)
+            SELECT x.task_id, x.event, x.state, x.at, x.worker, x.detail
+            FROM jsonb_to_recordset(CAST(%(events)s AS jsonb)) AS x(
+                task_id text, event text, state text, at timestamptz, worker text, detail json)
+            RETURNING 1"""
+        self.events_only = insert_events
+        self.state_write = f"""
+            WITH up AS (
+                INSERT INTO {results} AS r ({", ".join(columns)})
+                VALUES ({", ".join(f"%({c})s" for c in columns)})
+                ON CONFLICT (task_id) DO UPDATE SET {", ".join(sets)}
+                RETURNING r.state
+            ), ev AS ({insert_events}
+            ), notified AS (
+                SELECT pg_notify('{NOTIFY_CHANNEL}', %(task_id)s) FROM up
+                WHERE %(notify)s AND up.state IN ({terminal})
+            )
+            SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM ev),
+                   (SELECT count(*) FROM notified)"""

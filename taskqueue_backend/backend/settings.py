@@ -23,6 +23,10 @@ class BackendSettings:
       truncation marker (the task still runs and its state is recorded).
     - ``taskqueue_history_flush_interval`` (0.2 s): how long events may wait to be written
       in a batch when no state change carries them.
+    - ``taskqueue_synchronous_commit`` (True): on PostgreSQL, False sets the session's
+      ``synchronous_commit = off``: results are visible at once and survive a clean restart,
+      but a crash of the database server may lose the last fraction of a second of writes
+      (about the durability of Redis with ``appendfsync everysec``), for more throughput.
     """
 
     table_prefix: str = DEFAULT_PREFIX
@@ -34,6 +38,7 @@ class BackendSettings:
     engine_options: tuple[tuple[str, Any], ...] = ()
     max_args_bytes: int = 65536
     history_flush_interval: float = 0.2
+    synchronous_commit: bool = True
 
     @classmethod
     def from_conf(cls, conf: Any) -> BackendSettings:
@@ -51,4 +56,5 @@ class BackendSettings:
             engine_options=tuple(sorted((get("database_engine_options", None) or {}).items())),
             max_args_bytes=int(get("taskqueue_max_args_bytes", 65536)),
             history_flush_interval=float(get("taskqueue_history_flush_interval", 0.2)),
+            synchronous_commit=bool(get("taskqueue_synchronous_commit", True)),
         )

@@ -1,8 +1,9 @@
 """The workers table: each worker keeps its own row current while it runs.
 
 A thread in the worker's main process upserts hostname, pid, queues, concurrency, active
-tasks and last heartbeat every ``taskqueue_worker_heartbeat`` seconds (default 5); terminal
-state writes count processed/failed tasks in the same statement. At shutdown the row turns
+tasks, processed tasks (Celery's own count) and failed ones (from the history) and the last
+heartbeat every ``taskqueue_worker_heartbeat`` seconds (default 5). No per-task write touches
+the row, so pool processes never wait on each other for it. At shutdown the row turns
 ``offline``. The control plane reads the table and calls a worker stale when its last
 heartbeat is older than its window.
 """
@@ -47,6 +48,8 @@ class WorkerBeat(threading.Thread):
             "queues": queues,
             "concurrency": getattr(pool, "num_processes", None) or getattr(pool, "limit", None),
             "active": len(worker_state.active_requests),
+            "processed": sum(worker_state.total_count.values()),
+            "failed": self.backend.store.count_events(consumer.hostname, "failed", self.first_seen),
             "first_seen": self.first_seen,
             "last_heartbeat": datetime.now(UTC),
         }
