@@ -178,7 +178,11 @@ class DatabaseBackend(BaseBackend):
         # a held event of the same kind (task_prerun's "started" when Celery also stores
         # STARTED) is this one
         pending = [e for e in history.take_pending(task_id) if e["event"] != event["event"]]
-        self.store.write(row, [*pending, event])
+        try:
+            self.store.write(row, [*pending, event])
+        except Exception:
+            history.put_back(task_id, pending)  # Celery may retry this write
+            raise
         return result
 
     def write_events(self, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:

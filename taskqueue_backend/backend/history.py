@@ -58,6 +58,12 @@ def take_pending(task_id: str) -> list[dict[str, Any]]:
         return _pending.pop(task_id, [])
 
 
+def put_back(task_id: str, events: list[dict[str, Any]]) -> None:
+    """Return events whose write failed, so the retried write (or the writer) has them."""
+    with _lock:
+        _pending.setdefault(task_id, [])[0:0] = events
+
+
 def hold(task_id: str, event: dict[str, Any], row: dict[str, Any] | None = None) -> None:
     """Keep an event for the task's next state write (or the writer's next batch)."""
     with _lock:

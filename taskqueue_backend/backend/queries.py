@@ -21,6 +21,7 @@ from sqlalchemy import (
     case,
     delete,
     func,
+    literal_column,
     not_,
     or_,
     select,
@@ -85,9 +86,14 @@ class Store:
         r = self.tables.results
         stmt = self._insert(r).values({c: bindparam(c) for c in r.columns.keys()})
         new = stmt.excluded
+
+        def terminal(column: Any) -> Any:
+            # constants, not an expanding IN: the statement also serves executemany batches
+            return or_(*(column == literal_column(f"'{state}'") for state in TERMINAL_STATES))
+
         applies = and_(
-            not_(r.c.state.in_(TERMINAL_STATES)),
-            or_(new.state.in_(TERMINAL_STATES), new.updated_at >= r.c.updated_at),
+            not_(terminal(r.c.state)),
+            or_(terminal(new.state), new.updated_at >= r.c.updated_at),
         )
         set_: dict[str, Any] = {c: case((applies, new[c]), else_=r.c[c]) for c in STATE_COLUMNS}
         set_.update({c: func.coalesce(new[c], r.c[c]) for c in LATEST_COLUMNS})

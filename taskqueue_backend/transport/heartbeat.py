@@ -57,7 +57,9 @@ class Heartbeat(threading.Thread):
                 self.consumer_id,
             )
         self._beaten = True
-        recovery.reap_stale(self.client, self.scripts, self.prefix, self.options)
+        recovery.reap_stale(
+            self.client, self.scripts, self.prefix, self.options, self.info.get("hostname")
+        )
 
     def run(self) -> None:
         while True:

@@ -94,10 +94,20 @@ def recover_queue(
 
 
 def recover_consumer(
-    client: Redis, scripts: Scripts, prefix: str, consumer_id: str, options: BrokerOptions
+    client: Redis,
+    scripts: Scripts,
+    prefix: str,
+    consumer_id: str,
+    options: BrokerOptions,
+    recovered_by: str | None = None,
 ) -> Recovery:
-    """Return every message a dead consumer held, then forget the consumer."""
+    """Return every message a dead consumer held, then forget the consumer.
+
+    ``recovered_by`` names the worker (or tool) doing it, for the tasks' history.
+    """
     result = Recovery(consumer_id)
+    # taken before the messages move, so "returned" sorts before their next "received"
+    moved_at = time.time()
     for queue in consumer_queues(client, prefix, consumer_id):
         returned, buried = recover_queue(
             scripts, QueueKeys(prefix, queue), consumer_id, options, died=True, client=client
@@ -110,8 +120,10 @@ def recover_consumer(
             detail = {"from_consumer": consumer_id}
             if event == "dead_lettered":
                 detail["reason"] = "poison"
-            lifecycle.emit(lifecycle.MessageEvent(event, task_id, result.queues.get(task_id, ""),
-                                                  detail))  # fmt: skip
+            queue = result.queues.get(task_id, "")
+            lifecycle.emit(
+                lifecycle.MessageEvent(event, task_id, queue, detail, recovered_by, moved_at)
+            )
     # a consumer that resumed (SIGSTOP/SIGCONT) and beat meanwhile stays registered
     deregister(scripts, prefix, consumer_id, now_ms() - int(options.heartbeat_timeout * 1000))
     if result.returned or result.dead_lettered:
@@ -134,10 +146,14 @@ def stale_consumers(
 
 
 def reap_stale(
-    client: Redis, scripts: Scripts, prefix: str, options: BrokerOptions
+    client: Redis,
+    scripts: Scripts,
+    prefix: str,
+    options: BrokerOptions,
+    recovered_by: str | None = None,
 ) -> list[Recovery]:
     """Recover every consumer that missed its heartbeat window."""
     return [
-        recover_consumer(client, scripts, prefix, consumer_id, options)
+        recover_consumer(client, scripts, prefix, consumer_id, options, recovered_by)
         for consumer_id in stale_consumers(client, prefix, options)
     ]

@@ -1,0 +1,434 @@
+"""The result backend under faults and bad input.
+
+- a PostgreSQL restart while tasks run loses no result (acks_late + always-retry writes);
+- many writers racing on one task id never overwrite its terminal state, and every write
+  leaves exactly one history row;
+- unencodable results, oversized arguments and garbled exception text fail clearly (or run)
+  and the task's state is still recorded;
+- ``get()`` wakes on PostgreSQL NOTIFY within milliseconds (LISTEN is in use) and still works
+  on SQLite by polling;
+- the workers table follows a live worker (heartbeat, counters) and marks it offline;
+- what the broker did to a message (dead-lettered, returned after its worker died) appears in
+  the task's history next to what the workers did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import sqlalchemy
+from celery import Celery, group, states
+from celery.result import AsyncResult
+from kombu.exceptions import EncodeError
+from sqlalchemy.engine import make_url
+
+from tests.backend_app import make_app
+from tests.support import StartWorker, WorkerProcess, wait_for
+from tests.support.postgres import EmbeddedPostgres, find_bindir
+
+BACKEND_APP = "tests.backend_app"
+FAST_HEARTBEAT = {"heartbeat_interval": 0.5, "heartbeat_timeout": 2}
+
+
+@contextlib.contextmanager
+def client(env: dict[str, str]) -> Iterator[Celery]:
+    app = make_app(env)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def hostname(role: str) -> str:
+    return f"{role}-{uuid.uuid4().hex[:6]}@localhost"
+
+
+def events_of(app: Celery, task_id: str) -> list[str]:
+    return [row["event"] for row in app.backend.task_history(task_id)]
+
+
+# -- 1. a database restart mid-run -----------------------------------------------------------
+
+RESTART_TASKS = 200
+
+
+@contextlib.contextmanager
+def tasks_through_a_restart(
+    start_worker: StartWorker, redis_url: str, keyprefix: str
+) -> Iterator[tuple[Celery, list[str]]]:
+    """Run bk.add tasks on a PostgreSQL of our own, restarted while a result write is under
+    way; yield (client app, task ids) once every task is SUCCESS."""
+    if find_bindir() is None:
+        pytest.skip("PostgreSQL binaries (initdb, postgres) are not installed")
+    with EmbeddedPostgres() as server:
+        env = {
+            "TQ_TEST_REDIS_URL": redis_url,
+            "TQ_TEST_KEYPREFIX": keyprefix,
+            "TQ_TEST_RESULT_BACKEND": f"tq+{server.url}",
+            "TQ_TEST_ACKS_LATE": "1",
+            "TQ_TEST_ALWAYS_RETRY": "1",
+            "TQ_TEST_PREFETCH": "1",
+        }
+        with client(env) as app:
+            store = app.backend.store  # creates the tables before the worker races for them
+            worker = start_worker(app=BACKEND_APP, env=env, hostname=hostname("restart"))
+            worker.wait_ready()
+            add = app.signature("bk.add")
+            ids = [add.delay(n, n).id for n in range(RESTART_TASKS)]
+
+            def succeeded() -> int:
+                return sum(row.state == states.SUCCESS for row in store.read_many(ids))
+
+            wait_for(lambda: succeeded() >= 10, timeout=60, message="no task finished")
+            server.stop()
+            # a result write failed and is being retried: the restart hit the run mid-write
+            wait_for(
+                lambda: "Failed operation _store_result" in worker.log_text(),
+                timeout=60,
+                message=lambda: "the worker never retried a result write while PostgreSQL "
+                f"was down; log tail:\n{worker.log_tail()}",
+            )  # fmt: skip
+            server.start()
+            wait_for(
+                lambda: succeeded() == RESTART_TASKS,
+                timeout=120,
+                interval=0.2,
+                message=lambda: f"only {succeeded()} of {RESTART_TASKS} results are SUCCESS "
+                f"after the restart; worker log tail:\n{worker.log_tail()}",
+            )  # fmt: skip
+            try:
+                yield app, ids
+            finally:
+                worker.stop()  # before the server goes away
+
+
+def test_postgres_restart_mid_run_loses_no_result(
+    start_worker: StartWorker, redis_url: str, keyprefix: str
+) -> None:
+    with tasks_through_a_restart(start_worker, redis_url, keyprefix) as (app, ids):
+        values = app.ResultSet([AsyncResult(i, app=app) for i in ids]).get(timeout=30)
+        assert values == [2 * n for n in range(RESTART_TASKS)]
+        assert {row.state for row in app.backend.store.read_many(ids)} == {states.SUCCESS}
+
+
+def test_postgres_restart_mid_run_loses_no_history(
+    start_worker: StartWorker, redis_url: str, keyprefix: str
+) -> None:
+    with tasks_through_a_restart(start_worker, redis_url, keyprefix) as (app, ids):
+
+        def incomplete() -> dict[str, list[str]]:
+            histories = {task_id: events_of(app, task_id) for task_id in ids}
+            return {task_id: events for task_id, events in histories.items()
+                    if sorted(events) != ["received", "started", "succeeded"]}  # fmt: skip
+
+        # "received" rows written while the database was down are retried by the history
+        # writer, so they may land a moment after the results
+        wait_for(
+            lambda: not incomplete(),
+            timeout=15,
+            interval=0.5,
+            message=lambda: "tasks whose history lacks an event (or holds one twice) after the "
+            f"restart: {incomplete()}",
+        )  # fmt: skip
+
+
+# -- 2. concurrent writers on one task id ----------------------------------------------------
+
+WRITER_PROCESSES = 3
+THREADS_PER_PROCESS = 3
+WRITES_PER_THREAD = 20
+SUCCESS_AT = (1, 1, WRITES_PER_THREAD // 2)  # (process, thread, write) that stores SUCCESS
+
+
+def write_many_states(env: dict[str, str], task_id: str, process: int, barrier: Any) -> None:
+    """One writer process: several threads storing STARTED/RETRY (and once SUCCESS)."""
+    app = make_app(env)
+    backend = app.backend
+    backend.store.read(task_id)  # connect (and migrate) before the race starts
+    barrier.wait(timeout=120)
+
+    def thread_writes(thread: int) -> None:
+        for write in range(WRITES_PER_THREAD):
+            if (process, thread, write) == SUCCESS_AT:
+                backend.store_result(task_id, {"winner": True}, states.SUCCESS)
+            elif write % 2:
+                backend.store_result(task_id, {"pid": process, "hostname": "h"}, states.STARTED)
+            else:
+                backend.store_result(task_id, RuntimeError(f"{process}.{thread}"), states.RETRY)
+
+    with ThreadPoolExecutor(THREADS_PER_PROCESS) as pool:
+        for future in [pool.submit(thread_writes, t) for t in range(THREADS_PER_PROCESS)]:
+            future.result()
+    app.close()
+
+
+def test_concurrent_writers_never_overwrite_the_terminal_state(
+    backend_env: dict[str, str],
+) -> None:
+    task_id = f"race-{uuid.uuid4()}"
+    with client(backend_env) as app:
+        app.backend.store.read(task_id)  # migrate once, before the writers start
+        spawn = multiprocessing.get_context("spawn")
+        barrier = spawn.Barrier(WRITER_PROCESSES)
+        writers = [
+            spawn.Process(target=write_many_states, args=(backend_env, task_id, n, barrier))
+            for n in range(WRITER_PROCESSES)
+        ]
+        try:
+            for process in writers:
+                process.start()
+            for process in writers:
+                process.join(120)
+        finally:
+            for process in writers:
+                if process.is_alive():
+                    process.kill()
+        assert [p.exitcode for p in writers] == [0] * WRITER_PROCESSES
+
+        meta = app.backend.get_task_meta(task_id, cache=False)
+        assert meta["status"] == states.SUCCESS
+        assert meta["result"] == {"winner": True}
+        results = app.backend.store.tables.results
+        with app.backend.store.engine.connect() as conn:
+            count = conn.execute(
+                sqlalchemy.select(sqlalchemy.func.count()).where(results.c.task_id == task_id)
+            ).scalar_one()
+        assert count == 1
+
+        history = app.backend.task_history(task_id)
+        total = WRITER_PROCESSES * THREADS_PER_PROCESS * WRITES_PER_THREAD
+        assert len(history) == total  # one row per write (SUCCESS replaced one write)
+        succeeded = [row for row in history if row["event"] == "succeeded"]
+        assert len(succeeded) == 1
+        late = [row for row in history if row["id"] > succeeded[0]["id"]]
+        assert late, "no write landed after SUCCESS: the race did not test the invariant"
+
+
+# -- 3. bad input ----------------------------------------------------------------------------
+
+
+def test_bad_input_fails_clearly_and_keeps_the_state(
+    backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    start_worker(app=BACKEND_APP, env=backend_env, hostname=hostname("bad")).wait_ready()
+    with client(backend_env) as app:
+        unencodable = app.signature("bk.unserializable").delay()
+        blob = "x" * 200_000
+        oversized = app.signature("bk.echo_size", args=(blob,)).delay()
+        garbled = app.signature("bk.bad_traceback").delay()
+
+        with pytest.raises(EncodeError, match="not JSON serializable"):
+            unencodable.get(timeout=60)
+        assert unencodable.state == states.FAILURE
+        row = app.backend.store.read(unencodable.id)
+        assert row.exception_type == "EncodeError"
+        assert "not JSON serializable" in row.exception_message
+
+        assert oversized.get(timeout=60) == 200_000
+        assert oversized.state == states.SUCCESS
+        marker = oversized.args
+        assert marker == {"truncated": True, "size": marker["size"], "limit": 65536}
+        assert marker["size"] > 200_000
+        assert oversized.kwargs == {}
+
+        with pytest.raises(ValueError, match="NUL"):
+            garbled.get(timeout=60)
+        assert garbled.state == states.FAILURE
+        row = app.backend.store.read(garbled.id)
+        assert row.state == states.FAILURE
+        assert row.exception_type == "ValueError"
+        assert row.exception_message == "bytes \\udcff and NUL \\x00 in the message"
+        assert "ValueError: bytes \\udcff and NUL \\x00 in the message" in row.traceback
+        for text in (row.exception_message, row.traceback):
+            assert "\x00" not in text
+            text.encode("utf-8")  # no lone surrogate left
+        assert events_of(app, garbled.id)[-1] == "failed"
+
+
+# -- 4. fast waiting -------------------------------------------------------------------------
+
+
+def with_application_name(backend_url: str, name: str) -> str:
+    url = make_url(backend_url.removeprefix("tq+")).update_query_dict({"application_name": name})
+    return "tq+" + url.render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize("backend_env", ["postgresql"], indirect=True)
+def test_get_wakes_on_postgres_notify(
+    backend_env: dict[str, str], start_worker: StartWorker, database_url: str
+) -> None:
+    start_worker(app=BACKEND_APP, env=backend_env, hostname=hostname("notify")).wait_ready()
+    tag = f"tqtest-{uuid.uuid4().hex[:10]}"
+    client_env = {**backend_env, "TQ_TEST_RESULT_BACKEND":
+                  with_application_name(backend_env["TQ_TEST_RESULT_BACKEND"], tag)}  # fmt: skip
+    monitor = sqlalchemy.create_engine(database_url)
+    listening = sqlalchemy.text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE application_name = :tag AND query = 'LISTEN tq_result_ready'"
+    )
+    try:
+        with client(client_env) as app:
+            stamp = app.signature("bk.stamp")
+            slow = stamp.delay(2.0)
+            waited: dict[str, Any] = {}
+            waiter = threading.Thread(
+                target=lambda: waited.update(value=slow.get(timeout=60)), daemon=True
+            )
+            waiter.start()
+
+            def listeners() -> int:
+                # a new transaction each time: pg_stat_activity is a snapshot per transaction
+                with monitor.connect() as conn:
+                    return int(conn.execute(listening, {"tag": tag}).scalar_one())
+
+            wait_for(
+                listeners,
+                timeout=10,
+                message="no connection of the client ran LISTEN tq_result_ready",
+            )
+            waiter.join(60)
+            assert isinstance(waited.get("value"), float)
+
+            gaps = []
+            for _ in range(20):
+                finished_at = stamp.delay(0.1).get(timeout=30)
+                gaps.append(time.time() - finished_at)
+            assert statistics.median(gaps) < 0.05, f"gaps (s): {sorted(gaps)}"
+
+            members = group(stamp.clone(args=(0.1,)) for _ in range(10)).apply_async()
+            finished = members.get(timeout=60)
+            gap = time.time() - max(finished)
+            assert len(finished) == 10
+            assert gap < 1.0, f"GroupResult.get() returned {gap:.3f} s after the last task"
+    finally:
+        monitor.dispose()
+
+
+@pytest.mark.parametrize("backend_env", ["sqlite"], indirect=True)
+def test_get_polls_on_sqlite(backend_env: dict[str, str], start_worker: StartWorker) -> None:
+    start_worker(app=BACKEND_APP, env=backend_env, hostname=hostname("poll")).wait_ready()
+    with client(backend_env) as app:
+        stamp = app.signature("bk.stamp")
+        finished_at = stamp.delay(0.1).get(timeout=30)
+        assert time.time() - finished_at < 1.0
+        members = group(stamp.clone(args=(0.05,)) for _ in range(5)).apply_async()
+        assert len(members.get(timeout=60)) == 5
+
+
+# -- 5. the workers table --------------------------------------------------------------------
+
+
+def test_workers_table_follows_a_worker(
+    backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    name = hostname("row")
+    env = {**backend_env, "TQ_TEST_WORKER_HEARTBEAT": "0.5"}
+    worker = start_worker(app=BACKEND_APP, env=env, concurrency=2, hostname=name).wait_ready()
+    with client(backend_env) as app:
+
+        def row() -> Any:
+            return next((r for r in app.backend.store.workers() if r.hostname == name), None)
+
+        first = wait_for(row, timeout=30, message=f"no row for {name} in the workers table")
+        assert first.state == "online"
+        assert first.queues == ["celery"]
+        assert first.concurrency == 2
+        assert first.pid == worker.pid
+        wait_for(lambda: row().last_heartbeat > first.last_heartbeat, timeout=10,
+                 message="last_heartbeat did not move")  # fmt: skip
+
+        adds = [app.signature("bk.add").delay(n, 1) for n in range(3)]
+        failure = app.signature("bk.fail").delay("on purpose")
+        assert [r.get(timeout=60) for r in adds] == [1, 2, 3]
+        with pytest.raises(ValueError):
+            failure.get(timeout=60)
+
+        def counted() -> Any:
+            found = row()
+            return found if found.processed >= 4 and found.failed >= 1 else None
+
+        final = wait_for(
+            counted,
+            timeout=10,
+            message=lambda: f"counters did not reach processed>=4, failed>=1: {row()}",
+        )
+        assert final.processed == 4 and final.failed == 1
+
+        worker.stop()
+        assert not worker.running
+        assert row().state == "offline"
+
+
+# -- 6. broker events in the history ---------------------------------------------------------
+
+
+def test_dead_lettered_message_is_in_the_history(
+    backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    name = hostname("reject")
+    env = {**backend_env, "TQ_TEST_ACKS_LATE": "1"}
+    start_worker(app=BACKEND_APP, env=env, hostname=name).wait_ready()
+    with client(env) as app:
+        rejected = app.signature("bk.reject", args=("not for us",)).delay()
+
+        def dead_lettered() -> list[dict[str, Any]]:
+            history = app.backend.task_history(rejected.id)
+            return [row for row in history if row["event"] == "dead_lettered"]
+
+        rows = wait_for(dead_lettered, timeout=30, message="no dead_lettered history row")
+        assert len(rows) == 1
+        assert rows[0]["worker"] == name
+        assert rows[0]["detail"]["reason"] == "rejected"
+        assert rows[0]["detail"]["queue"] == "celery"
+        assert events_of(app, rejected.id)[0] == "received"
+
+
+def test_returned_message_is_in_the_history(
+    backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    env = {**backend_env, "TQ_TEST_ACKS_LATE": "1",
+           "TQ_TEST_TRANSPORT_OPTIONS": json.dumps(FAST_HEARTBEAT)}  # fmt: skip
+    workers = {
+        w.hostname: w
+        for w in [
+            start_worker(app=BACKEND_APP, env=env, concurrency=1, hostname=hostname("first")),
+            start_worker(app=BACKEND_APP, env=env, concurrency=1, hostname=hostname("second")),
+        ]
+    }
+    for worker in workers.values():
+        worker.wait_ready()
+    with client(env) as app:
+        task = app.signature("bk.sleep", args=(3.0,)).delay()
+
+        def started_on() -> str | None:
+            rows = app.backend.task_history(task.id)
+            return next((r["worker"] for r in rows if r["event"] == "started"), None)
+
+        victim: WorkerProcess = workers[str(wait_for(started_on, timeout=30))]
+        victim.kill()
+        survivor = next(w for w in workers.values() if w is not victim)
+
+        assert task.get(timeout=60) == 3.0
+        history = app.backend.task_history(task.id)
+        events = [row["event"] for row in history]
+        assert events[:2] == ["received", "started"]
+        assert {row["worker"] for row in history[:2]} == {victim.hostname}
+        returned = events.index("returned")
+        after = history[returned:]
+        assert [row["event"] for row in after] == ["returned", "received", "started", "succeeded"]
+        assert {row["worker"] for row in after[1:]} == {survivor.hostname}
+        assert after[0]["detail"]["queue"] == "celery"
+        assert after[0]["detail"]["from_consumer"]
+        assert after[0]["worker"] == survivor.hostname, (
+            "the 'returned' row does not name the worker that recovered the message"
+        )
