@@ -426,17 +426,26 @@ class TaskQueueChannel(_ChannelBase):
             )
         self._maybe_retire()
 
-    def requeue_lease(self, delivery_tag: str) -> None:
+    def requeue_lease(self, delivery_tag: str, rejected: bool = False) -> None:
         lease = self._lease(delivery_tag)
         if lease is None:
             return
         keys, message_id = lease
-        self.scripts["requeue"](
+        moved = self.scripts["requeue"](
             keys=[keys.ready, keys.inflight, keys.signal, keys.state],
             args=[keys.base, message_id, self.consumer_id],
             client=self.redis,
         )
+        if moved and rejected:
+            self._emit("rejected", delivery_tag, keys.queue, {"requeue": True})
         self._maybe_retire()
+
+    def _emit(self, event: str, delivery_tag: str, queue: str, detail: dict[str, Any]) -> None:
+        """Tell listeners in this process (the result backend's history) what happened."""
+        message = self._qos._delivered.get(delivery_tag) if self._qos is not None else None
+        headers = getattr(message, "headers", None) or {}
+        task_id = str(headers.get("id") or "")
+        lifecycle.emit(lifecycle.MessageEvent(event, task_id, queue, detail, WORKER_NODENAME))
 
     def dead_letter(self, delivery_tag: str, reason: str, detail: str) -> None:
         lease = self._lease(delivery_tag)
@@ -449,16 +458,8 @@ class TaskQueueChannel(_ChannelBase):
             client=self.redis,
         )
         if moved:
-            message = self._qos._delivered.get(delivery_tag) if self._qos is not None else None
-            headers = getattr(message, "headers", None) or {}
-            lifecycle.emit(
-                lifecycle.MessageEvent(
-                    "dead_lettered",
-                    str(headers.get("id") or ""),
-                    keys.queue,
-                    {"reason": reason, "detail": detail},
-                    WORKER_NODENAME,
-                )
+            self._emit(
+                "dead_lettered", delivery_tag, keys.queue, {"reason": reason, "detail": detail}
             )
             logger.warning(
                 "message %s from queue %r dead-lettered: %s (%s)",

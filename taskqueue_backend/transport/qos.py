@@ -30,7 +30,7 @@ class LeaseQoS(virtual.QoS):
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         if requeue:
-            self.channel.requeue_lease(delivery_tag)
+            self.channel.requeue_lease(delivery_tag, rejected=True)
         else:
             self.channel.dead_letter(delivery_tag, "rejected", "rejected without requeue")
         super().ack(delivery_tag)
