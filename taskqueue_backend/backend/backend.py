@@ -19,7 +19,7 @@ from celery import states
 from celery.backends.base import BaseBackend
 from celery.exceptions import ChordError, Retry
 from celery.result import GroupResult, allow_join_result, result_from_tuple
-from celery.utils.serialization import create_exception_cls  # noqa: F401 - keeps pickles importable
+from celery.utils.time import maybe_timedelta
 from kombu.utils.encoding import bytes_to_str, ensure_bytes
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -67,7 +67,7 @@ class DatabaseBackend(BaseBackend):
         self.tables = build_tables(self.settings.table_prefix, self.settings.schema)
         self._store: Store | None = None
         self._migrated = False
-        self.expires = self.prepare_expires(kwargs.get("expires"), type=timedelta)
+        self.expires = self.prepare_expires(kwargs.get("expires"), type=maybe_timedelta)
         history.install(self)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -177,13 +177,22 @@ class DatabaseBackend(BaseBackend):
         }
         # a held event of the same kind (task_prerun's "started" when Celery also stores
         # STARTED) is this one
-        pending = [e for e in history.take_pending(task_id) if e["event"] != event["event"]]
+        held, held_row = history.take_pending(task_id)
+        for column in ("received_at", "started_at"):  # stages only the held row knows
+            if held_row and held_row.get(column) and not row.get(column):
+                row[column] = held_row[column]
+        pending = [e for e in held if e["event"] != event["event"]]
         try:
             self.store.write(row, [*pending, event])
         except Exception:
-            history.put_back(task_id, pending)  # Celery may retry this write
+            history.put_back(task_id, pending, held_row)  # Celery may retry this write
             raise
         return result
+
+    def on_task_call(self, producer: Any, task_id: str) -> dict[str, Any]:
+        if self.settings.record_sent:
+            history.publishing(task_id, self)
+        return dict(super().on_task_call(producer, task_id) or {})
 
     def write_events(self, rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
         """Batched history (received, started, broker events) from the history writer."""
@@ -334,7 +343,8 @@ class DatabaseBackend(BaseBackend):
                 ret = join(timeout=app.conf.result_chord_join_timeout, propagate=True)
         except Exception as exc:
             try:
-                culprit = next(deps._failed_join_report())
+                # the group's own report needs Celery's result cache, which is off by default
+                culprit = next(r for r in deps.results if r.state in states.PROPAGATE_STATES)
                 reason = f"Dependency {culprit.id} raised {exc!r}"
             except StopIteration:
                 reason = repr(exc)

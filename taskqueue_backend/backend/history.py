@@ -51,17 +51,26 @@ def event_row(
             "worker": worker, "detail": detail}  # fmt: skip
 
 
-def take_pending(task_id: str) -> list[dict[str, Any]]:
-    """Events of this task not written yet, to go with its state write."""
+def take_pending(task_id: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Events (and the row update) of this task not written yet, for its state write."""
     with _lock:
-        _pending_rows.pop(task_id, None)
-        return _pending.pop(task_id, [])
+        return _pending.pop(task_id, []), _pending_rows.pop(task_id, None)
 
 
-def put_back(task_id: str, events: list[dict[str, Any]]) -> None:
-    """Return events whose write failed, so the retried write (or the writer) has them."""
+_publishing: dict[str, Any] = {}
+
+
+def publishing(task_id: str, backend: Any) -> None:
+    """Remember which backend publishes this task (several apps may share a process)."""
+    _publishing[task_id] = backend
+
+
+def put_back(task_id: str, events: list[dict[str, Any]], row: dict[str, Any] | None) -> None:
+    """Return what a failed write took, so the retried write (or the writer) has it."""
     with _lock:
         _pending.setdefault(task_id, [])[0:0] = events
+        if row is not None:
+            _pending_rows.setdefault(task_id, row)
 
 
 def hold(task_id: str, event: dict[str, Any], row: dict[str, Any] | None = None) -> None:
@@ -165,10 +174,11 @@ def on_task_prerun(task_id: str | None = None, task: Any = None, **kwargs: Any) 
 
 
 def on_after_publish(headers: Any = None, routing_key: Any = None, **kwargs: Any) -> None:
-    if _backend is None or not _backend.settings.record_sent or not isinstance(headers, dict):
+    if not isinstance(headers, dict) or not headers.get("id"):
         return
-    task_id = headers.get("id")
-    if not task_id:
+    task_id = headers["id"]
+    backend = _publishing.pop(task_id, None)
+    if backend is None:  # its app does not record sent tasks
         return
     now = utcnow()
     row = {"task_id": task_id, "state": states.PENDING, "name": headers.get("task"),
@@ -176,7 +186,7 @@ def on_after_publish(headers: Any = None, routing_key: Any = None, **kwargs: Any
            "root_id": headers.get("root_id"), "group_id": headers.get("group"),
            "sent_at": now, "updated_at": now}  # fmt: skip
     detail = {"eta": headers["eta"]} if headers.get("eta") else None
-    _backend.store.write(row, [event_row(task_id, "sent", states.PENDING, None, detail, now)])
+    backend.store.write(row, [event_row(task_id, "sent", states.PENDING, None, detail, now)])
 
 
 def on_broker_event(event: lifecycle.MessageEvent) -> None:

@@ -143,12 +143,30 @@ class Store:
 
         def run() -> None:
             with self.engine.begin() as conn:
-                if full:
-                    conn.execute(self._upsert_stmt, full)
+                # a task that already finished (and may have been forgotten since) is never
+                # re-created by a late batch: only its stage times are filled in
+                ended = self._ended(conn, [r["task_id"] for r in full])
+                fresh = [r for r in full if r["task_id"] not in ended]
+                if fresh:
+                    conn.execute(self._upsert_stmt, fresh)
+                r = self.tables.results
+                for row in full:
+                    if row["task_id"] in ended:
+                        late = {c: func.coalesce(r.c[c], row[c]) for c in LATEST_COLUMNS}
+                        conn.execute(update(r).where(r.c.task_id == row["task_id"]).values(late))
                 if events:
                     conn.execute(self._events_insert, list(events))
 
         self._retrying(run)
+
+    def _ended(self, conn: Any, task_ids: list[str]) -> set[str]:
+        if not task_ids:
+            return set()
+        e = self.tables.events
+        query = select(e.c.task_id).where(
+            e.c.task_id.in_(task_ids), e.c.event.in_(("succeeded", "failed", "revoked"))
+        )
+        return set(conn.execute(query).scalars())
 
     def read(self, task_id: str) -> Row[Any] | None:
         r = self.tables.results

@@ -1,0 +1,508 @@
+"""Results as a stock Celery client and stock workers see them, on PostgreSQL and SQLite.
+
+Every state a task can end in (or pass through) is stored with Celery's extended meta and
+the time of each stage; canvas primitives (chain, group, chord) complete without a
+``celery.chord_unlock`` poller; each task's history lists its lifecycle events in time order;
+expired results are cleaned up while their history stays; result writes survive dropped
+database connections; and the result serializer settings are honoured end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy
+from celery import Celery, chain, chord, group, states
+from celery.exceptions import ChordError, TaskRevokedError
+from celery.result import AsyncResult
+
+from tests.backend_app import make_app
+from tests.support import StartWorker, WorkerProcess, wait_for
+
+TIMEOUT = 30.0
+#: how far apart the clocks of two processes on this machine may read at the same moment
+CLOCK_SLACK = timedelta(milliseconds=50)
+
+MakeClient = Callable[..., Celery]
+
+
+@pytest.fixture
+def client(backend_env: dict[str, str]) -> Iterator[MakeClient]:
+    """Build client apps on this test's database; ``conf`` is applied before first use."""
+    made: list[Celery] = []
+
+    def make(**conf: Any) -> Celery:
+        app = make_app(backend_env)
+        app.conf.update(conf)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        app.pool.force_close_all()
+        app.close()
+
+
+def run_worker(
+    start_worker: StartWorker,
+    backend_env: dict[str, str],
+    concurrency: int = 2,
+    extra_conf: dict[str, Any] | None = None,
+    **env: str,
+) -> WorkerProcess:
+    """A ready ``tests.backend_app`` worker with a known node name (``worker.hostname``)."""
+    if extra_conf:
+        env["TQ_TEST_EXTRA_CONF"] = json.dumps(extra_conf)
+    return start_worker(
+        app="tests.backend_app",
+        env={**backend_env, **env},
+        concurrency=concurrency,
+        hostname=f"results-{uuid.uuid4().hex[:8]}@localhost",
+    ).wait_ready()
+
+
+def as_utc(moment: datetime | str) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands back naive UTC)."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def history(app: Celery, task_id: str) -> list[dict[str, Any]]:
+    return app.backend.task_history(task_id)
+
+
+def event_names(app: Celery, task_id: str) -> list[str]:
+    return [row["event"] for row in history(app, task_id)]
+
+
+def wait_for_events(app: Celery, task_id: str, count: int) -> list[dict[str, Any]]:
+    """Wait until the task's history holds ``count`` events; return them, oldest first."""
+
+    def enough() -> list[dict[str, Any]] | None:
+        rows = history(app, task_id)
+        return rows if len(rows) >= count else None
+
+    return wait_for(
+        enough,
+        timeout=TIMEOUT,
+        message=lambda: f"task {task_id} history: {event_names(app, task_id)}",
+    )
+
+
+def result_row(app: Celery, task_id: str) -> Any:
+    return app.backend.store.read(task_id)
+
+
+def result_names(app: Celery) -> set[str | None]:
+    results = app.backend.tables.results
+    with app.backend.store.engine.connect() as conn:
+        return set(conn.execute(sqlalchemy.select(results.c.name).distinct()).scalars())
+
+
+# -- every state ------------------------------------------------------------------------------
+
+
+def test_success_stores_the_value_and_the_extended_meta(
+    client: MakeClient, backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    worker = run_worker(start_worker, backend_env)
+    app = client()
+
+    result = app.tasks["bk.add"].apply_async((2,), {"y": 3})
+
+    assert result.get(timeout=TIMEOUT) == 5
+    assert result.state == states.SUCCESS
+    assert result.name == "bk.add"
+    assert list(result.args) == [2]
+    assert result.kwargs == {"y": 3}
+    assert result.worker == worker.hostname
+    assert result.retries == 0
+    assert result.queue == "celery"
+    assert abs(datetime.now(UTC) - as_utc(result.date_done)) < timedelta(seconds=TIMEOUT)
+
+
+def test_result_row_has_the_time_of_each_stage_in_order(
+    client: MakeClient, backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    run_worker(start_worker, backend_env)
+    app = client()
+
+    result = app.tasks["bk.add"].delay(1, 1)
+    result.get(timeout=TIMEOUT)
+
+    # the worker's main process writes "received" in its next batch, maybe after the result
+    row = wait_for(
+        lambda: (r := result_row(app, result.id)).received_at and r,
+        timeout=TIMEOUT,
+        message="received_at was never written",
+    )
+    assert row.sent_at is None, "sent_at is only recorded with taskqueue_record_sent"
+    assert row.started_at is not None, "a task that ran must have started_at"
+    assert row.finished_at is not None
+    assert as_utc(row.received_at) <= as_utc(row.started_at) <= as_utc(row.finished_at)
+
+
+def test_failure_keeps_the_exception_and_its_traceback(
+    client: MakeClient, backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    run_worker(start_worker, backend_env)
+    app = client()
+
+    result = app.tasks["bk.fail"].delay("the input was odd")
+
+    with pytest.raises(ValueError, match="the input was odd"):
+        result.get(timeout=TIMEOUT)
+    assert result.state == states.FAILURE
+    assert isinstance(result.result, ValueError)
+    assert "raise ValueError(message)" in result.traceback
+    assert "ValueError: the input was odd" in result.traceback
+    row = result_row(app, result.id)
+    assert (row.exception_type, row.exception_message) == ("ValueError", "the input was odd")
+
+    events = wait_for_events(app, result.id, 3)
+    assert [e["event"] for e in events] == ["received", "started", "failed"]
+    assert events[-1]["detail"]["exception"] == "ValueError: the input was odd"
+
+
+def test_retries_then_success_are_each_in_the_history_in_time_order(
+    client: MakeClient, backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    run_worker(start_worker, backend_env)
+    app = client()
+
+    result = app.tasks["bk.retry_twice"].delay(countdown=0.5)
+
+    assert result.get(timeout=TIMEOUT) == 2
+    assert result.state == states.SUCCESS
+    assert result.retries == 2
+    events = wait_for_events(app, result.id, 9)
+    assert [e["event"] for e in events] == [
+        "received", "started", "retried",
+        "received", "started", "retried",
+        "received", "started", "succeeded",
+    ]  # fmt: skip
+    moments = [as_utc(e["at"]) for e in events]
+    assert moments == sorted(moments)
+    for attempt, index in enumerate((2, 5)):
+        retried, received_again = events[index], events[index + 1]
+        assert retried["detail"]["exception"] == f"RuntimeError: attempt {attempt}"
+        next_eta = as_utc(retried["detail"]["next_eta"])
+        assert next_eta - as_utc(retried["at"]) == timedelta(seconds=0.5)
+        # the countdown was honoured: the retry was not delivered before its ETA
+        assert as_utc(received_again["at"]) >= next_eta - CLOCK_SLACK
+
+
+def test_revoking_a_waiting_task_stores_revoked(
+    client: MakeClient, backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    run_worker(start_worker, backend_env, concurrency=1)
+    app = client()
+    blocker = app.tasks["bk.sleep"].delay(3)
+    wait_for(
+        lambda: "started" in event_names(app, blocker.id),
+        timeout=TIMEOUT,
+        message="the long task never started",
+    )
+    victim = app.tasks["bk.add"].delay(1, 1)
+
+    app.control.revoke(victim.id)
+
+    with pytest.raises(TaskRevokedError):
+        victim.get(timeout=TIMEOUT)
+    assert victim.state == states.REVOKED
+    assert "revoked" in event_names(app, victim.id)
+    assert not {"started", "succeeded"} & set(event_names(app, victim.id))
+    assert blocker.get(timeout=TIMEOUT) == 3
+
+
+def test_started_is_visible_while_a_task_runs(
+    client: MakeClient, backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    worker = run_worker(start_worker, backend_env, TQ_TEST_TRACK_STARTED="1")
+    app = client()
+
+    result = app.tasks["bk.sleep"].delay(2)
+
+    wait_for(lambda: result.state == states.STARTED, timeout=TIMEOUT,
+             message=lambda: f"state stayed {result.state}")  # fmt: skip
+    row = result_row(app, result.id)
+    assert row.started_at is not None and row.finished_at is None
+    assert row.worker == worker.hostname
+    assert result.get(timeout=TIMEOUT) == 2
+    assert result.state == states.SUCCESS
+
+
+# -- canvas -----------------------------------------------------------------------------------
+
+
+def test_chain_members_record_their_parent_and_root(
+    client: MakeClient, backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    run_worker(start_worker, backend_env)
+    app = client()
+    add = app.tasks["bk.add"]
+
+    last = (add.s(1, 2) | add.s(3) | add.s(4)).apply_async()
+
+    assert last.get(timeout=TIMEOUT) == 10
+    middle, first = last.parent, last.parent.parent
+    # Celery publishes a chain's next task before it stores the current task's result
+    wait_for(lambda: first.ready() and middle.ready(), timeout=TIMEOUT,
+             message="the chain's earlier results were never stored")  # fmt: skip
+    metas = {r.id: app.backend.get_task_meta(r.id, cache=False) for r in (first, middle, last)}
+    assert metas[first.id]["parent_id"] is None
+    assert metas[middle.id]["parent_id"] == first.id
+    assert metas[last.id]["parent_id"] == middle.id
+    assert {m["root_id"] for m in metas.values()} == {first.id}
+    assert [m["result"] for m in metas.values()] == [3, 6, 10]
+
+
+def test_group_members_record_their_group(
+    client: MakeClient, backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    run_worker(start_worker, backend_env)
+    app = client()
+    add = app.tasks["bk.add"]
+
+    result = group(add.s(i, i) for i in range(4)).apply_async()
+
+    assert result.get(timeout=TIMEOUT) == [0, 2, 4, 6]
+    for member in result.results:
+        meta = app.backend.get_task_meta(member.id, cache=False)
+        assert meta["group_id"] == result.id
+        assert meta["name"] == "bk.add"
+
+
+def test_chords_complete_without_chord_unlock(
+    client: MakeClient, backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    worker = run_worker(start_worker, backend_env)
+    app = client()
+    add, tsum = app.tasks["bk.add"], app.tasks["bk.tsum"]
+
+    ten = chord([add.s(i, i) for i in range(10)], tsum.s()).apply_async()
+    nested = chain(add.s(1, 1), chord([add.s(i) for i in range(5)], tsum.s())).apply_async()
+
+    assert ten.get(timeout=TIMEOUT) == sum(2 * i for i in range(10))
+    assert nested.get(timeout=TIMEOUT) == sum(2 + i for i in range(5))
+    assert "celery.chord_unlock" not in result_names(app)
+    assert "celery.chord_unlock" not in worker.log_text()
+
+
+def test_a_failing_chord_member_fails_the_chord_naming_it(
+    client: MakeClient, backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    worker = run_worker(start_worker, backend_env)
+    app = client()
+    add, fail, tsum = app.tasks["bk.add"], app.tasks["bk.fail"], app.tasks["bk.tsum"]
+
+    result = chord([add.s(1, 1), fail.s("member broke"), add.s(2, 2)], tsum.s()).apply_async()
+
+    # a plain get() may re-raise the member's own error when it sees the failed header first
+    # (Celery's follow_parents); the chord's callback result itself holds the ChordError
+    with pytest.raises(ChordError) as raised:
+        result.get(timeout=TIMEOUT, follow_parents=False)
+    failing = result.parent.results[1]
+    assert f"Dependency {failing.id} raised" in str(raised.value)
+    assert "member broke" in str(raised.value)
+    assert result.state == states.FAILURE
+    assert "celery.chord_unlock" not in worker.log_text()
+
+
+# -- history at publish time ------------------------------------------------------------------
+
+
+def test_record_sent_writes_a_pending_row_at_publish_before_any_worker(
+    client: MakeClient,
+) -> None:
+    app = client(taskqueue_record_sent=True)
+
+    result = app.tasks["bk.add"].apply_async((1, 2))
+
+    events = history(app, result.id)
+    assert [(e["event"], e["state"]) for e in events] == [("sent", states.PENDING)]
+    row = result_row(app, result.id)
+    assert row is not None, "no result row was written at publish time"
+    assert (row.state, row.name, row.queue) == (states.PENDING, "bk.add", "celery")
+    assert as_utc(row.sent_at) == as_utc(events[0]["at"])
+    assert row.received_at is None and row.finished_at is None
+    assert result.state == states.PENDING
+
+
+def test_record_sent_follows_the_publishing_app_not_the_newest_backend(
+    client: MakeClient,
+) -> None:
+    recording = client(taskqueue_record_sent=True)
+    recording.backend  # noqa: B018 - its backend exists before the other app's
+    other = client()
+    other.backend  # noqa: B018 - a second app in the same process, not recording
+
+    result = recording.tasks["bk.add"].apply_async((1, 2))
+
+    assert event_names(recording, result.id) == ["sent"]
+
+
+# -- expiry and forget ------------------------------------------------------------------------
+
+
+def finish_and_age(app: Celery, result: AsyncResult, age: timedelta) -> None:
+    """Wait until ``result`` has finished, its history has landed (so nothing writes its row
+    later), and it finished more than ``age`` ago."""
+    result.get(timeout=TIMEOUT)
+    wait_for_events(app, result.id, 3)
+
+    def old_enough() -> bool:
+        return datetime.now(UTC) - as_utc(result_row(app, result.id).finished_at) > age
+
+    wait_for(old_enough, timeout=TIMEOUT, interval=0.1, message=f"{result.id} stayed young")
+
+
+def test_cleanup_removes_expired_results_and_keeps_their_history(
+    client: MakeClient, backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    run_worker(start_worker, backend_env, extra_conf={"result_expires": 1})
+    app = client(result_expires=1)
+    add = app.tasks["bk.add"]
+    expired = add.delay(1, 1)
+    finish_and_age(app, expired, timedelta(seconds=1.2))
+    fresh_id = uuid.uuid4().hex
+    app.backend.store_result(fresh_id, "just finished", states.SUCCESS)
+
+    app.backend.cleanup()
+
+    assert result_row(app, expired.id) is None, "an expired result survived cleanup()"
+    assert result_row(app, fresh_id) is not None, "cleanup() removed a result not yet expired"
+    assert event_names(app, expired.id) == ["received", "started", "succeeded"]
+
+    # the periodic task does the same inside a worker that has result_expires set
+    expired_too = add.delay(2, 2)
+    finish_and_age(app, expired_too, timedelta(seconds=1.2))
+    app.tasks["celery.backend_cleanup"].delay().get(timeout=TIMEOUT)
+    assert result_row(app, expired_too.id) is None, "celery.backend_cleanup kept an expired result"
+    assert event_names(app, expired_too.id) == ["received", "started", "succeeded"]
+
+
+def test_forget_removes_the_result_for_good(
+    client: MakeClient, backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    # a long flush interval makes the worker's "received" batch land after the forget
+    run_worker(start_worker, backend_env, extra_conf={"taskqueue_history_flush_interval": 2})
+    app = client()
+    result = app.tasks["bk.add"].delay(3, 3)
+    assert result.get(timeout=TIMEOUT) == 6
+
+    result.forget()
+
+    assert result_row(app, result.id) is None
+    wait_for(lambda: "received" in event_names(app, result.id), timeout=TIMEOUT,
+             message="the worker's received event was never written")  # fmt: skip
+    row = result_row(app, result.id)
+    assert row is None, f"a late history batch brought the forgotten result back as {row.state}"
+    assert result.state == states.PENDING
+
+
+# -- serializers ------------------------------------------------------------------------------
+
+
+def test_pickle_result_serializer_round_trips_a_set(
+    client: MakeClient, backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    pickled = {"result_serializer": "pickle", "result_accept_content": ["pickle", "json"]}
+    run_worker(start_worker, backend_env, extra_conf=pickled)
+    app = client(**pickled)
+
+    result = app.tasks["bk.as_set"].delay([3, 1, 3, 2])
+
+    value = result.get(timeout=TIMEOUT)
+    assert isinstance(value, set) and value == {1, 2, 3}
+    assert result_row(app, result.id).content_type == "application/x-python-serialize"
+
+
+# -- dropped database connections (PostgreSQL) ------------------------------------------------
+
+
+def url_with_application_name(database_url: str, name: str) -> str:
+    url = sqlalchemy.make_url(database_url).update_query_dict({"application_name": name})
+    return url.render_as_string(hide_password=False)
+
+
+def terminate_connections(database_url: str, application_name: str) -> int:
+    """Terminate (server side) every connection opened under ``application_name``; wait for
+    them to be gone; return how many there were. Other clients' connections are untouched."""
+    admin = sqlalchemy.create_engine(database_url, poolclass=sqlalchemy.pool.NullPool)
+    named = sqlalchemy.text(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = :name "
+        "AND pid <> pg_backend_pid()"
+    )
+    try:
+        with admin.connect() as conn:
+            pids = list(conn.execute(named, {"name": application_name}).scalars())
+            for pid in pids:
+                conn.execute(sqlalchemy.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            conn.commit()
+        wait_for(lambda: not _still_there(admin, named, application_name), timeout=TIMEOUT,
+                 message="terminated connections are still listed")  # fmt: skip
+    finally:
+        admin.dispose()
+    return len(pids)
+
+
+def _still_there(engine: sqlalchemy.Engine, named: Any, application_name: str) -> bool:
+    with engine.connect() as conn:
+        return bool(list(conn.execute(named, {"name": application_name})))
+
+
+def pg_client_env(database_url: str, schema: str, application_name: str) -> dict[str, str]:
+    url = url_with_application_name(database_url, application_name)
+    return {"TQ_TEST_RESULT_BACKEND": f"tq+{url}", "TQ_TEST_DB_SCHEMA": schema}
+
+
+def test_always_retry_survives_connections_terminated_by_the_server(
+    pg_schema: str, database_url: str
+) -> None:
+    name = f"tqtest-retry-{uuid.uuid4().hex[:8]}"
+    app = make_app(pg_client_env(database_url, pg_schema, name))
+    # without pre-ping the pool hands out the dead connection, so the write itself must recover
+    app.conf.update(result_backend_always_retry=True, result_backend_max_retries=5,
+                    database_engine_options={"pool_pre_ping": False})  # fmt: skip
+    backend = app.backend
+    try:
+        first, second = uuid.uuid4().hex, uuid.uuid4().hex
+        backend.store_result(first, 1, states.SUCCESS)
+        assert terminate_connections(database_url, name) >= 1
+
+        backend.store_result(second, 2, states.SUCCESS)
+
+        assert backend.get_task_meta(second, cache=False)["result"] == 2
+        assert backend.get_task_meta(first, cache=False)["result"] == 1
+
+        # and the error a dropped connection raises is one the backend retries
+        with backend.store.engine.connect() as conn:
+            terminate_connections(database_url, name)
+            with pytest.raises(sqlalchemy.exc.DBAPIError) as raised:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+        assert backend.exception_safe_to_retry(raised.value)
+    finally:
+        backend.store.engine.dispose()
+        app.close()
+
+
+def test_database_engine_options_may_carry_connect_args(pg_schema: str, database_url: str) -> None:
+    name = f"tqtest-args-{uuid.uuid4().hex[:8]}"
+    app = make_app({"TQ_TEST_RESULT_BACKEND": f"tq+{database_url}",
+                    "TQ_TEST_DB_SCHEMA": pg_schema})  # fmt: skip
+    app.conf.database_engine_options = {"connect_args": {"application_name": name}}
+    try:
+        task_id = uuid.uuid4().hex
+        app.backend.store_result(task_id, "stored", states.SUCCESS)
+
+        assert app.backend.get_task_meta(task_id, cache=False)["result"] == "stored"
+        assert terminate_connections(database_url, name) >= 1, "connect_args were not applied"
+    finally:
+        app.close()
