@@ -142,6 +142,8 @@ def _flush_at_exit() -> None:
 def on_task_received(request: Any = None, **kwargs: Any) -> None:
     if request is None or _backend is None:
         return
+    if (getattr(request, "request_dict", None) or {}).get("tq_delivered_at"):
+        return  # delivered by this package's broker: the pool process records "received"
     now = utcnow()
     delivery = getattr(request, "delivery_info", None) or {}
     worker = getattr(request, "hostname", None)
@@ -170,6 +172,14 @@ def on_task_prerun(task_id: str | None = None, task: Any = None, **kwargs: Any) 
     worker = getattr(request, "hostname", None)
     row = {"task_id": task_id, "state": states.STARTED, "worker": worker, "started_at": now,
            "updated_at": now, "name": getattr(task, "name", None)}  # fmt: skip
+    delivered = request.get("tq_delivered_at") if request is not None else None
+    if delivered:
+        received = datetime.fromtimestamp(float(delivered), UTC)
+        row["received_at"] = received
+        row["queue"] = (getattr(request, "delivery_info", None) or {}).get("routing_key")
+        eta = getattr(request, "eta", None)
+        detail = {"eta": str(eta)} if eta else None
+        hold(task_id, event_row(task_id, "received", states.RECEIVED, worker, detail, received))
     hold(task_id, event_row(task_id, "started", states.STARTED, worker, None, now), row)
 
 

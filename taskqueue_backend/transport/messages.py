@@ -94,4 +94,7 @@ def for_delivery(body: bytes, message_id: str, deliveries: int) -> dict[str, Any
     headers = payload.get("headers")
     if isinstance(headers, dict):
         headers["delivery_count"] = deliveries
+        # when this worker got it: the result backend's "received", without a database
+        # write on the worker's event loop
+        headers["tq_delivered_at"] = time.time()
     return payload
