@@ -75,17 +75,24 @@ class DatabaseBackend(BaseBackend):
     @property
     def store(self) -> Store:
         options = self.settings.engine_options
+        connect_args = dict(dict(options).get("connect_args") or {})
         if not self.settings.synchronous_commit and self.url.startswith("postgresql"):
-            options = (*options, ("connect_args", {"options": "-c synchronous_commit=off"}))
+            connect_args["options"] = "-c synchronous_commit=off"
+            options = (*[o for o in options if o[0] != "connect_args"],
+                       ("connect_args", connect_args))  # fmt: skip
         engine = get_engine(self.url, self.settings.pool_size, self.settings.max_overflow, options)
         if self._store is None or self._store.engine is not engine:
             if self.settings.auto_migrate and not self._migrated:
                 upgrade(engine, self.settings.table_prefix, self.settings.schema)
                 self._migrated = True
-            self._store = Store(engine, self.tables)
+            self._store = Store(engine, self.tables, connect_args)
         return self._store
 
     def exception_safe_to_retry(self, exc: BaseException) -> bool:
+        import psycopg
+
+        if isinstance(exc, psycopg.OperationalError):  # the direct connection's errors
+            return True
         return isinstance(exc, OperationalError | DBAPIError) and (
             isinstance(exc, OperationalError) or bool(getattr(exc, "connection_invalidated", 0))
         )

@@ -51,7 +51,9 @@ FIRST_COLUMNS = ("name", "args", "kwargs", "queue", "parent_id", "root_id", "gro
 class Store:
     """The backend's reads and writes over one engine and one set of tables."""
 
-    def __init__(self, engine: Engine, tables: Tables) -> None:
+    def __init__(
+        self, engine: Engine, tables: Tables, connect_options: dict[str, Any] | None = None
+    ) -> None:
         self.engine = engine
         self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.tables = tables
@@ -64,6 +66,11 @@ class Store:
         self._upsert_stmt = self._build_upsert()
         self._events_insert = insert(tables.events)
         self._sql = PostgresStatements(tables) if self.dialect == "postgresql" else None
+        self._direct = None
+        if self.dialect == "postgresql":
+            from .direct import DirectConnection
+
+            self._direct = DirectConnection(engine, connect_options or {})
 
     # -- retries on a dropped connection (database restart) ------------------------------
 
@@ -108,25 +115,24 @@ class Store:
         if row is None and not events:
             return
         if self.dialect == "postgresql":
-            self._retrying(lambda: self._write_postgresql(row, events))
+            self._write_postgresql(row, events)
         else:
             self._retrying(lambda: self._write_in_transaction(row, events))
 
     def _write_postgresql(
         self, row: dict[str, Any] | None, events: Sequence[dict[str, Any]]
     ) -> None:
-        assert self._sql is not None
+        assert self._sql is not None and self._direct is not None
         events_json = json.dumps([_event_json(e) for e in events])
-        with self.autocommit.connect() as conn:
-            if row is None:
-                conn.exec_driver_sql(self._sql.events_only, {"events": events_json})
-                return
-            params = {
-                **self._full_row(row),
-                "events": events_json,
-                "notify": row.get("state") in TERMINAL_STATES,
-            }
-            conn.exec_driver_sql(self._sql.state_write, params)
+        if row is None:
+            self._direct.execute(self._sql.events_only, {"events": events_json})
+            return
+        params = {
+            **self._full_row(row),
+            "events": events_json,
+            "notify": row.get("state") in TERMINAL_STATES,
+        }
+        self._direct.execute(self._sql.state_write, params)
 
     def _write_in_transaction(
         self, row: dict[str, Any] | None, events: Sequence[dict[str, Any]]
