@@ -12,6 +12,8 @@ import time
 import redis
 from celery import Celery
 
+from bench.common import process_client
+
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 TRANSPORT = os.environ.get("BENCH_TRANSPORT", "stock")
 EXPECTED = int(os.environ.get("BENCH_EXPECTED", "0"))
@@ -27,16 +29,9 @@ app.conf.update(
 if TRANSPORT == "taskqueue":
     app.conf.broker_transport = "taskqueue_backend.transport:Transport"
 
-_client: redis.Redis | None = None
-_client_pid = 0
-
 
 def _redis() -> redis.Redis:
-    global _client, _client_pid
-    if _client is None or _client_pid != os.getpid():
-        _client = redis.Redis.from_url(REDIS_URL)
-        _client_pid = os.getpid()
-    return _client
+    return process_client(REDIS_URL)
 
 
 @app.task(name="bench.noop")

@@ -23,7 +23,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import redis
 import sqlalchemy
@@ -31,6 +30,7 @@ import sqlalchemy
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import wait_until  # noqa: E402
 from taskqueue_backend.embedded import EmbeddedRedis  # noqa: E402
 
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -44,16 +44,6 @@ def variants(db_url: str, redis_url: str) -> dict[str, str]:
         "taskqueue": "tq+" + db_url,
         "taskqueue, synchronous_commit off": "tq+" + db_url + "#async",
     }
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise SystemExit(f"benchmark: timed out waiting for {what}")
 
 
 def environment(redis_url: str, backend: str, schema: str, tasks: int) -> dict[str, str]:

@@ -11,6 +11,8 @@ import time
 import redis
 from celery import Celery
 
+from bench.common import process_client
+
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 BACKEND = os.environ.get("BENCH_RESULT_BACKEND", "")
 SCHEMA = os.environ.get("BENCH_DB_SCHEMA", "")
@@ -35,16 +37,9 @@ if BACKEND:
 else:
     app.conf.task_ignore_result = True
 
-_client: redis.Redis | None = None
-_client_pid = 0
-
 
 def _redis() -> redis.Redis:
-    global _client, _client_pid
-    if _client is None or _client_pid != os.getpid():
-        _client = redis.Redis.from_url(REDIS_URL)
-        _client_pid = os.getpid()
-    return _client
+    return process_client(REDIS_URL)
 
 
 @app.task(name="benchb.noop")

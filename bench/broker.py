@@ -28,19 +28,10 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import wait_until  # noqa: E402
 from taskqueue_backend.embedded import EmbeddedRedis  # noqa: E402
 
 VARIANTS = ("stock", "taskqueue")
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise SystemExit(f"benchmark: timed out waiting for {what}")
 
 
 def redis_cpu(client: redis.Redis) -> float:
