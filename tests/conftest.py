@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import uuid
 import warnings
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -87,6 +88,12 @@ def keyprefix(redis_url: str) -> Iterator[str]:
     """A random key prefix for this test; keys containing it are deleted afterwards."""
     prefix = f"tqtest-{uuid.uuid4().hex[:10]}:"
     yield prefix
+    # a client channel the test left open would re-register itself after the cleanup
+    from taskqueue_backend.transport.heartbeat import Heartbeat
+
+    for thread in threading.enumerate():
+        if isinstance(thread, Heartbeat) and thread.prefix == prefix:
+            thread.stop()
     client = redis.Redis.from_url(redis_url)
     try:
         delete_keys_containing(client, prefix)

@@ -69,12 +69,21 @@ class EmbeddedPostgres:
              "-h", "127.0.0.1", "-k", str(self.dir), "-c", "fsync=off"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.kill()  # never leave a half-started server behind
+            raise
+        return self
+
+    def _wait_until_ready(self) -> None:
+        assert self.bindir is not None and self.process is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             ready = subprocess.run([str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p",
                                     str(self.port)], capture_output=True)  # fmt: skip
             if ready.returncode == 0:
-                return self
+                return
             if self.process.poll() is not None:
                 break
             time.sleep(0.1)
