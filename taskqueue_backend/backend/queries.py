@@ -355,13 +355,14 @@ class PostgresStatements:
         results, events = _name(tables.results), _name(tables.events)
         columns = list(tables.results.columns.keys())
         terminal = ", ".join(f"'{s}'" for s in TERMINAL_STATES)
-        applies = (f"(r.state NOT IN ({terminal}) AND (EXCLUDED.state IN ({terminal}) "
-                   "OR EXCLUDED.updated_at >= r.updated_at))")  # fmt: skip
-        sets = [f"{c} = CASE WHEN {applies} THEN EXCLUDED.{c} ELSE r.{c} END"
-                for c in STATE_COLUMNS]  # fmt: skip
-        sets += [f"{c} = COALESCE(EXCLUDED.{c}, r.{c})" for c in LATEST_COLUMNS]
-        sets += [f"{c} = COALESCE(r.{c}, EXCLUDED.{c})" for c in FIRST_COLUMNS]
-        sets.append("updated_at = GREATEST(EXCLUDED.updated_at, r.updated_at)")
+        final = "'{" + ",".join(TERMINAL_STATES) + "}'"
+        # kept short: psycopg caches the conversion of statements under 4 kB only
+        applies = (f"(r.state<>ALL({final})AND(EXCLUDED.state=ANY({final})"
+                   "OR EXCLUDED.updated_at>=r.updated_at))")  # fmt: skip
+        sets = [f"{c}=CASE WHEN{applies}THEN EXCLUDED.{c} ELSE r.{c} END" for c in STATE_COLUMNS]
+        sets += [f"{c}=COALESCE(EXCLUDED.{c},r.{c})" for c in LATEST_COLUMNS]
+        sets += [f"{c}=COALESCE(r.{c},EXCLUDED.{c})" for c in FIRST_COLUMNS]
+        sets.append("updated_at=GREATEST(EXCLUDED.updated_at,r.updated_at)")
         insert_events = f"""
             INSERT INTO {events} (task_id, event, state, at, worker, detail)
             SELECT x.task_id, x.event, x.state, x.at, x.worker, x.detail
@@ -382,3 +383,5 @@ class PostgresStatements:
             )
             SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM ev),
                    (SELECT count(*) FROM notified)"""
+        self.state_write = " ".join(self.state_write.split())
+        self.events_only = " ".join(self.events_only.split())
