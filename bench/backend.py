@@ -108,6 +108,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds over all backends; medians are reported"
+    )
     args = parser.parse_args()
     db_url = os.environ.get("DATABASE_URL", DEFAULT_DB)
     schema = f"tq_bench_{uuid.uuid4().hex[:8]}"
@@ -116,20 +119,28 @@ def main() -> None:
         conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, float]] = {}
+    rounds: dict[str, list[dict[str, float]]] = {}
     try:
         with EmbeddedRedis() as server:
             print(
                 f"benchmark: broker redis-server on port {server.port}; PostgreSQL schema "
-                f"{schema}; {args.tasks} tasks, {args.probes} get() probes per backend"
+                f"{schema}; {args.tasks} tasks, {args.probes} get() probes per backend, "
+                f"{args.repeat} round(s)"
             )
-            for name, backend in variants(db_url, server.url).items():
-                results[name] = measure(name, backend, server.url, schema, args.tasks,
-                                        args.probes, out)  # fmt: skip
-                print(f"  {name}: " + ", ".join(f"{k}={v:.2f}" for k, v in results[name].items()))
+            for round_number in range(1, args.repeat + 1):
+                for name, backend in variants(db_url, server.url).items():
+                    row = measure(name, backend, server.url, schema, args.tasks, args.probes, out)
+                    rounds.setdefault(name, []).append(row)
+                    figures = ", ".join(f"{k}={v:.2f}" for k, v in row.items())
+                    print(f"  round {round_number} {name}: {figures}")
     finally:
         with engine.begin() as conn:
             conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    results = {
+        name: {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+        for name, rows in rounds.items()
+    }
+    print(f"medians of {args.repeat} round(s):")
     print(f"{'':36} {'tasks/s':>9} {'get p50 ms':>11} {'get p99 ms':>11}")
     for name, row in results.items():
         print(f"{name:36} {row['tasks_per_s']:9.1f} {row.get('get_p50_ms', float('nan')):11.2f} "
