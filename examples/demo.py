@@ -2,8 +2,10 @@
 
 Ten ``report`` tasks with shuffled priorities are published before the worker starts; a single
 worker (``-P solo -c 1``, prefetch 1) then runs them strictly by priority, lowest number first.
-Then ``add(2, 3)`` with a 2 s countdown shows delayed delivery from the broker. Without
-``REDIS_URL`` an embedded redis-server is started and removed afterwards.
+Then ``add(2, 3)`` with a 2 s countdown shows delayed delivery from the broker, a failing
+``charge`` task lands in the dead letters and runs again once "fixed" by a replay, and the
+worker registry lists the worker. Without ``REDIS_URL`` an embedded redis-server is started
+and removed afterwards.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from kombu.exceptions import OperationalError
@@ -74,7 +76,7 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
 def run_demo() -> None:
     # Imported only now: the example's configuration reads REDIS_URL at import time.
     from examples.proj.celery import app
-    from examples.proj.tasks import add, report
+    from examples.proj.tasks import add, charge, report
 
     queue = f"demo-{uuid.uuid4().hex[:8]}"  # a queue of its own, so a shared Redis is safe
     order_key = f"demo:{queue}:order"  # likewise the list the tasks report into
@@ -130,11 +132,41 @@ def run_demo() -> None:
         wait_until(lambda: len(app.backend.task_history(handle.id)) >= 3, 10, "the history")
         for event in app.backend.task_history(handle.id):
             print(f"    {event['at']:%H:%M:%S.%f}  {event['event']:<10} {event['worker'] or ''}")
+        show_dead_letters(app, charge, queue, redis_client)
+        show_workers(app)
     finally:
         stop_worker(worker)
-        redis_client.delete(order_key)
+        redis_client.delete(order_key, f"demo:{queue}:fixed")
         redis_client.close()
         app.close()
+
+
+def show_dead_letters(app: Any, charge: Any, queue: str, redis_client: redis.Redis) -> None:
+    """A task that fails lands in the dead letters; after the "fix" a replay runs it."""
+    from taskqueue_backend.dlq import DeadLetters
+
+    fixed_flag = f"demo:{queue}:fixed"
+    say("publishing charge('INV-42'), which fails until its bug is fixed")
+    handle = charge.apply_async(("INV-42", fixed_flag), queue=queue)
+    dead = DeadLetters.from_app(app, actor="demo")
+    entry = wait_until(lambda: dead.get(handle.id), 30, "the failed task's dead letter")
+    say(f"dead letter: {entry.task_name} reason={entry.reason} {entry.exc_type}: "
+        f"{entry.exc_message}")  # fmt: skip
+    say(f"  (the same from a terminal: taskqueue -A examples.proj dlq list --queue {queue})")
+    redis_client.set(fixed_flag, "1")
+    outcome = dead.replay([handle.id], reason="payment API fixed")
+    say(f"fixed the bug; replayed {outcome.done} dead letter(s)")
+    result = app.AsyncResult(handle.id).get(timeout=30)
+    say(f"charge('INV-42') after the replay: {result}")
+
+
+def show_workers(app: Any) -> None:
+    from taskqueue_backend.workers import WorkerRegistry
+
+    say("workers, as the broker's heartbeats report them:")
+    for w in WorkerRegistry.from_app(app, actor="demo").workers():
+        print(f"    {w.hostname:<40} {w.state:<8} pid={w.pid} processed={w.processed} "
+              f"failed={w.failed}")  # fmt: skip
 
 
 def main() -> int:

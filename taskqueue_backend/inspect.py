@@ -18,6 +18,7 @@ from redis import Redis
 from .transport import recovery
 from .transport.keys import GlobalKeys, QueueKeys
 from .transport.options import BrokerOptions
+from .transport.replies import as_seconds, as_text
 from .transport.scripts import Scripts
 
 
@@ -70,24 +71,6 @@ class ConsumerInfo:
     stale: bool
 
 
-def _s(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _body(value: Any) -> str | None:
-    """A stored body as text; bytes that are not UTF-8 show as escapes, never an error."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="backslashreplace")
-    return None if value is None else str(value)
-
-
-def _ms(value: Any) -> float | None:
-    text = _s(value)
-    return float(text) / 1000 if text else None
-
-
 class BrokerInspector:
     """The broker's state under one ``global_keyprefix`` of one Redis database."""
 
@@ -118,11 +101,17 @@ class BrokerInspector:
             url = "redis://" + url[len("tq://") :]
         return cls.from_url(url.split(";")[0], app.conf.broker_transport_options)
 
+    @property
+    def known_queues_key(self) -> str:
+        return GlobalKeys(self.prefix).queues
+
     # -- queues ----------------------------------------------------------------------
 
     def queues(self) -> list[str]:
         """Queues that hold anything (a queue that expired or was deleted is left out)."""
-        names = sorted(_s(q) or "" for q in self.client.smembers(GlobalKeys(self.prefix).queues))
+        names = sorted(
+            as_text(q) or "" for q in self.client.smembers(GlobalKeys(self.prefix).queues)
+        )
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             keys = QueueKeys(self.prefix, name)
@@ -141,7 +130,7 @@ class BrokerInspector:
             self.options.priority_of(int(per_rank[i])): int(per_rank[i + 1])
             for i in range(0, len(per_rank), 2)
         }
-        oldest_at, lease_at, due_at = _ms(oldest), _ms(lease), _ms(due)
+        oldest_at, lease_at, due_at = as_seconds(oldest), as_seconds(lease), as_seconds(due)
         return QueueStats(
             queue=queue,
             ready_by_priority=dict(sorted(ready.items())),
@@ -168,7 +157,7 @@ class BrokerInspector:
         for queue, message_id in zip(queues, pipe.execute(), strict=True):
             if message_id is None:
                 continue
-            location = self.message(queue, _s(message_id) or "", with_body=with_body)
+            location = self.message(queue, as_text(message_id) or "", with_body=with_body)
             if location is not None:
                 found.append(location)
         return found
@@ -179,28 +168,28 @@ class BrokerInspector:
         raw = self.client.hgetall(QueueKeys(self.prefix, queue).message(message_id))
         if not raw:
             return None
-        f = {_s(k): v for k, v in raw.items()}
-        priority = _s(f.get("priority"))
+        f = {as_text(k): v for k, v in raw.items()}
+        priority = as_text(f.get("priority"))
         return MessageLocation(
             queue=queue,
             message_id=message_id,
-            task_id=_s(f.get("task_id")) or "",
-            state=_s(f.get("state")) or "unknown",
+            task_id=as_text(f.get("task_id")) or "",
+            state=as_text(f.get("state")) or "unknown",
             priority=int(priority) if priority else None,
-            deliveries=int(_s(f.get("deliveries")) or 0),
-            recoveries=int(_s(f.get("recoveries")) or 0),
-            owner=_s(f.get("owner")) or None,
-            published_at=_ms(f.get("published_at")),
-            due_at=_ms(f.get("due_at")),
-            reason=_s(f.get("reason")),
-            detail=_s(f.get("detail")),
-            body=_body(f.get("body")) if with_body else None,
+            deliveries=int(as_text(f.get("deliveries")) or 0),
+            recoveries=int(as_text(f.get("recoveries")) or 0),
+            owner=as_text(f.get("owner")) or None,
+            published_at=as_seconds(f.get("published_at")),
+            due_at=as_seconds(f.get("due_at")),
+            reason=as_text(f.get("reason")),
+            detail=as_text(f.get("detail")),
+            body=as_text(f.get("body")) if with_body else None,
         )
 
     def dead_letters(self, queue: str, limit: int = 100) -> list[MessageLocation]:
         """The newest dead letters of one queue."""
         ids = self.client.zrevrange(QueueKeys(self.prefix, queue).dead, 0, limit - 1)
-        found = (self.message(queue, _s(i) or "") for i in ids)
+        found = (self.message(queue, as_text(i) or "") for i in ids)
         return [m for m in found if m is not None]
 
     def remove(self, task_id: str) -> list[tuple[str, str, str]]:
@@ -218,8 +207,8 @@ class BrokerInspector:
                 args=[keys.base, task_id],
                 client=self.client,
             )
-            if _s(outcome) != "missing":
-                results.append((queue, _s(outcome) or "", _s(detail) or ""))
+            if as_text(outcome) != "missing":
+                results.append((queue, as_text(outcome) or "", as_text(detail) or ""))
         return results
 
     # -- consumers -------------------------------------------------------------------
@@ -232,14 +221,14 @@ class BrokerInspector:
         deadline = time.time() - self.options.heartbeat_timeout
         pipe = self.client.pipeline(transaction=False)
         for consumer_id, _ in beats:
-            pipe.hgetall(keys.consumer(_s(consumer_id) or ""))
+            pipe.hgetall(keys.consumer(as_text(consumer_id) or ""))
         found = []
         for (consumer_id, score), info in zip(beats, pipe.execute(), strict=True):
-            fields = {_s(k): _s(v) for k, v in info.items()}
+            fields = {as_text(k): as_text(v) for k, v in info.items()}
             pid = fields.get("pid")
             found.append(
                 ConsumerInfo(
-                    consumer_id=_s(consumer_id) or "",
+                    consumer_id=as_text(consumer_id) or "",
                     hostname=fields.get("hostname") or "",
                     pid=int(pid) if pid else None,
                     queues=json.loads(fields.get("queues") or "[]"),

@@ -1,6 +1,7 @@
 """In-process notifications of what the broker did to a task's message.
 
-The broker emits (dead-lettered, returned after its worker died); the result backend, when
+The broker emits (dead-lettered, returned after its worker died) and so do the operators'
+tools (replayed, dead letter deleted); the result backend, when
 the same process has one configured, listens and writes them into the task's history. The
 broker never imports the backend: this module is the only thing they share.
 """
@@ -20,7 +21,7 @@ logger = logging.getLogger(__name__)
 class MessageEvent:
     """One thing that happened to a task's message in the broker."""
 
-    event: str  # dead_lettered | returned
+    event: str  # dead_lettered | returned | replayed | dead_letter_deleted
     task_id: str
     queue: str
     detail: dict[str, Any] = field(default_factory=dict)
@@ -28,7 +29,8 @@ class MessageEvent:
     at: float = field(default_factory=time.time)
 
 
-Listener = Callable[[MessageEvent], None]
+#: called with a batch of events (one, or all the tasks of one bulk operation)
+Listener = Callable[[list[MessageEvent]], None]
 _listeners: list[Listener] = []
 
 
@@ -43,10 +45,18 @@ def unsubscribe(listener: Listener) -> None:
 
 
 def emit(event: MessageEvent) -> None:
+    emit_all([event])
+
+
+def emit_all(events: list[MessageEvent]) -> None:
+    """Tell every listener, synchronously (a replay relies on that: see ``dlq``)."""
+    if not events:
+        return
     for listener in list(_listeners):
         try:
-            listener(event)
+            listener(events)
         except Exception:  # a listener must never break the broker
             logger.exception(
-                "lifecycle listener failed for %s of task %s", event.event, event.task_id
-            )
+                "lifecycle listener failed for %d event(s), first %s of task %s",
+                len(events), events[0].event, events[0].task_id,
+            )  # fmt: skip

@@ -5,7 +5,9 @@ Environment (set by the ``start_worker`` fixture):
 - ``TQ_TEST_REDIS_URL``: broker URL; ``TQ_TEST_KEYPREFIX``: the test's key prefix.
 - ``TQ_TEST_TRANSPORT_OPTIONS``: extra broker transport options as a JSON object.
 - ``TQ_TEST_PREFETCH``: ``worker_prefetch_multiplier`` (default 4).
-- ``TQ_TEST_ACKS_LATE``: "1" turns on ``task_acks_late``.
+- ``TQ_TEST_ACKS_LATE``: "1" turns on ``task_acks_late``; ``TQ_TEST_ACKS_ON_FAILURE``: "0"
+  turns off ``task_acks_on_failure_or_timeout``.
+- ``TQ_TEST_DLQ_EXCLUDE``: queues (comma-separated) whose failed tasks are not dead-lettered.
 
 Every task appends one JSON line to the Redis list ``<keyprefix>log``; ``read_log`` reads them
 back. ``make_app`` builds a separate client-side app with the same tasks for publishing.
@@ -101,6 +103,10 @@ def configure(
         task_ignore_result=True,
         worker_prefetch_multiplier=int(os.environ.get("TQ_TEST_PREFETCH", "4")),
         task_acks_late=os.environ.get("TQ_TEST_ACKS_LATE") == "1",
+        task_acks_on_failure_or_timeout=os.environ.get("TQ_TEST_ACKS_ON_FAILURE", "1") == "1",
+        taskqueue_dead_letter_exclude_queues=[
+            q for q in os.environ.get("TQ_TEST_DLQ_EXCLUDE", "").split(",") if q
+        ],
     )
     for function in TASKS:
         # shared=False: do not attach these tasks to every other app created in this process.
@@ -170,4 +176,31 @@ def reject_without_requeue(self: Task, label: str) -> None:
 app.task(name="tests.app.sleep_then_record_to", bind=True, shared=False)(sleep_then_record_to)
 app.task(name="tests.app.reject_without_requeue", bind=True, shared=False, acks_late=True)(
     reject_without_requeue
+)
+
+
+def added_in_a_fix(self: Task, label: str) -> None:
+    """Registered only when ``TQ_TEST_WITH_FIX=1``: a worker without it dead-letters the
+    message as an unknown task; after the "deploy", a replay runs it."""
+    _record(self, label)
+
+
+if os.environ.get("TQ_TEST_WITH_FIX") == "1":
+    app.task(name="tests.app.added_in_a_fix", bind=True, shared=False)(added_in_a_fix)
+
+
+def retry_then_fail(self: Task, label: str) -> None:
+    """Retry twice (max_retries=2), then fail for good."""
+    raise self.retry(exc=RuntimeError(f"attempt {self.request.retries} of {label}"),
+                     countdown=0.05)  # fmt: skip
+
+
+def fail_without_dead_letter(self: Task, label: str) -> None:
+    """Opted out of dead-lettering with the task option ``dead_letter=False``."""
+    raise ValueError(f"{label}: nobody wants to keep this one")
+
+
+app.task(name="tests.app.retry_then_fail", bind=True, shared=False, max_retries=2)(retry_then_fail)
+app.task(name="tests.app.fail_without_dead_letter", bind=True, shared=False, dead_letter=False)(
+    fail_without_dead_letter
 )

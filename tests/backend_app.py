@@ -101,6 +101,22 @@ def register(app: Celery) -> None:
 
         raise Reject(reason, requeue=False)
 
+    @app.task(name="bk.reject_until_fixed", shared=False, acks_late=True)
+    def reject_until_fixed(flag_key: str) -> str:
+        """Reject its message for good until the Redis key ``flag_key`` exists (the "fix")."""
+        import redis
+        from celery.exceptions import Reject
+
+        client = redis.Redis.from_url(
+            os.environ.get("TQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+        )
+        try:
+            if not client.exists(flag_key):
+                raise Reject(f"{flag_key} is not set yet", requeue=False)
+        finally:
+            client.close()
+        return "fixed"
+
     @app.task(name="bk.as_set", shared=False)
     def as_set(values: list[int]) -> set[int]:
         """A result only a serializer such as pickle keeps as a set."""

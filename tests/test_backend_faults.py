@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import redis
 import sqlalchemy
 from celery import Celery, group, states
 from celery.result import AsyncResult
@@ -439,3 +440,30 @@ def test_returned_message_is_in_the_history(
         assert after[0]["worker"] == survivor.hostname, (
             "the 'returned' row does not name the worker that recovered the message"
         )
+
+
+def test_a_replayed_dead_letter_reopens_its_result_and_runs_again(
+    backend_env: dict[str, str], start_worker: StartWorker, redis_url: str, keyprefix: str
+) -> None:
+    from taskqueue_backend.dlq import DeadLetters
+
+    start_worker(app=BACKEND_APP, env=backend_env, hostname=hostname("replay")).wait_ready()
+    flag = f"{keyprefix}fixed"
+    with client(backend_env) as app:
+        task = app.signature("bk.reject_until_fixed", args=(flag,)).delay()
+        dead = DeadLetters.from_app(app, actor="ops@example")
+        wait_for(lambda: dead.get(task.id), timeout=30, message="not dead-lettered")
+        wait_for(lambda: app.AsyncResult(task.id).state == "FAILURE", timeout=30,
+                 message="the rejection was not recorded as a failure")  # fmt: skip
+
+        redis.Redis.from_url(redis_url).set(flag, "1")  # deploy the fix
+        assert dead.replay([task.id], reason="handler fixed").done == 1
+
+        assert app.AsyncResult(task.id).get(timeout=30) == "fixed"
+        events = events_of(app, task.id)
+        replayed = events.index("replayed")
+        assert events[replayed:] == ["replayed", "received", "started", "succeeded"], events
+        [row] = [r for r in app.backend.task_history(task.id) if r["event"] == "replayed"]
+        assert row["detail"]["actor"] == "ops@example"
+        assert row["detail"]["reason"] == "handler fixed"
+        assert row["detail"]["dead_letter_reason"] == "rejected"

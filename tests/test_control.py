@@ -46,8 +46,8 @@ FAST_HEARTBEAT = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0}
 #: tests' own ``log`` list); anything else under the prefix is a leak
 ALLOWED_KEY = re.compile(
     r"^(?:_kombu\.binding[._].+"
-    r"|tq:\{[^}]+\}:(?:ready|delayed|inflight|dead|ids|signal|state|held:.+|m:.+)"
-    r"|\{tq\}:(?:consumers|queues|consumer:.+)"
+    r"|tq:\{[^}]+\}:(?:ready|delayed|inflight|dead|ids|signal|state|replaying|held:.+|m:.+)"
+    r"|\{tq\}:(?:consumers|queues|audit|consumer:.+)"
     r"|log)$"
 )
 

@@ -32,3 +32,6 @@ def test_demo_runs_tasks_in_priority_order_and_delays_the_countdown(
     assert "strict priority order: lowest number first" in output
     assert "add(2, 3) = 5" in output
     assert "succeeded" in output, "the demo prints the task's history from the result backend"
+    assert "dead letter: examples.proj.tasks.charge reason=failed builtins.RuntimeError" in output
+    assert "charge('INV-42') after the replay: charged INV-42" in output
+    assert " online " in output, "the demo lists the worker from the registry"

@@ -36,3 +36,11 @@ def report(label: str, key: str = ORDER_KEY) -> None:
 def slow(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@app.task
+def charge(invoice: str, fixed_flag: str) -> str:
+    """Fails until the Redis key ``fixed_flag`` exists: the demo's "bug", fixed by a deploy."""
+    if not _redis().exists(fixed_flag):
+        raise RuntimeError(f"payment API rejected invoice {invoice}")
+    return f"charged {invoice}"

@@ -23,7 +23,7 @@ from celery.utils.time import maybe_timedelta
 from kombu.utils.encoding import bytes_to_str, ensure_bytes
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from . import history, waiting
+from . import deferred, history, waiting
 from .engine import get_engine
 from .migrate import upgrade
 from .queries import Store
@@ -189,12 +189,29 @@ class DatabaseBackend(BaseBackend):
             if held_row and held_row.get(column) and not row.get(column):
                 row[column] = held_row[column]
         pending = [e for e in held if e["event"] != event["event"]]
-        try:
-            self.store.write(row, [*pending, event])
+        events = [*pending, event]
+        try:  # (the first use of self.store connects, and may fail too)
+            if self._may_defer(request):
+                deferred.writer().submit(task_id, lambda: self.store.write(row, events))
+                return result
+            self.store.write(row, events)
         except Exception:
             history.put_back(task_id, pending, held_row)  # Celery may retry this write
             raise
         return result
+
+    def _may_defer(self, request: Any) -> bool:
+        """Whether this write may go to the writer thread (see ``deferred``)."""
+        if not self.settings.deferred_writes or request is None:
+            return False
+        if self.store.dialect != "postgresql":
+            return False  # SQLite: one writer at a time anyway, and no throughput target
+        if getattr(request, "chord", None) or getattr(request, "is_eager", False):
+            return False
+        task = self.app.tasks.get(getattr(request, "task", None) or "")
+        if task is None:
+            return False
+        return not getattr(task, "acks_late", self.app.conf.task_acks_late)
 
     def on_task_call(self, producer: Any, task_id: str) -> dict[str, Any]:
         if self.settings.record_sent:
@@ -326,6 +343,7 @@ class DatabaseBackend(BaseBackend):
             return
         app = self.app
         callback = maybe_signature(request.chord, app=app)
+        deferred.drain()  # the members' results are committed before the counter moves
         counted = self.store.chord_part_done(gid)
         try:
             deps = GroupResult.restore(gid, backend=self)

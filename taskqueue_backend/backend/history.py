@@ -25,6 +25,7 @@ from typing import Any
 from celery import signals, states
 
 from .. import lifecycle
+from . import deferred
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ def writer() -> Writer:
 
 
 def _flush_at_exit() -> None:
+    deferred.stop()
     if _writer is not None and _writer.pid == os.getpid():
         _writer.stop()
 
@@ -190,6 +192,8 @@ def on_after_publish(headers: Any = None, routing_key: Any = None, **kwargs: Any
     backend = _publishing.pop(task_id, None)
     if backend is None:  # its app does not record sent tasks
         return
+    if "x-tq-dead-letter" in headers:
+        return  # a failed task stored as a dead letter (``transport.failures``), not sent
     now = utcnow()
     row = {"task_id": task_id, "state": states.PENDING, "name": headers.get("task"),
            "queue": routing_key, "parent_id": headers.get("parent_id"),
@@ -199,12 +203,24 @@ def on_after_publish(headers: Any = None, routing_key: Any = None, **kwargs: Any
     backend.store.write(row, [event_row(task_id, "sent", states.PENDING, None, detail, now)])
 
 
-def on_broker_event(event: lifecycle.MessageEvent) -> None:
-    if _backend is None or not event.task_id:
+def on_broker_events(events: list[lifecycle.MessageEvent]) -> None:
+    """Broker events join the history; a replay reopens its tasks before it returns."""
+    if _backend is None:
         return
-    at = datetime.fromtimestamp(event.at, UTC)
-    detail = {"queue": event.queue, **event.detail}
-    hold(event.task_id, event_row(event.task_id, event.event, None, event.worker, detail, at))
+    reopened = []
+    for event in events:
+        if not event.task_id:
+            continue
+        at = datetime.fromtimestamp(event.at, UTC)
+        detail = {"queue": event.queue, **event.detail}
+        state = states.PENDING if event.event == "replayed" else None
+        row = event_row(event.task_id, event.event, state, event.worker, detail, at)
+        if event.event == "replayed":
+            reopened.append(row)
+        else:
+            hold(event.task_id, row)
+    if reopened:
+        _backend.store.reopen(reopened, utcnow())
 
 
 def current_backend() -> Any:
@@ -225,7 +241,7 @@ def install(backend: Any) -> None:
                                             dispatch_uid="tq-child-exit")  # fmt: skip
     signals.worker_shutdown.connect(lambda **_: _flush_at_exit(), weak=False,
                                     dispatch_uid="tq-worker-exit")  # fmt: skip
-    lifecycle.subscribe(on_broker_event)
+    lifecycle.subscribe(on_broker_events)
     atexit.register(_flush_at_exit)
     from . import workers
 

@@ -202,6 +202,23 @@ class Store:
 
         return self._retrying(run)
 
+    def reopen(self, events: Sequence[dict[str, Any]], at: datetime) -> None:
+        """Replayed tasks: back to PENDING (unless they already succeeded) with their
+        history rows, in one transaction, so their next run's states apply."""
+        r = self.tables.results
+        task_ids = sorted({e["task_id"] for e in events})
+
+        def run() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(r)
+                    .where(r.c.task_id.in_(task_ids), r.c.state != "SUCCESS")
+                    .values(state="PENDING", finished_at=None, updated_at=at)
+                )
+                conn.execute(self._events_insert, list(events))
+
+        self._retrying(run)
+
     def forget(self, task_id: str) -> None:
         r = self.tables.results
 

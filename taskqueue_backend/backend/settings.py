@@ -39,6 +39,7 @@ class BackendSettings:
     max_args_bytes: int = 65536
     history_flush_interval: float = 0.2
     synchronous_commit: bool = True
+    deferred_writes: bool = True
 
     @classmethod
     def from_conf(cls, conf: Any) -> BackendSettings:
@@ -57,4 +58,5 @@ class BackendSettings:
             max_args_bytes=int(get("taskqueue_max_args_bytes", 65536)),
             history_flush_interval=float(get("taskqueue_history_flush_interval", 0.2)),
             synchronous_commit=bool(get("taskqueue_synchronous_commit", True)),
+            deferred_writes=bool(get("taskqueue_deferred_writes", True)),
         )

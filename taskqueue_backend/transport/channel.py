@@ -24,8 +24,9 @@ from redis import Redis
 from redis.exceptions import NoScriptError
 
 from .. import lifecycle
-from . import recovery
+from . import recovery, worker_info
 from .batch import ScriptBatch
+from .burying import DeadLetterMixin
 from .heartbeat import Heartbeat
 from .keys import GlobalKeys, QueueKeys
 from .messages import MalformedMessage, for_delivery, now_ms, publish_fields
@@ -35,9 +36,6 @@ from .qos import LeaseQoS
 logger = logging.getLogger(__name__)
 
 Empty = virtual.Empty
-
-#: set by the Celery hooks to the worker's node name, shown in the consumer registry
-WORKER_NODENAME: str | None = None
 
 
 class Message(virtual.Message):
@@ -59,7 +57,7 @@ else:
     _ChannelBase = object
 
 
-class TaskQueueChannel(_ChannelBase):
+class TaskQueueChannel(DeadLetterMixin, _ChannelBase):
     """Mixin placed before kombu's Redis channel (plain or Sentinel)."""
 
     QoS: Any = LeaseQoS
@@ -85,6 +83,7 @@ class TaskQueueChannel(_ChannelBase):
         self._fetch_queue: deque[str] = deque()
         self._next_due: dict[str, int] = {}
         self._recent_dead: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._started_at = str(now_ms())
 
     # -- clients -------------------------------------------------------------------------
 
@@ -119,6 +118,8 @@ class TaskQueueChannel(_ChannelBase):
         batch: ScriptBatch | None = kwargs.pop("_publish_batch", None)
         fields = publish_fields(message, self.options)
         keys = self.queue_keys(queue)
+        if self._bury_if_marked(queue, message, fields):
+            return
         call_keys = [keys.ready, keys.delayed, keys.ids, keys.signal, keys.state]
         call_args = [
             keys.base,
@@ -239,7 +240,10 @@ class TaskQueueChannel(_ChannelBase):
             self._no_ack_queues.add(queue)
         else:
             self._no_ack_queues.discard(queue)
-        return super().basic_consume(queue, no_ack, *args, **kwargs)
+        tag = super().basic_consume(queue, no_ack, *args, **kwargs)
+        if not no_ack:
+            self._prepare_consumer(queue)  # an idle worker is in the registry too
+        return tag
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         try:
@@ -270,16 +274,17 @@ class TaskQueueChannel(_ChannelBase):
                 self.global_keyprefix,
                 self.consumer_id,
                 self.options,
-                self._consumer_info(),
+                self._consumer_info,
                 lambda: set(self._held_queues),
             )
             self._heartbeat.start()
 
     def _consumer_info(self) -> dict[str, str]:
         return {
-            "hostname": WORKER_NODENAME or socket.gethostname(),
+            "hostname": worker_info.WORKER_NODENAME or socket.gethostname(),
             "pid": str(os.getpid()),
-            "started_at": str(now_ms()),
+            "started_at": self._started_at,
+            **worker_info.worker_stats(),
         }
 
     def _unpack(self, queue: str, reply: list[Any], no_ack: bool = False) -> list[dict[str, Any]]:
@@ -296,7 +301,7 @@ class TaskQueueChannel(_ChannelBase):
             if not no_ack:
                 self._leases[message_id] = queue
             try:
-                payloads.append(for_delivery(body, message_id, deliveries))
+                payloads.append(for_delivery(body, message_id, deliveries, queue))
             except MalformedMessage as exc:
                 if no_ack:
                     logger.error(
@@ -445,42 +450,8 @@ class TaskQueueChannel(_ChannelBase):
         message = self._qos._delivered.get(delivery_tag) if self._qos is not None else None
         headers = getattr(message, "headers", None) or {}
         task_id = str(headers.get("id") or "")
-        lifecycle.emit(lifecycle.MessageEvent(event, task_id, queue, detail, WORKER_NODENAME))
-
-    def dead_letter(self, delivery_tag: str, reason: str, detail: str) -> None:
-        lease = self._lease(delivery_tag)
-        if lease is None:
-            return
-        keys, message_id = lease
-        moved = self.scripts["dead_letter"](
-            keys=[keys.inflight, keys.dead],
-            args=[keys.base, message_id, self.consumer_id, reason, detail, now_ms()],
-            client=self.redis,
-        )
-        if moved:
-            self._emit(
-                "dead_lettered", delivery_tag, keys.queue, {"reason": reason, "detail": detail}
-            )
-            logger.warning(
-                "message %s from queue %r dead-lettered: %s (%s)",
-                message_id,
-                keys.queue,
-                reason,
-                detail,
-            )
-            self._recent_dead[delivery_tag] = (keys.queue, message_id)
-            while len(self._recent_dead) > 1000:
-                self._recent_dead.popitem(last=False)
-        self._maybe_retire()
-
-    def annotate_dead_letter(self, delivery_tag: str, reason: str, detail: str) -> None:
-        """Replace the generic 'rejected' reason with the one Celery reported afterwards."""
-        found = self._recent_dead.pop(delivery_tag, None)
-        if found is None:
-            return
-        keys = self.queue_keys(found[0])
-        self.scripts["annotate"](
-            keys=[keys.dead], args=[keys.base, found[1], reason, detail], client=self.redis
+        lifecycle.emit(
+            lifecycle.MessageEvent(event, task_id, queue, detail, worker_info.WORKER_NODENAME)
         )
 
     def _restore(self, message: Any, leftmost: bool = False) -> None:
@@ -532,8 +503,9 @@ class TaskQueueChannel(_ChannelBase):
             return
         heartbeat.stop()
         try:
+            returned = 0
             for queue in self._held_queues:
-                recovery.recover_queue(
+                back, _ = recovery.recover_queue(
                     self.scripts,
                     self.queue_keys(queue),
                     self.consumer_id,
@@ -541,7 +513,9 @@ class TaskQueueChannel(_ChannelBase):
                     died=False,
                     client=self.redis,
                 )
-            recovery.deregister(self.scripts, self.global_keyprefix, self.consumer_id)
+                returned += len(back)
+            recovery.mark_offline(self.scripts, self.global_keyprefix, self.consumer_id,
+                                  "stopped", returned=returned, client=self.redis)  # fmt: skip
             self._held_queues.clear()
         except self.connection_errors as exc:
             logger.warning(

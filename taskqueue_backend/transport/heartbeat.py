@@ -2,7 +2,8 @@
 
 It runs beside the event loop so that a long task (solo/threads pool) or a busy loop
 cannot make a live worker look dead, and on each beat it also recovers consumers that
-stopped beating, so a killed worker's messages return within ``heartbeat_timeout``.
+stopped beating, so a killed worker's messages return within ``heartbeat_timeout``, and
+applies the dead-letter retention (when configured) to the queues it consumes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterable
 from redis import Redis
 from redis.exceptions import RedisError
 
-from . import recovery
+from . import recovery, retention
 from .options import BrokerOptions
 from .scripts import Scripts
 
@@ -31,7 +32,7 @@ class Heartbeat(threading.Thread):
         prefix: str,
         consumer_id: str,
         options: BrokerOptions,
-        info: dict[str, str],
+        info: Callable[[], dict[str, str]],
         queues: Callable[[], Iterable[str]],
     ) -> None:
         super().__init__(name=f"tq-heartbeat-{consumer_id}", daemon=True)
@@ -46,9 +47,8 @@ class Heartbeat(threading.Thread):
         self._beaten = False
 
     def beat(self) -> None:
-        known = recovery.register(
-            self.client, self.prefix, self.consumer_id, self.info, self.queues()
-        )
+        info = self.info()
+        known = recovery.register(self.client, self.prefix, self.consumer_id, info, self.queues())
         if self._beaten and not known:
             logger.warning(
                 "consumer %s missed its heartbeat window and was declared dead; the messages "
@@ -58,8 +58,10 @@ class Heartbeat(threading.Thread):
             )
         self._beaten = True
         recovery.reap_stale(
-            self.client, self.scripts, self.prefix, self.options, self.info.get("hostname")
+            self.client, self.scripts, self.prefix, self.options, info.get("hostname")
         )
+        for queue in self.queues():
+            retention.trim_queue(self.client, self.scripts, self.prefix, self.options, queue)
 
     def run(self) -> None:
         while True:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import channel as channel_module
+from . import failures, worker_info
 
 
 def _channel_of(message: Any) -> channel_module.TaskQueueChannel | None:
@@ -18,14 +19,17 @@ def _channel_of(message: Any) -> channel_module.TaskQueueChannel | None:
 
 def on_worker_init(sender: Any = None, **kwargs: Any) -> None:
     if sender:
-        channel_module.WORKER_NODENAME = str(sender)
+        worker_info.WORKER_NODENAME = str(sender)
 
 
 def on_worker_ready(sender: Any = None, **kwargs: Any) -> None:
     """``worker_init`` passes the worker; ``celeryd_init`` fires before this module loads."""
     hostname = getattr(sender, "hostname", None)
     if hostname:
-        channel_module.WORKER_NODENAME = str(hostname)
+        worker_info.WORKER_NODENAME = str(hostname)
+    concurrency = getattr(sender, "concurrency", None)
+    if isinstance(concurrency, int):
+        worker_info.WORKER_CONCURRENCY = concurrency
 
 
 def on_task_unknown(message: Any = None, name: Any = None, **kwargs: Any) -> None:
@@ -54,3 +58,4 @@ def install() -> None:
     signals.worker_init.connect(on_worker_ready, weak=False, dispatch_uid="tq-worker-ready")
     signals.task_unknown.connect(on_task_unknown, weak=False, dispatch_uid="tq-task-unknown")
     signals.task_rejected.connect(on_task_rejected, weak=False, dispatch_uid="tq-task-rejected")
+    failures.install()

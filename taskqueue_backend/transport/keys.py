@@ -38,6 +38,11 @@ class QueueKeys:
         return self.base + ":dead"
 
     @property
+    def replaying(self) -> str:
+        """Dead letters claimed by a replay that is moving them (see ``dlq_claim.lua``)."""
+        return self.base + ":replaying"
+
+    @property
     def ids(self) -> str:
         return self.base + ":ids"
 
@@ -71,6 +76,21 @@ class GlobalKeys:
     def queues(self) -> str:
         """Set of every queue name this broker has seen."""
         return f"{self.prefix}{{tq}}:queues"
+
+    @property
+    def audit(self) -> str:
+        """Stream of operator actions (replay, delete, purge, forget) with actor and reason."""
+        return f"{self.prefix}{{tq}}:audit"
+
+    @property
+    def offline(self) -> str:
+        """Sorted set: consumer id -> when it went offline (ms); its hash stays a while."""
+        return f"{self.prefix}{{tq}}:offline"
+
+    @property
+    def failed(self) -> str:
+        """Hash: worker node name -> tasks that failed on it."""
+        return f"{self.prefix}{{tq}}:failed"
 
     def consumer(self, consumer_id: str) -> str:
         """Hash describing one consumer: hostname, pid, queues, started_at."""

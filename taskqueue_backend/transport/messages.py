@@ -77,7 +77,7 @@ def publish_fields(message: dict[str, Any], options: BrokerOptions) -> dict[str,
     }
 
 
-def for_delivery(body: bytes, message_id: str, deliveries: int) -> dict[str, Any]:
+def for_delivery(body: bytes, message_id: str, deliveries: int, queue: str = "") -> dict[str, Any]:
     """Decode a stored envelope and mark the copy handed to the consumer."""
     try:
         payload = json.loads(body)
@@ -87,6 +87,7 @@ def for_delivery(body: bytes, message_id: str, deliveries: int) -> dict[str, Any
         raise MalformedMessage("message is not a kombu envelope (no 'properties' object)")
     props = payload["properties"]
     props["delivery_tag"] = message_id
+    props["tq_queue"] = queue  # where the message is leased (see failures.copy_leased)
     info = props.get("delivery_info")
     if not isinstance(info, dict):
         info = props["delivery_info"] = {}

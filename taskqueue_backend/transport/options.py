@@ -20,6 +20,10 @@ class BrokerOptions:
 
     ``priority_order="redis"`` (kombu's Redis order) runs lower numbers first;
     ``"amqp"`` runs higher numbers first, as RabbitMQ does.
+
+    Dead letters are kept until an operator acts on them unless ``dead_letter_max_count``
+    (per queue) or ``dead_letter_max_age`` (seconds) is set (0 = no limit); every entry the
+    retention removes is counted, logged and exported.
     """
 
     heartbeat_interval: float = 5.0
@@ -30,6 +34,8 @@ class BrokerOptions:
     default_priority: int = 0
     fetch_limit: int = 100
     release_limit: int = 1000
+    dead_letter_max_count: int = 0
+    dead_letter_max_age: float = 0.0
 
     @classmethod
     def from_transport_options(cls, options: Mapping[str, Any]) -> BrokerOptions:
@@ -68,6 +74,8 @@ class BrokerOptions:
             )
         if self.max_redeliveries < 0:
             raise ValueError(f"max_redeliveries must be >= 0, got {self.max_redeliveries!r}")
+        if self.dead_letter_max_count < 0 or self.dead_letter_max_age < 0:
+            raise ValueError("dead_letter_max_count and dead_letter_max_age must be >= 0")
         if self.fetch_limit < 1 or self.release_limit < 1:
             raise ValueError("fetch_limit and release_limit must be >= 1")
 

@@ -1,10 +1,13 @@
 """Consumer registry and the recovery of a dead consumer's in-flight messages.
 
 Each consuming channel heartbeats into ``tq:consumers`` (id -> last beat, ms) and
-describes itself in ``tq:consumer:<id>`` (hostname, pid, queues). A consumer whose last
-beat is older than ``heartbeat_timeout`` is stale: its held messages go back to their
-queues through ``recover.lua``, which is idempotent, so any number of live workers or the
-control plane may run the recovery concurrently and every message moves exactly once.
+describes itself in ``tq:consumer:<id>`` (hostname, pid, queues, concurrency, active and
+processed tasks). A consumer whose last beat is older than ``heartbeat_timeout`` is stale:
+its held messages go back to their queues through ``recover.lua``, which is idempotent, so
+any number of live workers or the control plane may run the recovery concurrently and every
+message moves exactly once. The consumer then moves to ``tq:offline`` (``offline.lua``,
+once), with the counts of what was returned, and the audit log names the tasks. A consumer
+that closes cleanly goes offline too (reason ``stopped``); one that resumes is online again.
 """
 
 from __future__ import annotations
@@ -21,9 +24,14 @@ from redis import Redis
 from .. import lifecycle
 from .keys import GlobalKeys, QueueKeys
 from .options import BrokerOptions
+from .replies import as_text
 from .scripts import Scripts
 
 logger = logging.getLogger(__name__)
+
+
+#: how long an offline consumer stays listed (unless forgotten first)
+OFFLINE_KEEP_MS = 7 * 24 * 3600 * 1000
 
 
 def now_ms() -> int:
@@ -40,10 +48,6 @@ class Recovery:
     queues: dict[str, str] = field(default_factory=dict)  # task id -> queue
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def consumer_queues(client: Redis, prefix: str, consumer_id: str) -> list[str]:
     raw = client.hget(GlobalKeys(prefix).consumer(consumer_id), "queues")
     return json.loads(raw) if raw else []
@@ -56,23 +60,51 @@ def register(
     keys = GlobalKeys(prefix)
     pipe = client.pipeline(transaction=False)
     pipe.zadd(keys.consumers, {consumer_id: now_ms()})
-    fields: dict[Any, Any] = {**info, "queues": json.dumps(sorted(queues))}
+    pipe.zrem(keys.offline, consumer_id)  # a consumer that resumed is online again
+    fields: dict[Any, Any] = {**info, "queues": json.dumps(sorted(queues)), "state": "online"}
     pipe.hset(keys.consumer(consumer_id), mapping=fields)
-    added, _ = pipe.execute()
+    pipe.persist(keys.consumer(consumer_id))
+    added, *_ = pipe.execute()
     return not added
 
 
-def deregister(
-    scripts: Scripts, prefix: str, consumer_id: str, stale_before_ms: int | None = None
+def mark_offline(
+    scripts: Scripts,
+    prefix: str,
+    consumer_id: str,
+    reason: str,
+    *,
+    stale_before_ms: int | None = None,
+    returned: int = 0,
+    dead_lettered: int = 0,
+    recovered_by: str | None = None,
+    client: Redis | None = None,
 ) -> bool:
-    """Forget a consumer; with ``stale_before_ms``, only if it has not beaten since."""
+    """Move a consumer to the offline list (once) and add to its counts; with
+    ``stale_before_ms``, only if it has not beaten since. True if this call moved it."""
     keys = GlobalKeys(prefix)
     limit = "+inf" if stale_before_ms is None else str(stale_before_ms)
     return bool(
-        scripts["forget"](
-            keys=[keys.consumers, keys.consumer(consumer_id)], args=[consumer_id, limit]
-        )
+        scripts["offline"](
+            keys=[keys.consumers, keys.offline, keys.consumer(consumer_id)],
+            args=[
+                consumer_id,
+                limit,
+                now_ms(),
+                reason,
+                returned,
+                dead_lettered,
+                recovered_by or "",
+                OFFLINE_KEEP_MS,
+            ],
+            client=client,
+        )  # fmt: skip
     )
+
+
+def prune_offline(client: Redis, prefix: str) -> None:
+    """Drop offline entries older than ``OFFLINE_KEEP_MS`` (their hashes expired)."""
+    client.zremrangebyscore(GlobalKeys(prefix).offline, "-inf", now_ms() - OFFLINE_KEEP_MS)
 
 
 def recover_queue(
@@ -90,7 +122,7 @@ def recover_queue(
         args=[keys.base, consumer_id, options.max_redeliveries, now_ms(), "1" if died else "0"],
         client=client,
     )
-    return [_text(t) for t in returned], [_text(t) for t in buried]
+    return [as_text(t) or "" for t in returned], [as_text(t) or "" for t in buried]
 
 
 def recover_consumer(
@@ -125,7 +157,20 @@ def recover_consumer(
                 lifecycle.MessageEvent(event, task_id, queue, detail, recovered_by, moved_at)
             )
     # a consumer that resumed (SIGSTOP/SIGCONT) and beat meanwhile stays registered
-    deregister(scripts, prefix, consumer_id, now_ms() - int(options.heartbeat_timeout * 1000))
+    moved = mark_offline(
+        scripts, prefix, consumer_id, "died",
+        stale_before_ms=now_ms() - int(options.heartbeat_timeout * 1000),
+        returned=len(result.returned), dead_lettered=len(result.dead_lettered),
+        recovered_by=recovered_by, client=client,
+    )  # fmt: skip
+    if moved or result.returned or result.dead_lettered:
+        from ..audit import AuditLog
+
+        AuditLog(client, prefix).record(
+            recovered_by or "taskqueue", "worker.offline", consumer_id,
+            f"missed its heartbeat window (heartbeat_timeout={options.heartbeat_timeout:g} s)",
+            returned=result.returned, dead_lettered=result.dead_lettered,
+        )  # fmt: skip
     if result.returned or result.dead_lettered:
         logger.warning(
             "consumer %s stopped heartbeating: returned %d message(s) to their queues, "
@@ -142,7 +187,7 @@ def stale_consumers(
 ) -> list[str]:
     deadline = now_ms() - int(options.heartbeat_timeout * 1000)
     found = client.zrangebyscore(GlobalKeys(prefix).consumers, "-inf", deadline, 0, limit)
-    return [_text(c) for c in cast(list[bytes], found)]
+    return [as_text(c) or "" for c in cast(list[bytes], found)]
 
 
 def reap_stale(

@@ -24,7 +24,13 @@ SCRIPT_NAMES = (
     "purge",
     "delete",
     "stats",
-    "forget",
+    "dlq_claim",
+    "dlq_release",
+    "dlq_delete",
+    "dlq_trim",
+    "bury_published",
+    "offline",
+    "bury_copy",
 )
 
 

@@ -3,7 +3,8 @@
 -- Scores are exact integers below 2^53: rank * 2^44 + 2^43 +/- position.
 local RANK_SPAN = 17592186044416
 local MIDDLE = 8796093022208
-local QUEUE_SUFFIXES = {':ready', ':delayed', ':inflight', ':dead', ':ids', ':signal', ':state'}
+local QUEUE_SUFFIXES = {':ready', ':delayed', ':inflight', ':dead', ':ids', ':signal', ':state',
+                        ':replaying'}
 
 local function fmt(n)
   return string.format('%.0f', n)

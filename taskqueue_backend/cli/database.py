@@ -1,97 +1,18 @@
-"""The ``taskqueue`` command line: a thin shell over :mod:`taskqueue_backend.inspect` and
-:mod:`taskqueue_backend.backend.migrate` (``taskqueue db ...``)."""
+"""``taskqueue db …``: create and upgrade the result backend's tables (migrations shipped in
+the package). SQLAlchemy and Alembic are imported inside the commands: the others stay quick."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
 
-from .inspect import BrokerInspector
-
-
-def _inspector(url: str | None, prefix: str, app: str | None) -> BrokerInspector:
-    if app:
-        from celery.app.utils import find_app
-
-        return BrokerInspector.from_app(find_app(app))
-    return BrokerInspector.from_url(
-        url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        {"global_keyprefix": prefix},
-    )
-
-
-def _emit(rows: Any, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-        return
-    if not rows:
-        click.echo("(none)")
-    for row in rows if isinstance(rows, list) else [rows]:
-        click.echo("  ".join(f"{k}={v}" for k, v in row.items()))
-
-
-@click.group()
-@click.option("--broker-url", envvar="REDIS_URL", help="Redis URL (default: $REDIS_URL).")
-@click.option("--keyprefix", default="", help="The broker's global_keyprefix, if any.")
-@click.option("-A", "--app", "app", default=None, help="Read the broker settings of a Celery app.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def main(
-    ctx: click.Context, broker_url: str | None, keyprefix: str, app: str | None, as_json: bool
-) -> None:
-    """Inspect the taskqueue broker; manage the result backend's tables (``db``)."""
-    ctx.obj = {
-        "inspector": lambda: _inspector(broker_url, keyprefix, app),
-        "json": as_json,
-        "app": app,
-    }
-
-
-@main.command()
-@click.pass_context
-def queues(ctx: click.Context) -> None:
-    """Count every queue: ready by priority, delayed, in flight, dead, oldest age."""
-    stats = ctx.obj["inspector"]().all_stats()
-    _emit([{**asdict(s), "ready": s.ready} for s in stats], ctx.obj["json"])
-
-
-@main.command()
-@click.argument("task_id")
-@click.pass_context
-def find(ctx: click.Context, task_id: str) -> None:
-    """Show where a task's message is (ready, delayed, in flight and whose, dead)."""
-    found = ctx.obj["inspector"]().find(task_id)
-    if not found:
-        raise click.ClickException(f"no message of task {task_id} is in the broker")
-    _emit([asdict(m) for m in found], ctx.obj["json"])
-
-
-@main.command()
-@click.argument("task_id")
-@click.pass_context
-def remove(ctx: click.Context, task_id: str) -> None:
-    """Delete a task's waiting message (a durable revoke)."""
-    results = ctx.obj["inspector"]().remove(task_id)
-    if not results:
-        raise click.ClickException(f"no message of task {task_id} is in the broker")
-    _emit([{"queue": q, "outcome": o, "detail": d} for q, o, d in results], ctx.obj["json"])
-
-
-@main.command()
-@click.pass_context
-def consumers(ctx: click.Context) -> None:
-    """List consuming channels with their last heartbeat."""
-    _emit([asdict(c) for c in ctx.obj["inspector"]().consumers()], ctx.obj["json"])
-
-
-# -- the result backend's database ---------------------------------------------------------------
-# SQLAlchemy and Alembic are imported inside the db commands: the broker commands stay quick.
+from .main import _emit, main
+from .session import session
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -138,14 +59,12 @@ def _database_target(
     ctx: click.Context, url: str | None, prefix: str | None, schema: str | None
 ) -> DatabaseTarget:
     """Options first, then the Celery app given with ``-A``, then ``$DATABASE_URL``/defaults."""
-    from .backend.schema import DEFAULT_PREFIX
+    from ..backend.schema import DEFAULT_PREFIX
 
-    app = ctx.obj["app"]
+    app = session(ctx).app_name
     conf: Any = {}
-    if app:
-        from celery.app.utils import find_app
-
-        conf = find_app(app).conf
+    if session(ctx).celery_app() is not None:
+        conf = session(ctx).celery_app().conf
     if url:
         url = _plain_database_url(url, "--url")
     elif app:
@@ -218,7 +137,7 @@ def db_upgrade(
     ctx: click.Context, url: str | None, prefix: str | None, schema: str | None, revision: str
 ) -> None:
     """Create the tables or bring them up to date; safe to run from several places at once."""
-    from .backend.migrate import current, upgrade
+    from ..backend.migrate import current, upgrade
 
     target = _database_target(ctx, url, prefix, schema)
     rolled_back = " (nothing was changed: the upgrade runs in one transaction)"
@@ -226,7 +145,7 @@ def db_upgrade(
         before = current(engine, target.prefix, target.schema)
         upgrade(engine, target.prefix, target.schema, revision)
         after = current(engine, target.prefix, target.schema)
-    if ctx.obj["json"]:
+    if session(ctx).as_json:
         _emit({**target.as_dict(), "from": before, "to": after}, True)
     elif before == after:
         click.echo(f"{target.describe()}: already at revision {after}; nothing to do")
@@ -241,13 +160,13 @@ def db_upgrade(
 @click.pass_context
 def db_current(ctx: click.Context, url: str | None, prefix: str | None, schema: str | None) -> None:
     """Print the revision the tables are at, and whether it is the newest this package ships."""
-    from .backend.migrate import current, head
+    from ..backend.migrate import current, head
 
     target = _database_target(ctx, url, prefix, schema)
     with _connected(target) as engine:
         revision = current(engine, target.prefix, target.schema)
     newest = head()
-    if ctx.obj["json"]:
+    if session(ctx).as_json:
         _emit({**target.as_dict(), "current": revision, "head": newest}, True)
     elif revision is None:
         click.echo(f"(none): no tables yet; `taskqueue db upgrade` creates them at {newest}")

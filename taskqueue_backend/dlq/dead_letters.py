@@ -1,0 +1,375 @@
+"""The operations on dead letters (see the package docstring): one class, every tool."""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .. import lifecycle
+from ..audit import AuditLog, default_actor
+from ..errors import InvalidRequest
+from ..inspect import BrokerInspector
+from ..transport import retention
+from ..transport.keys import QueueKeys
+from ..transport.replies import as_int, as_text
+from .entries import (
+    BATCH,
+    FIELDS,
+    STALE_CLAIM_MS,
+    DeadLetter,
+    Filter,
+    Outcome,
+    Page,
+    Progress,
+    Stats,
+    decode_cursor,
+    encode_cursor,
+    load_entry,
+    reply_pairs,
+)
+
+
+class DeadLetters:
+    """The dead letters under one broker key prefix."""
+
+    def __init__(
+        self,
+        inspector: BrokerInspector,
+        actor: str | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.inspector = inspector
+        self.client = inspector.client
+        self.prefix = inspector.prefix
+        self.scripts = inspector.scripts
+        self.actor = actor or default_actor()
+        self.audit = audit or AuditLog(self.client, self.prefix)
+
+    @classmethod
+    def from_app(cls, app: Any, actor: str | None = None) -> DeadLetters:
+        return cls(BrokerInspector.from_app(app), actor)
+
+    def _keys(self, queue: str) -> QueueKeys:
+        return QueueKeys(self.prefix, queue)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _candidates(self, flt: Filter) -> list[tuple[int, str, str]]:
+        """(dead_at ms, id, queue) of every entry in the filter's queues and time range,
+        newest first."""
+        queues = [
+            q for q in self.inspector.queues()
+            if not flt.queue or fnmatch.fnmatchcase(q, flt.queue)
+        ]  # fmt: skip
+        low = "-inf" if flt.since is None else int(flt.since * 1000)
+        high = "+inf" if flt.until is None else int(flt.until * 1000)
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.zrevrangebyscore(self._keys(queue).dead, high, low, withscores=True)
+        found = [
+            (int(score), as_text(message_id) or "", queue)
+            for queue, members in zip(queues, pipe.execute(), strict=True)
+            for message_id, score in members
+        ]
+        found.sort(key=lambda c: (c[0], c[1]), reverse=True)
+        return found
+
+    def _load(
+        self, candidates: list[tuple[int, str, str]], with_body: bool = False
+    ) -> list[DeadLetter]:
+        pipe = self.client.pipeline(transaction=False)
+        for _, message_id, queue in candidates:
+            pipe.hmget(self._keys(queue).message(message_id), FIELDS)
+        loaded = []
+        for (score, message_id, queue), values in zip(candidates, pipe.execute(), strict=True):
+            if values[0] is None and values[1] is None:
+                continue  # removed meanwhile
+            loaded.append(
+                load_entry(
+                    queue, message_id, score, dict(zip(FIELDS, values, strict=True)), with_body
+                )
+            )
+        return loaded
+
+    def matching(
+        self, flt: Filter | None = None, cursor: str | None = None
+    ) -> Iterator[DeadLetter]:
+        """Every matching entry, newest first, loaded in batches."""
+        flt = flt or Filter()
+        candidates = self._candidates(flt)
+        if cursor:
+            after = decode_cursor(cursor)
+            candidates = [c for c in candidates if (c[0], c[1]) < after]
+        for start in range(0, len(candidates), BATCH):
+            for entry in self._load(candidates[start : start + BATCH]):
+                if flt.matches(entry):
+                    yield entry
+
+    def page(self, flt: Filter | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+        """One page of matching entries, newest first; pass ``next_cursor`` for the next."""
+        if not 1 <= limit <= 1000:
+            raise InvalidRequest(f"limit must be from 1 to 1000, got {limit}")
+        items: list[DeadLetter] = []
+        more = False
+        for entry in self.matching(flt, cursor):
+            if len(items) == limit:
+                more = True
+                break
+            items.append(entry)
+        last = items[-1] if items else None
+        next_cursor = encode_cursor(round(last.dead_at * 1000), last.id) if more and last else None
+        return Page(items, next_cursor)
+
+    def get(self, ident: str) -> DeadLetter | None:
+        """One entry by its message id or its task id, with its body."""
+        queues = self.inspector.queues()
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.hget(self._keys(queue).ids, ident)
+        message_ids = [as_text(found) or ident for found in pipe.execute()]
+        for queue, message_id in zip(queues, message_ids, strict=True):
+            pipe.zscore(self._keys(queue).dead, message_id)
+        for queue, message_id, score in zip(queues, message_ids, pipe.execute(), strict=True):
+            if score is not None:
+                found = self._load([(int(score), message_id, queue)], with_body=True)
+                if found:
+                    return found[0]
+        return None
+
+    def stats(self) -> Stats:
+        stats = Stats()
+        now = time.time()
+        by_task: Counter[str] = Counter()
+        by_reason: Counter[str] = Counter()
+        by_exception: Counter[str] = Counter()
+        for entry in self.matching():
+            stats.total += 1
+            stats.by_queue[entry.queue] = stats.by_queue.get(entry.queue, 0) + 1
+            by_task[entry.task_name or "(unknown)"] += 1
+            by_reason[entry.reason] += 1
+            if entry.exc_type:
+                by_exception[entry.exc_type] += 1
+            age = max(now - entry.dead_at, 0.0)
+            stats.oldest_age = age if stats.oldest_age is None else max(stats.oldest_age, age)
+        stats.by_task = dict(by_task.most_common())
+        stats.by_reason = dict(by_reason.most_common())
+        stats.by_exception = dict(by_exception.most_common())
+        queues = self.inspector.queues()
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.hget(self._keys(queue).state, "dead_trimmed")
+            pipe.zcard(self._keys(queue).replaying)
+        replies = pipe.execute()
+        for i, queue in enumerate(queues):
+            trimmed, replaying = as_int(replies[2 * i]), int(replies[2 * i + 1])
+            if trimmed:
+                stats.trimmed[queue] = trimmed
+            stats.replaying += replaying
+        return stats
+
+    # -- selecting what a bulk operation applies to ------------------------------------------
+
+    def _select(
+        self, ids: Iterable[str] | None, flt: Filter | None, everything: bool
+    ) -> list[DeadLetter]:
+        given = [i for i in ids or () if i]
+        chosen = sum((bool(given), flt is not None and not flt.is_empty, everything))
+        if chosen != 1:
+            raise InvalidRequest("name the dead letters: ids, a filter, or all (exactly one)")
+        if given:
+            found = []
+            for ident in given:
+                entry = self.get(ident)
+                if entry is None:
+                    raise InvalidRequest(f"no dead letter with id or task id {ident!r}")
+                found.append(entry)
+            return found
+        return list(self.matching(flt))
+
+    # -- replay ------------------------------------------------------------------------------
+
+    def replay(
+        self,
+        ids: Iterable[str] | None = None,
+        flt: Filter | None = None,
+        everything: bool = False,
+        *,
+        to_queue: str | None = None,
+        rate: float | None = None,
+        dry_run: bool = False,
+        reason: str = "",
+        progress: Progress | None = None,
+    ) -> Outcome:
+        """Put dead letters back on their queue (or ``to_queue``) with their priority.
+
+        ``rate`` caps messages per second. A dry run only counts what would be replayed.
+        """
+        if rate is not None and rate <= 0:
+            raise InvalidRequest(
+                f"rate must be a positive number of messages per second, got {rate}"
+            )
+        if to_queue is not None and not to_queue.strip():
+            raise InvalidRequest("to_queue must name a queue")
+        selected = self._select(ids, flt, everything)
+        outcome = Outcome("replay", matched=len(selected), dry_run=dry_run, to_queue=to_queue)
+        if dry_run:
+            return outcome
+        step = BATCH if rate is None else max(1, min(BATCH, int(rate)))
+        started = time.monotonic()
+        for queue, batch in _batches_per_queue(selected, step):
+            done = self._replay_batch(queue, batch, to_queue or queue, reason)
+            outcome.done += len(done)
+            outcome.skipped += len(batch) - len(done)
+            outcome.task_ids += [task_id for task_id in done if task_id]
+            if progress is not None:
+                progress(len(batch))
+            if rate is not None:
+                ahead = (outcome.done + outcome.skipped) / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        if to_queue:
+            self.client.sadd(self.inspector.known_queues_key, to_queue)
+        self._audit("replay", outcome, reason, flt, ids)
+        return outcome
+
+    def _replay_batch(
+        self, queue: str, batch: list[DeadLetter], target: str, reason: str
+    ) -> list[str]:
+        keys, target_keys = self._keys(queue), self._keys(target)
+        now = int(time.time() * 1000)
+        claimed = self.scripts["dlq_claim"](
+            keys=[keys.dead, keys.replaying],
+            args=[keys.base, now, STALE_CLAIM_MS, *(e.id for e in batch)],
+            client=self.client,
+        )
+        pairs = reply_pairs(claimed)
+        if not pairs:
+            return []
+        entries = {e.id: e for e in batch}
+        at = time.time()
+        lifecycle.emit_all([
+            lifecycle.MessageEvent(
+                "replayed", task_id, target,
+                {"actor": self.actor, "reason": reason, "from_queue": queue,
+                 "dead_letter_reason": entries[message_id].reason},
+                None, at,
+            )
+            for message_id, task_id in pairs if task_id
+        ])  # fmt: skip
+        self.scripts["dlq_release"](
+            keys=[keys.replaying, target_keys.ready, target_keys.signal, target_keys.state,
+                  target_keys.ids],
+            args=[keys.base, target_keys.base, now, *(m for m, _ in pairs)],
+            client=self.client,
+        )  # fmt: skip
+        return [task_id or message_id for message_id, task_id in pairs]
+
+    # -- delete and purge ----------------------------------------------------------------------
+
+    def delete(
+        self, ids: Iterable[str], *, reason: str = "", progress: Progress | None = None
+    ) -> Outcome:
+        """Delete the named entries (message or task ids) for good."""
+        return self._remove("delete", self._select(ids, None, False), reason, None, ids, progress)
+
+    def purge(
+        self,
+        flt: Filter | None = None,
+        *,
+        older_than: float | None = None,
+        everything: bool = False,
+        dry_run: bool = False,
+        reason: str = "",
+        progress: Progress | None = None,
+    ) -> Outcome:
+        """Delete every entry matching the filter and/or older than ``older_than`` seconds."""
+        if older_than is not None:
+            if older_than < 0:
+                raise InvalidRequest(f"older_than must be >= 0 seconds, got {older_than}")
+            cutoff = time.time() - older_than
+            base = flt or Filter()
+            until = cutoff if base.until is None else min(base.until, cutoff)
+            flt = Filter(**{**base.as_dict(), "until": until})
+        selected = self._select(None, flt, everything)
+        if dry_run:
+            return Outcome("purge", matched=len(selected), dry_run=True)
+        return self._remove("purge", selected, reason, flt, None, progress)
+
+    def _remove(
+        self,
+        action: str,
+        selected: list[DeadLetter],
+        reason: str,
+        flt: Filter | None,
+        ids: Iterable[str] | None,
+        progress: Progress | None,
+    ) -> Outcome:
+        outcome = Outcome(action, matched=len(selected))
+        for queue, batch in _batches_per_queue(selected, BATCH):
+            keys = self._keys(queue)
+            gone = self.scripts["dlq_delete"](
+                keys=[keys.dead], args=[keys.base, *(e.id for e in batch)], client=self.client
+            )
+            pairs = reply_pairs(gone)
+            outcome.done += len(pairs)
+            outcome.skipped += len(batch) - len(pairs)
+            outcome.task_ids += [t or m for m, t in pairs]
+            detail = {"actor": self.actor, "reason": reason, "action": action}
+            lifecycle.emit_all(
+                [lifecycle.MessageEvent("dead_letter_deleted", t, queue, detail)
+                 for _, t in pairs if t]
+            )  # fmt: skip
+            if progress is not None:
+                progress(len(batch))
+        self._audit(action, outcome, reason, flt, ids)
+        return outcome
+
+    def _audit(
+        self,
+        action: str,
+        outcome: Outcome,
+        reason: str,
+        flt: Filter | None,
+        ids: Iterable[str] | None,
+    ) -> None:
+        detail: dict[str, Any] = {"matched": outcome.matched, "done": outcome.done,
+                                  "skipped": outcome.skipped}  # fmt: skip
+        if outcome.to_queue:
+            detail["to_queue"] = outcome.to_queue
+        if flt is not None and not flt.is_empty:
+            detail["filter"] = flt.as_dict()
+        detail["task_ids"] = outcome.task_ids[:1000]
+        target = "dead letters " + (
+            ",".join(ids) if ids else "matching the filter" if flt else "(all)"
+        )
+        self.audit.record(self.actor, f"dlq.{action}", target[:500], reason, **detail)
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def trim(self, queues: Iterable[str] | None = None) -> dict[str, int]:
+        """Apply the configured retention (``transport.retention``); trimmed counts per queue.
+
+        Consuming workers apply it on every heartbeat; the control plane calls this too."""
+        trimmed = {}
+        for queue in queues if queues is not None else self.inspector.queues():
+            n = retention.trim_queue(
+                self.client, self.scripts, self.prefix, self.inspector.options, queue
+            )
+            if n:
+                trimmed[queue] = n
+        return trimmed
+
+
+def _batches_per_queue(
+    entries: list[DeadLetter], size: int
+) -> Iterator[tuple[str, list[DeadLetter]]]:
+    """The entries grouped by queue (scripts run on one queue's keys), ``size`` at a time."""
+    by_queue: dict[str, list[DeadLetter]] = {}
+    for entry in entries:
+        by_queue.setdefault(entry.queue, []).append(entry)
+    for queue, queued in by_queue.items():
+        for start in range(0, len(queued), size):
+            yield queue, queued[start : start + size]

@@ -1,0 +1,102 @@
+"""Prometheus metrics of the broker: queues, dead letters (with retention trims) and workers.
+
+``BrokerCollector`` reads the broker at scrape time through the same APIs as the CLI
+(``BrokerInspector``, ``WorkerRegistry``), so a forgotten worker disappears from the metrics
+as it does from every view. Register it with any ``prometheus_client`` registry::
+
+    registry = CollectorRegistry()
+    registry.register(BrokerCollector(BrokerInspector.from_app(app)))
+
+Everything here is cheap to read: counts come from sorted-set cardinalities and one small
+script per queue, never from scanning messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .inspect import BrokerInspector
+from .transport.keys import QueueKeys
+from .transport.replies import as_int
+from .workers import WorkerRegistry
+
+
+class BrokerCollector(Collector):
+    """Collects the broker's state under one key prefix on every scrape."""
+
+    def __init__(self, inspector: BrokerInspector) -> None:
+        self.inspector = inspector
+
+    def collect(self) -> Iterator[Any]:
+        yield from self._queues()
+        yield from self._workers()
+
+    def _queues(self) -> Iterator[Any]:
+        messages = GaugeMetricFamily(
+            "taskqueue_queue_messages", "Messages in a queue by state", labels=["queue", "state"]
+        )
+        oldest = GaugeMetricFamily(
+            "taskqueue_queue_oldest_ready_age_seconds",
+            "Age of the oldest ready message",
+            labels=["queue"],
+        )
+        trimmed = CounterMetricFamily(
+            "taskqueue_dead_letters_trimmed",
+            "Dead letters removed by the retention (dead_letter_max_count/max_age)",
+            labels=["queue"],
+        )
+        all_stats = self.inspector.all_stats()
+        pipe = self.inspector.client.pipeline(transaction=False)
+        for stats in all_stats:
+            pipe.hget(QueueKeys(self.inspector.prefix, stats.queue).state, "dead_trimmed")
+        for stats, trims in zip(all_stats, pipe.execute(), strict=True):
+            q = stats.queue
+            for state, count in (("ready", stats.ready), ("delayed", stats.delayed),
+                                 ("inflight", stats.inflight), ("dead", stats.dead)):  # fmt: skip
+                messages.add_metric([q, state], count)
+            if stats.oldest_ready_age is not None:
+                oldest.add_metric([q], stats.oldest_ready_age)
+            trimmed.add_metric([q], as_int(trims) or 0)
+        yield from (messages, oldest, trimmed)
+
+    def _workers(self) -> Iterator[Any]:
+        by_state = GaugeMetricFamily("taskqueue_workers", "Workers by state", labels=["state"])
+        per_consumer = ["worker", "consumer"]
+        up = GaugeMetricFamily(
+            "taskqueue_worker_up", "1 while a worker heartbeats within its window, else 0",
+            labels=[*per_consumer, "state"],
+        )  # fmt: skip
+        active = GaugeMetricFamily("taskqueue_worker_active_tasks", "Tasks running now",
+                                   labels=per_consumer)  # fmt: skip
+        processed = CounterMetricFamily(
+            "taskqueue_worker_processed_tasks", "Tasks the worker received", labels=per_consumer
+        )
+        returned = CounterMetricFamily(
+            "taskqueue_worker_returned_messages",
+            "In-flight messages returned to their queues after the worker went away",
+            labels=per_consumer,
+        )
+        failed = CounterMetricFamily(
+            "taskqueue_worker_failed_tasks", "Tasks that failed on a worker node", labels=["worker"]
+        )
+        counts = {"online": 0, "stale": 0, "offline": 0}
+        failures: dict[str, int] = {}
+        for w in WorkerRegistry(self.inspector, actor="metrics").workers():
+            labels = [w.hostname or w.consumer_id, w.consumer_id]
+            counts[w.state] = counts.get(w.state, 0) + 1
+            up.add_metric([*labels, w.state], 1 if w.state == "online" else 0)
+            if w.active is not None:
+                active.add_metric(labels, w.active)
+            if w.processed is not None:
+                processed.add_metric(labels, w.processed)
+            returned.add_metric(labels, w.returned)
+            failures[labels[0]] = w.failed
+        for name, count in failures.items():
+            failed.add_metric([name], count)
+        for state, count in counts.items():
+            by_state.add_metric([state], count)
+        yield from (by_state, up, active, processed, failed, returned)

@@ -1,0 +1,146 @@
+"""Dead-lettering on the channel: a leased message, a failed task's copy, a marked publish.
+
+Mixed into the channel (``channel.TaskQueueChannel``), whose scripts, leases and keys it
+uses. Every entry is one Lua script; listeners (the result backend's history) hear of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+from uuid import uuid4
+
+from kombu.utils.json import dumps
+from redis import Redis
+
+from .. import lifecycle
+from . import failures, worker_info
+from .keys import QueueKeys
+from .messages import now_ms
+
+logger = logging.getLogger(__name__)
+
+
+def _failure_args(info: dict[str, Any]) -> list[str]:
+    """reason, detail, worker, exc_type, exc_message, traceback: the tail of the ARGV of
+    ``bury_published.lua`` and ``bury_copy.lua``."""
+    return [info.get("reason") or "failed", info.get("detail") or "", info.get("worker") or "",
+            info.get("exc_type") or "", info.get("exc_message") or "",
+            info.get("traceback") or ""]  # fmt: skip
+
+
+class DeadLetterMixin:
+    """The channel's dead-letter operations."""
+
+    _recent_dead: OrderedDict[str, tuple[str, str]]
+    consumer_id: str
+
+    if TYPE_CHECKING:  # provided by the channel
+
+        @property
+        def redis(self) -> Redis: ...
+
+        @property
+        def scripts(self) -> Any: ...
+
+        def queue_keys(self, queue: str) -> QueueKeys: ...
+
+        def _lease(self, delivery_tag: str) -> tuple[QueueKeys, str] | None: ...
+
+        def _maybe_retire(self) -> None: ...
+
+        def _remember_queue(self, queue: str) -> None: ...
+
+        def _emit(
+            self, event: str, delivery_tag: str, queue: str, detail: dict[str, Any]
+        ) -> None: ...
+
+    def _bury_if_marked(self, queue: str, message: dict[str, Any], fields: dict[str, Any]) -> bool:
+        """A publish marked by ``failures`` goes straight to the dead letters."""
+        headers = message.get("headers")
+        if not (isinstance(headers, dict) and failures.HEADER in headers):
+            return False
+        self._bury_published(queue, message, fields, headers.pop(failures.HEADER))
+        return True
+
+    def _bury_published(
+        self, queue: str, message: dict[str, Any], fields: dict[str, Any], entry: Any
+    ) -> None:
+        """Store a failed task's message as a dead letter (see ``failures``)."""
+        info = json.loads(entry) if isinstance(entry, str) else dict(entry)
+        keys = self.queue_keys(queue)
+        self.scripts["bury_published"](
+            keys=[keys.dead, keys.ids],
+            args=[keys.base, uuid4().hex, dumps(message), fields["rank"], fields["task_id"],
+                  fields["priority"], fields["now"], int(info.get("deliveries") or 1),
+                  *_failure_args(info)],
+            client=self.redis,
+        )  # fmt: skip
+        self._remember_queue(queue)
+        self._announce_failed(queue, fields["task_id"], info)
+
+    def bury_copy(self, queue: str, message_id: str, info: dict[str, Any]) -> bool:
+        """Keep a byte-for-byte copy of a leased message as a dead letter (see ``failures``)."""
+        keys = self.queue_keys(queue)
+        copied = self.scripts["bury_copy"](
+            keys=[keys.dead, keys.ids],
+            args=[keys.base, message_id, uuid4().hex, now_ms(), *_failure_args(info)],
+            client=self.redis,
+        )  # fmt: skip
+        if copied:
+            self._announce_failed(queue, info.get("task_id") or "", info)
+        return bool(copied)
+
+    def _announce_failed(self, queue: str, task_id: str, info: dict[str, Any]) -> None:
+        detail = {"reason": info.get("reason") or "failed", "detail": info.get("detail") or ""}
+        worker = info.get("worker") or worker_info.WORKER_NODENAME
+        lifecycle.emit(lifecycle.MessageEvent("dead_lettered", task_id, queue, detail, worker))
+        logger.warning("task %s failed for good; kept in the dead letters of queue %r: %s",
+                       task_id, queue, detail["detail"])  # fmt: skip
+
+    def dead_letter(self, delivery_tag: str, reason: str, detail: str) -> None:
+        lease = self._lease(delivery_tag)
+        if lease is None:
+            return
+        keys, message_id = lease
+        moved = self.scripts["dead_letter"](
+            keys=[keys.inflight, keys.dead],
+            args=[
+                keys.base,
+                message_id,
+                self.consumer_id,
+                reason,
+                detail,
+                now_ms(),
+                worker_info.WORKER_NODENAME or socket.gethostname(),
+            ],  # fmt: skip
+            client=self.redis,
+        )
+        if moved:
+            self._emit(
+                "dead_lettered", delivery_tag, keys.queue, {"reason": reason, "detail": detail}
+            )
+            logger.warning(
+                "message %s from queue %r dead-lettered: %s (%s)",
+                message_id,
+                keys.queue,
+                reason,
+                detail,
+            )
+            self._recent_dead[delivery_tag] = (keys.queue, message_id)
+            while len(self._recent_dead) > 1000:
+                self._recent_dead.popitem(last=False)
+        self._maybe_retire()
+
+    def annotate_dead_letter(self, delivery_tag: str, reason: str, detail: str) -> None:
+        """Replace the generic 'rejected' reason with the one Celery reported afterwards."""
+        found = self._recent_dead.pop(delivery_tag, None)
+        if found is None:
+            return
+        keys = self.queue_keys(found[0])
+        self.scripts["annotate"](
+            keys=[keys.dead], args=[keys.base, found[1], reason, detail], client=self.redis
+        )

@@ -1,0 +1,35 @@
+-- Replay claimed dead letters: each goes to the tail of its priority in the target queue
+-- (the original queue, or another one under the same prefix), body unchanged. The poison
+-- count starts over; deliveries keep counting; 'replays' counts the replays.
+-- KEYS: replaying, target ready, target signal, target state, target ids
+-- ARGV: base, target_base, now_ms, id...
+-- Returns the number of messages released.
+local base, target, now = ARGV[1], ARGV[2], ARGV[3]
+local n = 0
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  if redis.call('ZREM', KEYS[1], id) == 1 then
+    local mk = mkey(base, id)
+    local f = redis.call('HMGET', mk, 'rank', 'task_id')
+    if f[1] then
+      local tk = mkey(target, id)
+      if target ~= base then
+        redis.call('RENAME', mk, tk)
+        forget_task(base, id, f[2])
+      end
+      redis.call('HSET', tk, 'state', 'ready', 'owner', '', 'recoveries', 0,
+                 'replayed_at', now, 'replayed_from', base)
+      redis.call('HINCRBY', tk, 'replays', 1)
+      if f[2] and f[2] ~= '' then
+        redis.call('HSET', KEYS[5], f[2], id)
+      end
+      redis.call('ZADD', KEYS[2], tail_score(target, tonumber(f[1])), id)
+      n = n + 1
+    end
+  end
+end
+if n > 0 then
+  wake(target)
+end
+touch(target, nil)
+return n
