@@ -3,6 +3,8 @@
 - a PostgreSQL restart while tasks run loses no result (acks_late + always-retry writes);
 - many writers racing on one task id never overwrite its terminal state, and every write
   leaves exactly one history row;
+- a write retried after a failure that may have committed (a lost reply) stores its history
+  rows once;
 - unencodable results, oversized arguments and garbled exception text fail clearly (or run)
   and the task's state is still recorded;
 - ``get()`` wakes on PostgreSQL NOTIFY within milliseconds (LISTEN is in use) and still works
@@ -23,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -33,9 +36,12 @@ from celery.result import AsyncResult
 from kombu.exceptions import EncodeError
 from sqlalchemy.engine import make_url
 
+from taskqueue_backend.backend import history
+from taskqueue_backend.backend.queries import UNSURE
 from tests.backend_app import make_app
 from tests.support import StartWorker, WorkerProcess, wait_for
 from tests.support.postgres import EmbeddedPostgres, find_bindir
+from tests.support.proxy import ReplyDropper
 
 BACKEND_APP = "tests.backend_app"
 FAST_HEARTBEAT = {"heartbeat_interval": 0.5, "heartbeat_timeout": 2}
@@ -213,6 +219,64 @@ def test_concurrent_writers_never_overwrite_the_terminal_state(
         assert len(succeeded) == 1
         late = [row for row in history if row["id"] > succeeded[0]["id"]]
         assert late, "no write landed after SUCCESS: the race did not test the invariant"
+
+
+# -- 2b. a write whose reply was lost ---------------------------------------------------------
+
+
+def test_a_retried_write_never_repeats_history(backend_env: dict[str, str]) -> None:
+    """A failed write may have committed; whatever retries it (the backend itself, the deferred
+    writer, Celery's always-retry, the history writer) hands back the same rows, marked."""
+    task_id = f"again-{uuid.uuid4()}"
+    start = datetime.now(UTC)
+
+    def event(name: str, ms: int) -> dict[str, Any]:
+        return history.event_row(task_id, name, None, "w@h", at=start + timedelta(milliseconds=ms))
+
+    def as_if_failed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for e in events:
+            e[UNSURE] = True  # what a write that raised leaves on its rows
+        return events
+
+    with client(backend_env) as app:
+        store = app.backend.store
+        row = {"task_id": task_id, "state": states.STARTED, "updated_at": start}
+        first = [event("received", 1), event("started", 2)]
+        store.write(row, first)
+        store.write(row, [*as_if_failed(first), event("retried", 3)])  # with one row more
+        held = [event("received", 4)]
+        store.write(None, held)
+        store.write(None, as_if_failed(held))
+        batch = [event("started", 5)]
+        store.write_many([], batch)
+        store.write_many([], as_if_failed(batch))
+        replay = [event("replayed", 6)]
+        store.reopen(replay, start)
+        store.reopen(as_if_failed(replay), start)
+        assert events_of(app, task_id) == [
+            "received", "started", "retried", "received", "started", "replayed"]  # fmt: skip
+
+
+@pytest.mark.parametrize("backend_env", ["postgresql"], indirect=True)
+def test_a_state_write_whose_reply_was_lost_is_stored_once(
+    backend_env: dict[str, str], database_url: str
+) -> None:
+    url = make_url(database_url)
+    with ReplyDropper(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        through_proxy = url.set(host="127.0.0.1", port=proxy.port)
+        env = {**backend_env,
+               "TQ_TEST_RESULT_BACKEND": "tq+" + through_proxy.render_as_string(False)}  # fmt: skip
+        with client(env) as app:
+            backend = app.backend
+            # connect, migrate and prepare the state write on the server first, so the armed
+            # proxy loses the reply of the write itself (sent only after it committed)
+            backend.store_result(f"warm-{uuid.uuid4()}", 0, states.SUCCESS)
+            task_id = f"lost-{uuid.uuid4()}"
+            proxy.arm()
+            backend.store_result(task_id, 42, states.SUCCESS)
+            assert proxy.dropped.is_set(), "the proxy lost no reply: the fault did not happen"
+            assert backend.get_task_meta(task_id, cache=False)["result"] == 42
+            assert events_of(app, task_id) == ["succeeded"]
 
 
 # -- 3. bad input ----------------------------------------------------------------------------

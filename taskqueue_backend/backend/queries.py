@@ -4,6 +4,12 @@ A state write is one statement on PostgreSQL (the upsert of the result row, the 
 and the completion NOTIFY in data-modifying CTEs: one round trip, one transaction) and one
 transaction on SQLite. The upsert never lets a late event overwrite a terminal state, and
 among running states only a newer event moves the state.
+
+A write that fails may still have committed (the connection dropped after the server
+committed, before its reply arrived). Its history rows are then marked unsure, and the write
+that retries them (here, in the deferred writer, Celery's retry or the history writer, which
+all hand back the same rows) inserts only those not in the table yet: a retried write never
+repeats a task's history. The upsert of the result row is idempotent by itself.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ TERMINAL_STATES = ("SUCCESS", "FAILURE", "REVOKED")
 NOTIFY_CHANNEL = "tq_result_ready"
 
 T = TypeVar("T")
+
+#: key set on the history rows of a write that failed: it may have committed all the same
+UNSURE = "_unsure"
 
 #: result columns that follow the state (they change together, or not at all)
 STATE_COLUMNS = (
@@ -115,24 +124,28 @@ class Store:
         if row is None and not events:
             return
         if self.dialect == "postgresql":
-            self._write_postgresql(row, events)
+            _marking(events, lambda: self._write_postgresql(row, events))()
         else:
-            self._retrying(lambda: self._write_in_transaction(row, events))
+            self._retrying(_marking(events, lambda: self._write_in_transaction(row, events)))
 
     def _write_postgresql(
         self, row: dict[str, Any] | None, events: Sequence[dict[str, Any]]
     ) -> None:
-        assert self._sql is not None and self._direct is not None
+        sql = self._sql
+        assert sql is not None and self._direct is not None
         events_json = json.dumps([_event_json(e) for e in events])
+        again = _unsure(events)
         if row is None:
-            self._direct.execute(self._sql.events_only, {"events": events_json})
-            return
-        params = {
-            **self._full_row(row),
-            "events": events_json,
-            "notify": row.get("state") in TERMINAL_STATES,
-        }
-        self._direct.execute(self._sql.state_write, params)
+            first, retry = sql.events_only, sql.events_only_again
+            params: dict[str, Any] = {"events": events_json}
+        else:
+            first, retry = sql.state_write, sql.state_write_again
+            params = {
+                **self._full_row(row),
+                "events": events_json,
+                "notify": row.get("state") in TERMINAL_STATES,
+            }
+        self._direct.execute(retry if again else first, params, retry_sql=retry)
 
     def _write_in_transaction(
         self, row: dict[str, Any] | None, events: Sequence[dict[str, Any]]
@@ -140,8 +153,7 @@ class Store:
         with self.engine.begin() as conn:
             if row is not None:
                 conn.execute(self._upsert_stmt, self._full_row(row))
-            if events:
-                conn.execute(self._events_insert, list(events))
+            self._insert_events(conn, events)
 
     def write_many(self, rows: Iterable[dict[str, Any]], events: Sequence[dict[str, Any]]) -> None:
         """A batch of (non-terminal) row upserts and history rows in one transaction."""
@@ -160,10 +172,30 @@ class Store:
                     if row["task_id"] in ended:
                         late = {c: func.coalesce(r.c[c], row[c]) for c in LATEST_COLUMNS}
                         conn.execute(update(r).where(r.c.task_id == row["task_id"]).values(late))
-                if events:
-                    conn.execute(self._events_insert, list(events))
+                self._insert_events(conn, events)
 
-        self._retrying(run)
+        self._retrying(_marking(events, run))
+
+    def _insert_events(self, conn: Any, events: Sequence[dict[str, Any]]) -> None:
+        if _unsure(events):
+            events = self._not_written(conn, events)
+        if events:
+            conn.execute(self._events_insert, [_event_row(e) for e in events])
+
+    def _not_written(self, conn: Any, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The history rows of a retried write that its failed attempt did not commit."""
+        e = self.tables.events
+        written = (
+            select(e.c.id)
+            .where(e.c.task_id == bindparam("t"), e.c.event == bindparam("n"),
+                   e.c.at == bindparam("a", type_=e.c.at.type))
+            .limit(1)
+        )  # fmt: skip
+        return [
+            event for event in events
+            if conn.execute(written, {"t": event["task_id"], "n": event["event"],
+                                      "a": event["at"]}).first() is None
+        ]  # fmt: skip
 
     def _ended(self, conn: Any, task_ids: list[str]) -> set[str]:
         if not task_ids:
@@ -215,9 +247,9 @@ class Store:
                     .where(r.c.task_id.in_(task_ids), r.c.state != "SUCCESS")
                     .values(state="PENDING", finished_at=None, updated_at=at)
                 )
-                conn.execute(self._events_insert, list(events))
+                self._insert_events(conn, events)
 
-        self._retrying(run)
+        self._retrying(_marking(events, run))
 
     def forget(self, task_id: str) -> None:
         r = self.tables.results
@@ -351,9 +383,31 @@ class Store:
         return self._retrying(run)
 
 
+def _marking(events: Sequence[dict[str, Any]], write: Callable[[], None]) -> Callable[[], None]:
+    """``write``, which marks ``events`` unsure when it fails (see the module's docstring)."""
+
+    def run() -> None:
+        try:
+            write()
+        except BaseException:
+            for event in events:
+                event[UNSURE] = True
+            raise
+
+    return run
+
+
+def _unsure(events: Sequence[dict[str, Any]]) -> bool:
+    return any(event.get(UNSURE) for event in events)
+
+
+def _event_row(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k != UNSURE}
+
+
 def _event_json(event: dict[str, Any]) -> dict[str, Any]:
     at = event["at"]
-    return {**event, "at": at.isoformat() if isinstance(at, datetime) else at}
+    return {**_event_row(event), "at": at.isoformat() if isinstance(at, datetime) else at}
 
 
 def _name(table: Table) -> str:
@@ -385,20 +439,30 @@ class PostgresStatements:
             SELECT x.task_id, x.event, x.state, x.at, x.worker, x.detail
             FROM jsonb_to_recordset(CAST(%(events)s AS jsonb)) AS x(
                 task_id text, event text, state text, at timestamptz, worker text, detail json)
-            RETURNING 1"""
-        self.events_only = insert_events
-        self.state_write = f"""
+            {{only_new}}RETURNING 1"""
+        # a retried write: only the history rows its failed attempt did not commit
+        only_new = (f"WHERE NOT EXISTS (SELECT 1 FROM {events} e WHERE e.task_id=x.task_id "
+                    "AND e.event=x.event AND e.at=x.at) ")  # fmt: skip
+        self.events_only = insert_events.replace("{only_new}", "")
+        self.events_only_again = insert_events.replace("{only_new}", only_new)
+        state_write = f"""
             WITH up AS (
                 INSERT INTO {results} AS r ({", ".join(columns)})
                 VALUES ({", ".join(f"%({c})s" for c in columns)})
                 ON CONFLICT (task_id) DO UPDATE SET {", ".join(sets)}
                 RETURNING r.state
-            ), ev AS ({insert_events}
+            ), ev AS ({{insert_events}}
             ), notified AS (
                 SELECT pg_notify('{NOTIFY_CHANNEL}', %(task_id)s) FROM up
                 WHERE %(notify)s AND up.state IN ({terminal})
             )
             SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM ev),
                    (SELECT count(*) FROM notified)"""
-        self.state_write = " ".join(self.state_write.split())
-        self.events_only = " ".join(self.events_only.split())
+        first, again = self.events_only, self.events_only_again
+        self.state_write = _compact(state_write.replace("{insert_events}", first))
+        self.state_write_again = _compact(state_write.replace("{insert_events}", again))
+        self.events_only, self.events_only_again = _compact(first), _compact(again)
+
+
+def _compact(sql: str) -> str:
+    return " ".join(sql.split())
