@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy.exc import DBAPIError
+from .queries import connection_lost
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +32,6 @@ MAX_QUEUED = 1000
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 Write = Callable[[], None]
-
-
-def _transient(exc: BaseException) -> bool:
-    import psycopg
-
-    if isinstance(exc, psycopg.OperationalError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 class DeferredWriter(threading.Thread):
@@ -89,7 +81,7 @@ class DeferredWriter(threading.Thread):
                 write()
                 return
             except Exception as exc:
-                if not _transient(exc):
+                if not connection_lost(exc):
                     logger.exception("could not store the state of task %s", task_id)
                     return
                 delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]

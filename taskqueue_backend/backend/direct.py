@@ -2,9 +2,8 @@
 
 One autocommit connection per process and thread, with the statement prepared on the server
 (``prepare=True``), skips both SQLAlchemy's per-call work and PostgreSQL's planning of the
-large CTE statement. A broken connection (database restart) is replaced once per call, and
-the statement's retry variant runs on the new one (the first attempt may have committed);
-beyond that the error reaches Celery, whose ``result_backend_always_retry`` applies.
+large CTE statement. A broken connection (database restart) is dropped, so the next call
+opens a fresh one; the ``Store`` decides whether and how a failed write is retried.
 """
 
 from __future__ import annotations
@@ -40,11 +39,9 @@ class DirectConnection:
             except psycopg.Error:
                 pass
 
-    def execute(self, sql: str, params: dict[str, Any], retry_sql: str | None = None) -> None:
-        """Run ``sql``; on a broken connection, run ``retry_sql`` (a variant safe to run after
-        a failed attempt that may have committed) on a fresh one."""
+    def execute(self, sql: str, params: dict[str, Any]) -> None:
         try:
             self._connection().execute(sql, params, prepare=True)
         except psycopg.OperationalError:
-            self._drop()  # the server went away (restart): one fresh connection, then give up
-            self._connection().execute(retry_sql or sql, params, prepare=True)
+            self._drop()  # the server went away (restart): the next call connects afresh
+            raise

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import (
     Engine,
     Table,
@@ -87,8 +88,8 @@ class Store:
         for attempt in range(attempts):
             try:
                 return operation()
-            except DBAPIError as exc:
-                if not exc.connection_invalidated or attempt == attempts - 1:
+            except Exception as exc:
+                if not connection_lost(exc) or attempt == attempts - 1:
                     raise
         raise AssertionError("unreachable")
 
@@ -124,7 +125,8 @@ class Store:
         if row is None and not events:
             return
         if self.dialect == "postgresql":
-            _marking(events, lambda: self._write_postgresql(row, events))()
+            # one fresh connection, then the error reaches Celery (result_backend_always_retry)
+            self._retrying(_marking(events, lambda: self._write_postgresql(row, events)), 2)
         else:
             self._retrying(_marking(events, lambda: self._write_in_transaction(row, events)))
 
@@ -136,16 +138,15 @@ class Store:
         events_json = json.dumps([_event_json(e) for e in events])
         again = _unsure(events)
         if row is None:
-            first, retry = sql.events_only, sql.events_only_again
-            params: dict[str, Any] = {"events": events_json}
-        else:
-            first, retry = sql.state_write, sql.state_write_again
-            params = {
-                **self._full_row(row),
-                "events": events_json,
-                "notify": row.get("state") in TERMINAL_STATES,
-            }
-        self._direct.execute(retry if again else first, params, retry_sql=retry)
+            statement = sql.events_only_again if again else sql.events_only
+            self._direct.execute(statement, {"events": events_json})
+            return
+        params = {
+            **self._full_row(row),
+            "events": events_json,
+            "notify": row.get("state") in TERMINAL_STATES,
+        }
+        self._direct.execute(sql.state_write_again if again else sql.state_write, params)
 
     def _write_in_transaction(
         self, row: dict[str, Any] | None, events: Sequence[dict[str, Any]]
@@ -381,6 +382,13 @@ class Store:
                 return list(conn.execute(select(w).order_by(w.c.hostname)))
 
         return self._retrying(run)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is a dropped database connection (a restart): worth one more try."""
+    if isinstance(exc, psycopg.OperationalError):  # the direct connection's errors
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def _marking(events: Sequence[dict[str, Any]], write: Callable[[], None]) -> Callable[[], None]:
