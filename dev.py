@@ -5,6 +5,12 @@ Standard library only, so it runs with a bare Python 3.11+. It creates ``.venv``
 file when missing, installs the project (``pip install -e '.[test]'``) whenever
 ``pyproject.toml`` is newer than the stamp ``.venv/.installed``, then runs the command with the
 virtualenv's interpreter.
+
+For the tests it also fetches, from the package registry, what some tests need besides the
+test dependencies: the sdist of the installed kombu version, whose ``t/integration`` classes
+run against this transport (unpacked into ``.venv/kombu-tests``), and the wheels of the
+project's run-time dependencies (``.venv/wheelhouse``), from which a test builds a fresh
+virtualenv without the test extras.
 """
 
 from __future__ import annotations
@@ -12,12 +18,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
+import tomllib
 import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".installed"
+KOMBU_TESTS = VENV / "kombu-tests"
+WHEELHOUSE = VENV / "wheelhouse"
+DOWNLOADS = VENV / "downloads"
 PYPROJECT = ROOT / "pyproject.toml"
 PYTEST_NO_TESTS_COLLECTED = 5
 USAGE = "usage: python3 dev.py demo | python3 dev.py test [pytest args...]"
@@ -61,6 +72,46 @@ def ensure_installed(python: Path) -> None:
     STAMP.touch()
 
 
+def pip(python: Path, *args: str) -> None:
+    command = [str(python), "-m", "pip", *args]
+    say("running: " + " ".join(command))
+    if subprocess.run(command, cwd=ROOT).returncode != 0:
+        sys.exit(f"dev.py: {' '.join(command)} failed (see output above).")
+
+
+def ensure_kombu_tests(python: Path) -> None:
+    """kombu's own integration tests, from the sdist of the installed kombu version."""
+    version = subprocess.run(
+        [str(python), "-c", "import kombu; print(kombu.__version__)"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    target = KOMBU_TESTS / f"kombu-{version}"
+    if (target / "t" / "integration" / "common.py").exists():
+        return
+    say(f"fetching the sdist of kombu {version} for its integration tests")
+    pip(python, "download", "--no-deps", "--no-binary", ":all:", f"kombu=={version}",
+        "-d", str(DOWNLOADS))  # fmt: skip
+    archive = DOWNLOADS / f"kombu-{version}.tar.gz"
+    with tarfile.open(archive) as sdist:
+        members = [m for m in sdist.getmembers() if m.name.startswith(f"kombu-{version}/t/")]
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # 3.11.4+
+        sdist.extractall(KOMBU_TESTS, members=members, **safe)
+
+
+def ensure_wheelhouse(python: Path) -> None:
+    """Wheels of the run-time dependencies only (and of what builds the project's wheel), for
+    the bare-install test."""
+    marker = WHEELHOUSE / ".complete"
+    if marker.exists() and marker.stat().st_mtime >= PYPROJECT.stat().st_mtime:
+        return
+    project = tomllib.loads(PYPROJECT.read_text())
+    dependencies = project["project"]["dependencies"]
+    say("fetching the run-time dependencies' wheels for the bare-install test")
+    pip(python, "download", "-d", str(WHEELHOUSE), *dependencies,
+        *project["build-system"]["requires"])  # fmt: skip
+    marker.touch()
+
+
 def run(command: list[str]) -> int:
     """Run ``command`` in the repo root and return its exit code; Ctrl-C is left to the child."""
     say("running: " + " ".join(command))
@@ -82,6 +133,8 @@ def main(argv: list[str]) -> int:
     ensure_installed(python)
     if argv[0] == "demo":
         return run([str(python), "-m", "examples.demo", *argv[1:]])
+    ensure_kombu_tests(python)
+    ensure_wheelhouse(python)
     code = run([str(python), "-m", "pytest", *argv[1:]])
     if code == PYTEST_NO_TESTS_COLLECTED:
         say("pytest collected no tests; treating that as a failure")

@@ -3,9 +3,10 @@
 Ten ``report`` tasks with shuffled priorities are published before the worker starts; a single
 worker (``-P solo -c 1``, prefetch 1) then runs them strictly by priority, lowest number first.
 Then ``add(2, 3)`` with a 2 s countdown shows delayed delivery from the broker, a failing
-``charge`` task lands in the dead letters and runs again once "fixed" by a replay, and the
-worker registry lists the worker. Without ``REDIS_URL`` an embedded redis-server is started
-and removed afterwards.
+``charge`` task lands in the dead letters and runs again once "fixed" by a replay (its whole
+history shows failed, dead-lettered, replayed, succeeded), and the worker registry lists the
+worker. Without ``REDIS_URL`` an embedded redis-server is started and removed afterwards; the
+commands printed at the end work after the demo has exited.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
             worker.wait()
 
 
-def run_demo() -> None:
+def run_demo(embedded: bool) -> None:
     # Imported only now: the example's configuration reads REDIS_URL at import time.
     from examples.proj.celery import app
     from examples.proj.tasks import add, charge, report
@@ -132,41 +133,82 @@ def run_demo() -> None:
         wait_until(lambda: len(app.backend.task_history(handle.id)) >= 3, 10, "the history")
         for event in app.backend.task_history(handle.id):
             print(f"    {event['at']:%H:%M:%S.%f}  {event['event']:<10} {event['worker'] or ''}")
-        show_dead_letters(app, charge, queue, redis_client)
+        replayed = show_dead_letters(app, charge, queue, redis_client)
         show_workers(app)
     finally:
         stop_worker(worker)
         redis_client.delete(order_key, f"demo:{queue}:fixed")
         redis_client.close()
-        app.close()
+    show_commands(app, replayed, queue, embedded)
+    app.close()
 
 
-def show_dead_letters(app: Any, charge: Any, queue: str, redis_client: redis.Redis) -> None:
+def show_dead_letters(app: Any, charge: Any, queue: str, redis_client: redis.Redis) -> str:
     """A task that fails lands in the dead letters; after the "fix" a replay runs it."""
-    from taskqueue_backend.dlq import DeadLetters
+    from taskqueue_backend.operations import Operations
 
     fixed_flag = f"demo:{queue}:fixed"
     say("publishing charge('INV-42'), which fails until its bug is fixed")
+    say("  (expected: the worker logs this failure with its traceback, ending in "
+        "RuntimeError: payment API rejected invoice INV-42)")  # fmt: skip
     handle = charge.apply_async(("INV-42", fixed_flag), queue=queue)
-    dead = DeadLetters.from_app(app, actor="demo")
-    entry = wait_until(lambda: dead.get(handle.id), 30, "the failed task's dead letter")
+    ops = Operations.from_app(app, actor="demo")
+    dead = ops.dead_letters
+    entry = wait_until(lambda: dead.find(handle.id), 30, "the failed task's dead letter")
     say(f"dead letter: {entry.task_name} reason={entry.reason} {entry.exc_type}: "
         f"{entry.exc_message}")  # fmt: skip
-    say(f"  (the same from a terminal: taskqueue -A examples.proj dlq list --queue {queue})")
     redis_client.set(fixed_flag, "1")
     outcome = dead.replay([handle.id], reason="payment API fixed")
     say(f"fixed the bug; replayed {outcome.done} dead letter(s)")
     result = app.AsyncResult(handle.id).get(timeout=30)
     say(f"charge('INV-42') after the replay: {result}")
+    wanted = ["failed", "dead_lettered", "replayed", "succeeded"]
+
+    def whole_history() -> list[Any]:
+        history = ops.tasks.history(handle.id)
+        events = [e.event for e in history]
+        return history if all(w in events for w in wanted) else []
+
+    history = wait_until(whole_history, 10, "the replayed task's history")
+    say("its whole history, as the result backend recorded it:")
+    for event in history:
+        detail = event.detail or {}
+        note = detail.get("reason") or detail.get("exception") or ""
+        print(f"    {event.at:%H:%M:%S.%f}"[:-3] + f"  {event.event:<14} "
+              f"{event.worker or detail.get('actor') or '':<28} {note}")  # fmt: skip
+    ops.close()
+    return str(handle.id)
 
 
 def show_workers(app: Any) -> None:
-    from taskqueue_backend.workers import WorkerRegistry
+    from taskqueue_backend.operations import Operations
 
     say("workers, as the broker's heartbeats report them:")
-    for w in WorkerRegistry.from_app(app, actor="demo").workers():
-        print(f"    {w.hostname:<40} {w.state:<8} pid={w.pid} processed={w.processed} "
-              f"failed={w.failed}")  # fmt: skip
+    with Operations.from_app(app, actor="demo") as ops:
+        for w in ops.workers.all():
+            print(f"    {w.hostname:<40} {w.state:<8} pid={w.pid} processed={w.processed} "
+                  f"failed={w.failed}")  # fmt: skip
+
+
+def show_commands(app: Any, task_id: str, queue: str, embedded: bool) -> None:
+    """Commands that work after the demo exits (the result store stays; an embedded Redis
+    does not)."""
+    from taskqueue_backend.selection import result_database_url
+
+    database = result_database_url(app) or ""
+    if database.startswith("sqlite:///") and not database.startswith("sqlite:////"):
+        database = "sqlite:///" + str(REPO_ROOT / database.removeprefix("sqlite:///"))
+    tool = os.path.relpath(Path(sys.executable).with_name("taskqueue"), Path.cwd())
+    say("try it yourself (these work after the demo has exited):")
+    print(f"    {tool} --database-url {database} status {task_id[:8]}")
+    print(f"    {tool} --database-url {database} tasks --name 'proj.tasks.*'")
+    if not embedded:
+        broker = f"--broker-url {app.conf.broker_url}"
+        prefix = app.conf.broker_transport_options.get("global_keyprefix")
+        if prefix:
+            broker += f" --keyprefix {prefix}"
+        print(f"    {tool} {broker} workers")
+        print(f"    {tool} {broker} queues")
 
 
 def main() -> int:
@@ -178,7 +220,7 @@ def main() -> int:
             say(f"REDIS_URL is not set: started an embedded redis-server at {server.url}")
         else:
             say(f"using REDIS_URL={os.environ['REDIS_URL']}")
-        run_demo()
+        run_demo(embedded=server is not None)
     except (DemoFailed, RuntimeError) as exc:
         say(f"FAILED: {exc}")
         return 1

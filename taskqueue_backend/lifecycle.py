@@ -1,9 +1,12 @@
-"""In-process notifications of what the broker did to a task's message.
+"""Every lifecycle event of a task, by name, and the in-process notifications that carry them.
 
-The broker emits (dead-lettered, returned after its worker died) and so do the operators'
-tools (replayed, dead letter deleted); the result backend, when
+The names are the ``event`` column of the result backend's history and the vocabulary of every
+view. The broker emits some of them in the process that saw them happen (a worker dead-letters
+or rejects a message, a live worker returns a dead one's messages); the result backend, when
 the same process has one configured, listens and writes them into the task's history. The
-broker never imports the backend: this module is the only thing they share.
+broker never imports the backend: this module is the only thing they share. Operations that
+run outside a worker (replays, deletes, removes) write their history rows through the result
+store they were given, not through these notifications.
 """
 
 from __future__ import annotations
@@ -16,12 +19,35 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+SENT = "sent"
+RECEIVED = "received"
+STARTED = "started"
+RETRIED = "retried"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+REVOKED = "revoked"
+REJECTED = "rejected"
+DEAD_LETTERED = "dead_lettered"
+RETURNED = "returned"
+REPLAYED = "replayed"
+DEAD_LETTER_DELETED = "dead_letter_deleted"
+
+#: every event a task's history can hold, in the order a task usually meets them
+EVENTS = (
+    SENT, RECEIVED, STARTED, RETRIED, SUCCEEDED, FAILED, REVOKED, REJECTED, DEAD_LETTERED,
+    RETURNED, REPLAYED, DEAD_LETTER_DELETED,
+)  # fmt: skip
+#: events after which the task does not run again by itself
+FINISHED = (SUCCEEDED, FAILED, REVOKED)
+#: what the broker tells listeners in the process where it happened
+BROKER_EVENTS = (DEAD_LETTERED, RETURNED, REJECTED)
+
 
 @dataclass(frozen=True)
 class MessageEvent:
     """One thing that happened to a task's message in the broker."""
 
-    event: str  # dead_lettered | returned | replayed | dead_letter_deleted
+    event: str  # one of BROKER_EVENTS
     task_id: str
     queue: str
     detail: dict[str, Any] = field(default_factory=dict)
@@ -29,7 +55,7 @@ class MessageEvent:
     at: float = field(default_factory=time.time)
 
 
-#: called with a batch of events (one, or all the tasks of one bulk operation)
+#: called with a batch of events (one, or all the tasks of one recovery)
 Listener = Callable[[list[MessageEvent]], None]
 _listeners: list[Listener] = []
 
@@ -49,7 +75,7 @@ def emit(event: MessageEvent) -> None:
 
 
 def emit_all(events: list[MessageEvent]) -> None:
-    """Tell every listener, synchronously (a replay relies on that: see ``dlq``)."""
+    """Tell every listener, synchronously."""
     if not events:
         return
     for listener in list(_listeners):

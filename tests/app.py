@@ -23,6 +23,8 @@ from typing import Any
 import redis
 from celery import Celery, Task
 
+from taskqueue_backend.headers import delivery_count
+
 TRANSPORT = "taskqueue_backend.transport:Transport"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -58,7 +60,8 @@ def _record(task: Task, label: str) -> None:
         "label": label,
         "pid": os.getpid(),
         "t": time.time(),
-        "delivery_count": task.request.get("delivery_count"),
+        "delivery_count": delivery_count(task.request),
+        "delivery_count_header": task.request.get("delivery_count"),
         "redelivered": delivery_info.get("redelivered"),
     }
     _recorder_client().rpush(log_key(_env_keyprefix()), json.dumps(entry))
@@ -160,7 +163,7 @@ def sleep_then_record_to(self: Task, label: str, seconds: float, log_url: str) -
         "label": label,
         "pid": os.getpid(),
         "t": time.time(),
-        "delivery_count": self.request.get("delivery_count"),
+        "delivery_count": delivery_count(self.request),
         "redelivered": delivery_info.get("redelivered"),
     }
     _log_clients[key].rpush(log_key(_env_keyprefix()), json.dumps(entry))

@@ -9,7 +9,6 @@
   and the task's state is still recorded;
 - ``get()`` wakes on PostgreSQL NOTIFY within milliseconds (LISTEN is in use) and still works
   on SQLite by polling;
-- the workers table follows a live worker (heartbeat, counters) and marks it offline;
 - what the broker did to a message (dead-lettered, returned after its worker died) appears in
   the task's history next to what the workers did.
 """
@@ -36,8 +35,7 @@ from celery.result import AsyncResult
 from kombu.exceptions import EncodeError
 from sqlalchemy.engine import make_url
 
-from taskqueue_backend.backend import history
-from taskqueue_backend.backend.queries import UNSURE
+from taskqueue_backend.backend.queries import UNSURE, event_row
 from tests.backend_app import make_app
 from tests.support import StartWorker, WorkerProcess, wait_for
 from tests.support.postgres import EmbeddedPostgres, find_bindir
@@ -231,7 +229,7 @@ def test_a_retried_write_never_repeats_history(backend_env: dict[str, str]) -> N
     start = datetime.now(UTC)
 
     def event(name: str, ms: int) -> dict[str, Any]:
-        return history.event_row(task_id, name, None, "w@h", at=start + timedelta(milliseconds=ms))
+        return event_row(task_id, name, None, "w@h", at=start + timedelta(milliseconds=ms))
 
     def as_if_failed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for e in events:
@@ -390,50 +388,6 @@ def test_get_polls_on_sqlite(backend_env: dict[str, str], start_worker: StartWor
         assert len(members.get(timeout=60)) == 5
 
 
-# -- 5. the workers table --------------------------------------------------------------------
-
-
-def test_workers_table_follows_a_worker(
-    backend_env: dict[str, str], start_worker: StartWorker
-) -> None:
-    name = hostname("row")
-    env = {**backend_env, "TQ_TEST_WORKER_HEARTBEAT": "0.5"}
-    worker = start_worker(app=BACKEND_APP, env=env, concurrency=2, hostname=name).wait_ready()
-    with client(backend_env) as app:
-
-        def row() -> Any:
-            return next((r for r in app.backend.store.workers() if r.hostname == name), None)
-
-        first = wait_for(row, timeout=30, message=f"no row for {name} in the workers table")
-        assert first.state == "online"
-        assert first.queues == ["celery"]
-        assert first.concurrency == 2
-        assert first.pid == worker.pid
-        wait_for(lambda: row().last_heartbeat > first.last_heartbeat, timeout=10,
-                 message="last_heartbeat did not move")  # fmt: skip
-
-        adds = [app.signature("bk.add").delay(n, 1) for n in range(3)]
-        failure = app.signature("bk.fail").delay("on purpose")
-        assert [r.get(timeout=60) for r in adds] == [1, 2, 3]
-        with pytest.raises(ValueError):
-            failure.get(timeout=60)
-
-        def counted() -> Any:
-            found = row()
-            return found if found.processed >= 4 and found.failed >= 1 else None
-
-        final = wait_for(
-            counted,
-            timeout=10,
-            message=lambda: f"counters did not reach processed>=4, failed>=1: {row()}",
-        )
-        assert final.processed == 4 and final.failed == 1
-
-        worker.stop()
-        assert not worker.running
-        assert row().state == "offline"
-
-
 # -- 6. broker events in the history ---------------------------------------------------------
 
 
@@ -509,14 +463,14 @@ def test_returned_message_is_in_the_history(
 def test_a_replayed_dead_letter_reopens_its_result_and_runs_again(
     backend_env: dict[str, str], start_worker: StartWorker, redis_url: str, keyprefix: str
 ) -> None:
-    from taskqueue_backend.dlq import DeadLetters
+    from taskqueue_backend.operations import Operations
 
     start_worker(app=BACKEND_APP, env=backend_env, hostname=hostname("replay")).wait_ready()
     flag = f"{keyprefix}fixed"
     with client(backend_env) as app:
         task = app.signature("bk.reject_until_fixed", args=(flag,)).delay()
-        dead = DeadLetters.from_app(app, actor="ops@example")
-        wait_for(lambda: dead.get(task.id), timeout=30, message="not dead-lettered")
+        dead = Operations.from_app(app, actor="ops@example").dead_letters
+        wait_for(lambda: dead.find(task.id), timeout=30, message="not dead-lettered")
         wait_for(lambda: app.AsyncResult(task.id).state == "FAILURE", timeout=30,
                  message="the rejection was not recorded as a failure")  # fmt: skip
 

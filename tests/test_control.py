@@ -29,10 +29,17 @@ from celery import Celery
 from celery.events import EventReceiver
 from kombu import Connection, Consumer, Exchange, Message, Producer, Queue
 
-from taskqueue_backend.inspect import BrokerInspector
+from taskqueue_backend.operations import Operations
 from tests.app import TRANSPORT, make_app, read_log
 from tests.conftest import WORKERS_KEY
-from tests.support import REPO_ROOT, StartWorker, WorkerProcess, wait_for, worker_command
+from tests.support import (
+    REPO_ROOT,
+    StartWorker,
+    WorkerProcess,
+    operations_for,
+    wait_for,
+    worker_command,
+)
 
 #: replies come back in milliseconds; the deadline only matters on an overloaded machine
 REPLY_TIMEOUT = 10.0
@@ -47,7 +54,7 @@ FAST_HEARTBEAT = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0}
 ALLOWED_KEY = re.compile(
     r"^(?:_kombu\.binding[._].+"
     r"|tq:\{[^}]+\}:(?:ready|delayed|inflight|dead|ids|signal|state|replaying|held:.+|m:.+)"
-    r"|\{tq\}:(?:consumers|queues|audit|consumer:.+)"
+    r"|\{tq\}:(?:consumers|offline|queues|audit|consumer:.+|failed:.+)"
     r"|log)$"
 )
 
@@ -81,10 +88,15 @@ def client_app(redis_url: str, keyprefix: str) -> Iterator[Celery]:
 
 
 @pytest.fixture
-def inspector(redis_url: str, keyprefix: str) -> Iterator[BrokerInspector]:
-    found = BrokerInspector.from_url(redis_url, {"global_keyprefix": keyprefix})
+def inspector(redis_url: str, keyprefix: str) -> Iterator[Operations]:
+    found = operations_for(redis_url, keyprefix)
     yield found
-    found.client.close()
+    found.close()
+
+
+def live(ops: Operations) -> list[Any]:
+    """The consumers that have not gone offline (online or stale)."""
+    return [w for w in ops.workers.all() if w.state != "offline"]
 
 
 @pytest.fixture
@@ -218,7 +230,7 @@ def test_active_lists_the_running_task_and_reserved_the_one_waiting_behind_it(
 def test_a_revoked_task_waiting_behind_a_long_one_never_runs(
     start_worker: StartWorker,
     client_app: Celery,
-    inspector: BrokerInspector,
+    inspector: Operations,
     redis_client: redis.Redis,
     keyprefix: str,
 ) -> None:
@@ -242,18 +254,20 @@ def test_a_revoked_task_waiting_behind_a_long_one_never_runs(
     assert acknowledged and "revoked" in acknowledged[0][node]["ok"]
     wait_for(lambda: read_log(redis_client, keyprefix), timeout=30, message="long task never ran")
     # discarding a revoked task acknowledges its message: it leaves the broker
-    wait_for(lambda: not inspector.find(doomed.id), timeout=30, message="revoked task not settled")
+    wait_for(
+        lambda: not inspector.queues.find(doomed.id), timeout=30, message="revoked task not settled"
+    )
     assert [e["label"] for e in read_log(redis_client, keyprefix)] == ["long"]
     assert "Discarding revoked task" in worker.log_text()
 
 
 def test_shutdown_stops_the_worker_and_it_leaves_the_consumer_registry(
-    start_worker: StartWorker, client_app: Celery, inspector: BrokerInspector
+    start_worker: StartWorker, client_app: Celery, inspector: Operations
 ) -> None:
     worker = start_worker(hostname=f"down-{uuid.uuid4().hex[:6]}@%h", concurrency=1)
     worker.wait_ready()
     wait_for(
-        lambda: any(c.pid == worker.pid for c in inspector.consumers()),
+        lambda: any(c.pid == worker.pid for c in live(inspector)),
         timeout=30,
         message="the worker never registered as a consumer",
     )
@@ -263,7 +277,7 @@ def test_shutdown_stops_the_worker_and_it_leaves_the_consumer_registry(
     wait_for(lambda: not worker.running, timeout=30, message="worker still running")
     assert worker.process.returncode == 0
     assert "Got shutdown from remote" in worker.log_text()
-    assert not [c for c in inspector.consumers() if c.pid == worker.pid]
+    assert not [c for c in live(inspector) if c.pid == worker.pid]
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -302,7 +316,7 @@ def test_an_event_receiver_sees_task_and_worker_heartbeat_events(
 def test_remote_control_leaves_no_reply_queue_or_unknown_key_behind(
     start_worker: StartWorker,
     client_app: Celery,
-    inspector: BrokerInspector,
+    inspector: Operations,
     redis_client: redis.Redis,
     keyprefix: str,
 ) -> None:
@@ -327,7 +341,7 @@ def test_remote_control_leaves_no_reply_queue_or_unknown_key_behind(
     assert all(k.startswith(keyprefix) for k in keys), keys
     unknown = [k for k in keys if not ALLOWED_KEY.match(k[len(keyprefix) :])]
     assert unknown == []
-    assert not [q for q in inspector.queues() if REPLY_QUEUE_MARK in q]
+    assert not [q for q in inspector.queues.names() if REPLY_QUEUE_MARK in q]
 
 
 KILLED_CLIENT = """
@@ -392,16 +406,16 @@ def test_a_client_killed_while_collecting_replies_leaves_nothing_once_its_queue_
 @pytest.fixture
 def expiring_queue(
     redis_url: str, keyprefix: str
-) -> Iterator[tuple[Connection, Queue, BrokerInspector]]:
+) -> Iterator[tuple[Connection, Queue, Operations]]:
     """A plain kombu connection and a queue declared with x-expires (as reply queues are)."""
     options = {"global_keyprefix": keyprefix, **FAST_HEARTBEAT}
     connection = Connection(redis_url, transport=TRANSPORT, transport_options=options)
     name = f"expiring-{uuid.uuid4().hex[:8]}"
     queue = Queue(name, Exchange(name), name, expires=QUEUE_EXPIRES)
-    found = BrokerInspector.from_url(redis_url, options)
+    found = operations_for(redis_url, keyprefix, **FAST_HEARTBEAT)
     yield connection, queue, found
     connection.release()
-    found.client.close()
+    found.close()
 
 
 def receive_one(connection: Connection, queue: Queue) -> tuple[Consumer, Message]:
@@ -430,7 +444,7 @@ def queue_keys_of(redis_client: redis.Redis, keyprefix: str, queue: Queue) -> li
 
 
 def test_an_expiring_queue_whose_message_was_requeued_still_expires(
-    expiring_queue: tuple[Connection, Queue, BrokerInspector],
+    expiring_queue: tuple[Connection, Queue, Operations],
     redis_client: redis.Redis,
     keyprefix: str,
 ) -> None:
@@ -452,7 +466,7 @@ def test_an_expiring_queue_whose_message_was_requeued_still_expires(
 
 
 def test_an_expiring_queue_whose_consumer_died_holding_a_message_still_expires(
-    expiring_queue: tuple[Connection, Queue, BrokerInspector],
+    expiring_queue: tuple[Connection, Queue, Operations],
     redis_client: redis.Redis,
     keyprefix: str,
 ) -> None:
@@ -460,12 +474,12 @@ def test_an_expiring_queue_whose_consumer_died_holding_a_message_still_expires(
     consumer, _ = receive_one(connection, queue)
     consumer.channel._heartbeat.stop()  # the broker now sees a dead consumer
     wait_for(
-        lambda: [c.stale for c in inspector.consumers()] == [True],
+        lambda: [c.state for c in live(inspector)] == ["stale"],
         timeout=15,
         message="the consumer never turned stale",
     )
 
-    [recovered] = inspector.recover_stale()
+    [recovered] = inspector.workers.recover_stale()
 
     assert len(recovered.returned) == 1
     wait_for(
@@ -534,16 +548,13 @@ def test_two_prefixes_on_one_database_share_nothing(
     pids = {str(w.pid) for w in workers.values()} | {str(os.getpid())}
     unprefixed = [c.decode() for c in redis_client.zrange("{tq}:consumers", 0, -1)]
     assert not [c for c in unprefixed if c.split(":")[-2] in pids]
-    inspectors = {
-        side: BrokerInspector.from_url(redis_url, {"global_keyprefix": prefix})
-        for side, prefix in prefixes.items()
-    }
+    inspectors = {side: operations_for(redis_url, prefix) for side, prefix in prefixes.items()}
     try:
         for side, found in inspectors.items():
             other = "b" if side == "a" else "a"
-            listed = {c.pid for c in found.consumers()}
+            listed = {c.pid for c in live(found)}
             assert workers[side].pid in listed
             assert workers[other].pid not in listed
     finally:
         for found in inspectors.values():
-            found.client.close()
+            found.close()

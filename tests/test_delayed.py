@@ -20,9 +20,9 @@ import pytest
 import redis
 from celery import Celery
 
-from taskqueue_backend.inspect import BrokerInspector, MessageLocation
+from taskqueue_backend.operations import Filter, MessageLocation, Operations
 from tests.app import make_app, read_log
-from tests.support import StartWorker, wait_for
+from tests.support import StartWorker, operations_for, wait_for
 
 QUEUE = "celery"
 #: how much earlier than its due time a task may start (clocks of separate processes)
@@ -31,19 +31,17 @@ CLOCK_SLACK = 0.05
 LATENESS = 1.0
 SHORT_HEARTBEAT = {"heartbeat_interval": 0.5, "heartbeat_timeout": 2}
 
-MakeClient = Callable[..., tuple[Celery, BrokerInspector]]
+MakeClient = Callable[..., tuple[Celery, Operations]]
 
 
 @pytest.fixture
 def make_client(redis_url: str, keyprefix: str) -> Iterator[MakeClient]:
     """Build a publishing app and a broker inspector sharing the given transport options."""
-    made: list[tuple[Celery, BrokerInspector]] = []
+    made: list[tuple[Celery, Operations]] = []
 
-    def make(**transport_options: Any) -> tuple[Celery, BrokerInspector]:
+    def make(**transport_options: Any) -> tuple[Celery, Operations]:
         app = make_app(redis_url, keyprefix, **transport_options)
-        inspector = BrokerInspector.from_url(
-            redis_url, {"global_keyprefix": keyprefix, **transport_options}
-        )
+        inspector = operations_for(redis_url, keyprefix, **transport_options)
         made.append((app, inspector))
         return app, inspector
 
@@ -53,11 +51,11 @@ def make_client(redis_url: str, keyprefix: str) -> Iterator[MakeClient]:
         # keeps heartbeating into this test's keys until it is closed.
         app.pool.force_close_all()
         app.close()
-        inspector.client.close()
+        inspector.close()
 
 
-def only_location(inspector: BrokerInspector, task_id: str) -> MessageLocation:
-    found = inspector.find(task_id)
+def only_location(inspector: Operations, task_id: str) -> MessageLocation:
+    found = inspector.queues.find(task_id)
     assert len(found) == 1, f"expected one message for task {task_id}, found {found}"
     return found[0]
 
@@ -81,17 +79,17 @@ def wait_for_labels(
     )
 
 
-def wait_until_queue_is_settled(inspector: BrokerInspector, timeout: float = 20.0) -> None:
+def wait_until_queue_is_settled(inspector: Operations, timeout: float = 20.0) -> None:
     """Wait until nothing is ready, delayed or in flight: no further delivery can happen."""
 
     def settled() -> bool:
-        stats = inspector.queue_stats(QUEUE)
+        stats = inspector.queues.stats(QUEUE)
         return stats.ready == 0 and stats.delayed == 0 and stats.inflight == 0
 
     wait_for(
         settled,
         timeout=timeout,
-        message=lambda: f"queue never settled: {inspector.queue_stats(QUEUE)}",
+        message=lambda: f"queue never settled: {inspector.queues.stats(QUEUE)}",
     )
 
 
@@ -114,21 +112,30 @@ def test_countdown_and_eta_messages_wait_in_the_broker_then_run_once_on_time(
     eta = datetime.now(UTC) + timedelta(seconds=2)
     sent.update({f"eta-{i}": record.apply_async((f"eta-{i}",), eta=eta) for i in range(2)})
 
-    stats = inspector.queue_stats(QUEUE)
+    stats = inspector.queues.stats(QUEUE)
     assert (stats.delayed, stats.ready, stats.inflight) == (4, 0, 0)
     locations = {label: only_location(inspector, result.id) for label, result in sent.items()}
     assert {label: loc.state for label, loc in locations.items()} == dict.fromkeys(sent, "delayed")
-    due = {label: loc.due_at for label, loc in locations.items()}
+    due = {label: loc.due_at.timestamp() for label, loc in locations.items() if loc.due_at}
     for i in range(2):
         assert published_from + 2 - 0.001 <= due[f"countdown-{i}"] <= published_until + 2 + 0.001
         assert due[f"eta-{i}"] == pytest.approx(eta.timestamp(), abs=0.001)
 
     scheduled = app.control.inspect(destination=[hostname], timeout=10).scheduled()
     replied_at = time.time()
-    assert scheduled == {hostname: []}, "the worker holds delayed tasks in memory"
-    assert replied_at < min(due.values()), (
-        "the worker answered only after the tasks fell due, so its empty schedule proves nothing"
-    )
+    assert replied_at < min(due.values()), "the worker answered only after the tasks fell due"
+    # the broker holds them, not the worker (nothing is leased), and `inspect scheduled` lists
+    # them from the broker in stock's shape
+    assert inspector.queues.stats(QUEUE).inflight == 0
+    listed = {entry["request"]["id"]: entry for entry in scheduled[hostname]}
+    assert set(listed) == {result.id for result in sent.values()}
+    for label, result in sent.items():
+        entry = listed[result.id]
+        eta_listed = datetime.fromisoformat(entry["eta"]).timestamp()
+        assert eta_listed == pytest.approx(due[label], abs=0.001)
+        assert entry["request"]["name"] == "tests.app.record"
+        assert entry["request"]["args"] == [label]
+        assert entry["request"]["delivery_info"]["routing_key"] == QUEUE
 
     wait_for_labels(redis_client, keyprefix, set(sent), timeout=20)
     wait_until_queue_is_settled(inspector)
@@ -158,7 +165,7 @@ def test_retry_with_countdown_waits_in_the_broker_between_attempts(
     delayed_messages: set[str] = set()
 
     def finished() -> list[dict[str, Any]]:
-        for location in inspector.find(result.id):
+        for location in inspector.queues.find(result.id):
             if location.state == "delayed":
                 delayed_messages.add(location.message_id)
         return read_log(redis_client, keyprefix)
@@ -172,7 +179,7 @@ def test_retry_with_countdown_waits_in_the_broker_between_attempts(
     elapsed = entries[0]["t"] - published_at
     assert 2 - CLOCK_SLACK <= elapsed <= 2 + 2 * LATENESS, f"completed after {elapsed:.3f} s"
     assert len(delayed_messages) == 2, "each retry should wait in the broker as its own message"
-    assert inspector.find(result.id) == []
+    assert inspector.queues.find(result.id) == []
 
 
 @pytest.mark.parametrize("acks_late", [False, True], ids=["acks_early", "acks_late"])
@@ -207,10 +214,10 @@ def test_tasks_longer_than_the_heartbeat_window_are_never_redelivered(
     reaped: list[str] = []
 
     def all_ran() -> bool:
-        for recovery in inspector.recover_stale():
+        for recovery in inspector.workers.recover_stale():
             reaped.extend(recovery.returned + recovery.dead_lettered)
         recorded = {e["label"] for e in read_log(redis_client, keyprefix)}
-        stats = inspector.queue_stats(QUEUE)
+        stats = inspector.queues.stats(QUEUE)
         return set(labels) <= recorded and stats.ready + stats.delayed + stats.inflight == 0
 
     wait_for(
@@ -218,7 +225,7 @@ def test_tasks_longer_than_the_heartbeat_window_are_never_redelivered(
         timeout=45,
         interval=0.1,
         message=lambda: (
-            f"log: {read_log(redis_client, keyprefix)}; queue: {inspector.queue_stats(QUEUE)}"
+            f"log: {read_log(redis_client, keyprefix)}; queue: {inspector.queues.stats(QUEUE)}"
         ),
     )
 
@@ -226,7 +233,7 @@ def test_tasks_longer_than_the_heartbeat_window_are_never_redelivered(
     assert Counter(e["label"] for e in entries) == dict.fromkeys(labels, 1)
     assert {e["label"]: e["delivery_count"] for e in entries} == dict.fromkeys(labels, 1)
     assert reaped == [], "the busy worker was declared dead and lost its messages"
-    assert inspector.queue_stats(QUEUE).dead == 0
+    assert inspector.queues.stats(QUEUE).dead == 0
     log = worker.log_text()
     assert "missed its heartbeat window" not in log
     assert "stopped heartbeating" not in log
@@ -247,7 +254,7 @@ def test_message_whose_ttl_passes_before_delivery_is_dead_lettered_not_run(
     published = only_location(inspector, expiring.id)
     assert published.state == "ready"
     assert published.published_at is not None
-    expired_after = published.published_at + 1.0 + CLOCK_SLACK
+    expired_after = published.published_at.timestamp() + 1.0 + CLOCK_SLACK
     wait_for(lambda: time.time() > expired_after, timeout=5, message="TTL never passed")
 
     start_worker().wait_ready()
@@ -260,6 +267,8 @@ def test_message_whose_ttl_passes_before_delivery_is_dead_lettered_not_run(
     ], f"log: {entries}"
     dead = only_location(inspector, expiring.id)
     assert (dead.state, dead.reason, dead.deliveries) == ("dead", "expired", 0)
-    assert [m.task_id for m in inspector.dead_letters(QUEUE)] == [expiring.id]
-    assert inspector.find(lasting.id) == []
-    assert inspector.find(sentinel.id) == []
+    assert [m.task_id for m in inspector.dead_letters.page(Filter(queue=QUEUE)).items] == [
+        expiring.id
+    ]
+    assert inspector.queues.find(lasting.id) == []
+    assert inspector.queues.find(sentinel.id) == []

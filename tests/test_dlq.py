@@ -1,4 +1,4 @@
-"""Dead letters through the shared API (``taskqueue_backend.dlq``) and the ``dlq`` commands.
+"""Dead letters through the operations layer (``Operations.dead_letters``) and ``dlq`` commands.
 
 - list/filter/cursor, get, stats over real dead letters made by a real consumer;
 - replay: exact body and priority, to the original or another queue, dry run, rate limit;
@@ -26,11 +26,13 @@ import pytest
 import redis
 from celery import Celery
 
-from taskqueue_backend.dlq import DeadLetters, Filter, InvalidRequest
-from taskqueue_backend.inspect import BrokerInspector
+from taskqueue_backend.clock import from_epoch
+from taskqueue_backend.operations import AuditQuery, Filter, InvalidRequest, NotFound, Operations
+from taskqueue_backend.operations.dead_letters import DeadLetters
 from taskqueue_backend.transport.keys import QueueKeys
 from tests.app import make_app, read_log
-from tests.support import StartWorker, wait_for
+from tests.support import StartWorker, operations_for, wait_for
+from tests.support.dead_letters import bury
 
 QUEUE = "celery"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,27 +47,14 @@ def client(redis_url: str, keyprefix: str) -> Iterator[Celery]:
     app.close()
 
 
-def inspector(redis_url: str, keyprefix: str, **options: Any) -> BrokerInspector:
-    return BrokerInspector.from_url(redis_url, {"global_keyprefix": keyprefix, **options})
+def inspector(redis_url: str, keyprefix: str, **options: Any) -> Operations:
+    return operations_for(redis_url, keyprefix, **options)
 
 
-def bury(
-    app: Celery,
-    name: str,
-    args: tuple[Any, ...] = (),
-    reason: str = "rejected",
-    detail: str = "rejected without requeue",
-    queue: str = QUEUE,
-    priority: int | None = None,
-) -> str:
-    """Publish one task, take it with a real consumer and dead-letter it; its task id."""
-    task_id = app.send_task(name, args, queue=queue, priority=priority).id
-    with app.connection_for_read() as conn:
-        channel = conn.default_channel
-        message = wait_for(lambda: channel.basic_get(queue), timeout=10, message="no message")
-        channel.dead_letter(message.delivery_tag, reason, detail)
-        channel.qos._delivered.pop(message.delivery_tag, None)
-    return task_id
+def dead_letters(
+    redis_url: str, keyprefix: str, actor: str = "tests", **options: Any
+) -> DeadLetters:
+    return inspector(redis_url, keyprefix, **options).acting_as(actor).dead_letters
 
 
 def stored_body(client: redis.Redis, keyprefix: str, queue: str, task_id: str) -> bytes:
@@ -85,7 +74,7 @@ def test_list_filters_and_pages_newest_first(
 ) -> None:
     ids = [bury(client, "tests.app.record", (f"r{i}",)) for i in range(5)]
     unknown = bury(client, "proj.billing.charge", ("invoice-42",), "unknown_task", "no task named")
-    dead = DeadLetters(inspector(redis_url, keyprefix), actor="tester")
+    dead = dead_letters(redis_url, keyprefix, "tester")
 
     everything = dead.page(limit=100).items
     assert [e.task_id for e in everything] == [unknown, *reversed(ids)]
@@ -105,13 +94,16 @@ def test_list_filters_and_pages_newest_first(
     assert [e.task_id for e in dead.matching(Filter(reason="unknown_task"))] == [unknown]
     assert [e.task_id for e in dead.matching(Filter(text="R3"))] == [ids[3]]
     assert list(dead.matching(Filter(queue="other"))) == []
-    assert list(dead.matching(Filter(since=time.time() + 60))) == []
-    assert len(list(dead.matching(Filter(until=time.time() + 1)))) == 6
+    assert list(dead.matching(Filter(since=from_epoch(time.time() + 60)))) == []
+    assert len(list(dead.matching(Filter(until=from_epoch(time.time() + 1))))) == 6
 
     shown = dead.get(ids[0])
     assert shown is not None and shown.body is not None
     assert json.loads(shown.body)["headers"]["id"] == ids[0]
-    assert dead.get("no-such-id") is None
+    assert dead.find("no-such-id") is None
+    with pytest.raises(NotFound):
+        dead.get("no-such-id")
+    assert dead.get(ids[0][:8]).task_id == ids[0], "a unique prefix of a task id names it"
 
     stats = dead.stats()
     assert stats.total == 6
@@ -123,7 +115,7 @@ def test_list_filters_and_pages_newest_first(
 
 def test_bad_requests_get_clear_errors(redis_url: str, keyprefix: str, client: Celery) -> None:
     bury(client, "tests.app.record", ("x",))
-    dead = DeadLetters(inspector(redis_url, keyprefix))
+    dead = dead_letters(redis_url, keyprefix)
     with pytest.raises(InvalidRequest, match="unknown reason"):
         Filter(reason="bogus")
     with pytest.raises(InvalidRequest, match="invalid cursor"):
@@ -132,7 +124,7 @@ def test_bad_requests_get_clear_errors(redis_url: str, keyprefix: str, client: C
         dead.page(limit=0)
     with pytest.raises(InvalidRequest, match="exactly one"):
         dead.replay()
-    with pytest.raises(InvalidRequest, match="no dead letter"):
+    with pytest.raises(NotFound, match="no dead letter"):
         dead.replay(["nope"])
     with pytest.raises(InvalidRequest, match="rate"):
         dead.replay(everything=True, rate=0)
@@ -148,21 +140,21 @@ def test_replay_puts_the_exact_message_back_with_its_priority(
     task_id = bury(client, "tests.app.record", ("p",), priority=7)
     before = stored_body(redis_client, keyprefix, QUEUE, task_id)
     broker = inspector(redis_url, keyprefix)
-    dead = DeadLetters(broker, actor="alice")
+    dead = broker.acting_as("alice").dead_letters
 
     dry = dead.replay([task_id], dry_run=True)
     assert (dry.matched, dry.done) == (1, 0)
-    assert broker.queue_stats(QUEUE).dead == 1
+    assert broker.queues.stats(QUEUE).dead == 1
 
     outcome = dead.replay([task_id], reason="bug 123 fixed")
     assert (outcome.matched, outcome.done, outcome.skipped) == (1, 1, 0)
-    stats = broker.queue_stats(QUEUE)
+    stats = broker.queues.stats(QUEUE)
     assert (stats.dead, stats.ready_by_priority) == (0, {7: 1})
     assert stored_body(redis_client, keyprefix, QUEUE, task_id) == before
-    [location] = broker.find(task_id)
+    [location] = broker.queues.find(task_id)
     assert location.state == "ready"
 
-    [entry] = dead.audit.entries(action="dlq.replay")
+    [entry] = broker.audit.entries(AuditQuery(action="dlq.replay")).items
     assert (entry.actor, entry.reason, entry.detail["done"]) == ("alice", "bug 123 fixed", 1)
     assert entry.detail["task_ids"] == [task_id]
 
@@ -176,13 +168,13 @@ def test_replay_to_another_queue(
     task_id = bury(client, "tests.app.record", ("moved",))
     before = stored_body(redis_client, keyprefix, QUEUE, task_id)
     broker = inspector(redis_url, keyprefix)
-    outcome = DeadLetters(broker).replay(everything=True, to_queue="retry-here")
+    outcome = broker.dead_letters.replay(everything=True, to_queue="retry-here")
     assert outcome.done == 1
-    assert broker.queue_stats(QUEUE).dead == 0
-    assert broker.queue_stats("retry-here").ready == 1
-    assert [m.queue for m in broker.find(task_id)] == ["retry-here"]
+    assert broker.queues.stats(QUEUE).dead == 0
+    assert broker.queues.stats("retry-here").ready == 1
+    assert [m.queue for m in broker.queues.find(task_id)] == ["retry-here"]
     assert stored_body(redis_client, keyprefix, "retry-here", task_id) == before
-    assert "retry-here" in broker.queues()
+    assert "retry-here" in broker.queues.names()
 
 
 def test_two_replayers_racing_on_one_entry_replay_it_once(
@@ -190,7 +182,7 @@ def test_two_replayers_racing_on_one_entry_replay_it_once(
 ) -> None:
     task_ids = [bury(client, "tests.app.record", (f"race{i}",)) for i in range(20)]
     broker = inspector(redis_url, keyprefix)
-    replayers = [DeadLetters(inspector(redis_url, keyprefix)) for _ in range(4)]
+    replayers = [dead_letters(redis_url, keyprefix) for _ in range(4)]
     start = threading.Barrier(len(replayers))
     outcomes: list[Any] = []
 
@@ -207,9 +199,9 @@ def test_two_replayers_racing_on_one_entry_replay_it_once(
     done = [o.done for o in outcomes]
     assert len(outcomes) == 4 and sum(o.matched for o in outcomes) >= 20
     assert sum(done) == 20, done
-    stats = broker.queue_stats(QUEUE)
+    stats = broker.queues.stats(QUEUE)
     assert (stats.ready, stats.dead) == (20, 0)
-    assert all([m.state for m in broker.find(t)] == ["ready"] for t in task_ids)
+    assert all([m.state for m in broker.queues.find(t)] == ["ready"] for t in task_ids)
 
 
 def test_replay_rate_limit_spreads_the_work(redis_url: str, keyprefix: str, client: Celery) -> None:
@@ -217,7 +209,7 @@ def test_replay_rate_limit_spreads_the_work(redis_url: str, keyprefix: str, clie
         bury(client, "tests.app.record", (f"slow{i}",))
     seen: list[int] = []
     started = time.monotonic()
-    outcome = DeadLetters(inspector(redis_url, keyprefix)).replay(
+    outcome = dead_letters(redis_url, keyprefix).replay(
         everything=True, rate=4, progress=seen.append
     )
     took = time.monotonic() - started
@@ -231,9 +223,9 @@ def test_a_replay_runs_once_the_handler_is_fixed(
 ) -> None:  # fmt: skip
     task_id = client.send_task("tests.app.added_in_a_fix", ("after the fix",)).id
     broker = inspector(redis_url, keyprefix)
-    dead = DeadLetters(broker)
+    dead = broker.dead_letters
     old = start_worker()
-    entry = wait_for(lambda: dead.get(task_id), timeout=30, message="not dead-lettered")
+    entry = wait_for(lambda: dead.find(task_id), timeout=30, message="not dead-lettered")
     assert entry.reason == "unknown_task"
     assert old.stop() == 0
 
@@ -245,8 +237,10 @@ def test_a_replay_runs_once_the_handler_is_fixed(
         message="the replayed task did not run",
     )
     assert len(ran) == 1
-    assert wait_for(lambda: broker.queue_stats(QUEUE).ready == 0 and broker.find(task_id) == [],
-                    timeout=10, message="the replayed message was not acknowledged")  # fmt: skip
+    assert wait_for(
+        lambda: broker.queues.stats(QUEUE).ready == 0 and broker.queues.find(task_id) == [],
+        timeout=10, message="the replayed message was not acknowledged",
+    )  # fmt: skip
     assert dead.stats().total == 0
 
 
@@ -262,8 +256,8 @@ def test_a_task_that_fails_is_dead_lettered_with_its_exception(
 ) -> None:
     start_worker(hostname="failing@localhost")
     task_id = client.send_task("tests.app.always_fail", ("boom",), priority=3).id
-    dead = DeadLetters(inspector(redis_url, keyprefix))
-    entry = wait_for(lambda: dead.get(task_id), timeout=30, message="not dead-lettered")
+    dead = dead_letters(redis_url, keyprefix)
+    entry = wait_for(lambda: dead.find(task_id), timeout=30, message="not dead-lettered")
     assert entry.reason == "failed"
     assert entry.task_name == "tests.app.always_fail"
     assert entry.exc_type == "builtins.ValueError"
@@ -278,11 +272,15 @@ def test_a_task_that_fails_is_dead_lettered_with_its_exception(
 
     # a replay runs it again (it fails again: one new entry, nothing else queued)
     assert dead.replay([task_id]).done == 1
-    again = wait_for(lambda: (e := dead.get(task_id)) and e.replays == 0 and e, timeout=30,
-                     message="the replayed task did not fail again")  # fmt: skip
+    again = wait_for(lambda: (e := dead.find(task_id)) and e.dead_at != entry.dead_at and e,
+                     timeout=30, message="the replayed task did not fail again")  # fmt: skip
     assert again.reason == "failed"
+    # the entry of the second failure keeps the first one's history: replayed once, first
+    # published when the task was first sent
+    assert again.replays == 1
+    assert again.published_at == entry.published_at
     assert dead.stats().total == 1
-    assert inspector(redis_url, keyprefix).queue_stats(QUEUE).ready == 0
+    assert inspector(redis_url, keyprefix).queues.stats(QUEUE).ready == 0
 
 
 def test_a_late_acked_task_that_fails_is_kept_byte_for_byte(
@@ -292,14 +290,15 @@ def test_a_late_acked_task_that_fails_is_kept_byte_for_byte(
     task_id = client.send_task("tests.app.always_fail", ("exact",), priority=5).id
     published = stored_body(redis_client, keyprefix, QUEUE, task_id)
     start_worker(env={"TQ_TEST_ACKS_LATE": "1"})
-    dead = DeadLetters(inspector(redis_url, keyprefix))
-    entry = wait_for(lambda: dead.get(task_id), timeout=30, message="not dead-lettered")
+    dead = dead_letters(redis_url, keyprefix)
+    entry = wait_for(lambda: dead.find(task_id), timeout=30, message="not dead-lettered")
     assert (entry.reason, entry.exc_type, entry.priority) == ("failed", "builtins.ValueError", 5)
     assert entry.body == published.decode()
     assert stored_body(redis_client, keyprefix, QUEUE, task_id) == published
     # the worker acknowledged the original: only the dead letter is left
-    wait_for(lambda: inspector(redis_url, keyprefix).queue_stats(QUEUE).inflight == 0, timeout=10)
-    assert [m.state for m in inspector(redis_url, keyprefix).find(task_id)] == ["dead"]
+    ops = inspector(redis_url, keyprefix)
+    wait_for(lambda: ops.queues.stats(QUEUE).inflight == 0, timeout=10)
+    assert [m.state for m in ops.queues.find(task_id)] == ["dead"]
 
 
 def test_a_task_is_dead_lettered_once_its_retries_are_exhausted(
@@ -307,8 +306,8 @@ def test_a_task_is_dead_lettered_once_its_retries_are_exhausted(
 ) -> None:
     start_worker()
     task_id = client.send_task("tests.app.retry_then_fail", ("r",)).id
-    dead = DeadLetters(inspector(redis_url, keyprefix))
-    entry = wait_for(lambda: dead.get(task_id), timeout=30, message="not dead-lettered")
+    dead = dead_letters(redis_url, keyprefix)
+    entry = wait_for(lambda: dead.find(task_id), timeout=30, message="not dead-lettered")
     assert (entry.reason, entry.retries, entry.exc_type) == ("failed", 2, "builtins.RuntimeError")
     assert entry.exc_message == "attempt 2 of r"
     time.sleep(0.5)  # no retry is left that could add a second entry
@@ -325,14 +324,14 @@ def test_failures_of_opted_out_tasks_and_queues_are_not_dead_lettered(
     kept = client.send_task("tests.app.always_fail", ("k",)).id
     # the worker runs them in order per queue; once the kept one is a dead letter and a
     # marker task after the others ran, nothing else can still arrive
-    dead = DeadLetters(inspector(redis_url, keyprefix))
-    wait_for(lambda: dead.get(kept), timeout=30, message="the kept failure was not dead-lettered")
+    dead = dead_letters(redis_url, keyprefix)
+    wait_for(lambda: dead.find(kept), timeout=30, message="the kept failure was not dead-lettered")
     for queue in ("celery", "noisy"):
         client.send_task("tests.app.record", (f"after-{queue}",), queue=queue)
     wait_for(lambda: len(read_log(redis_client, keyprefix)) == 2, timeout=30,
              message="the marker tasks did not run")  # fmt: skip
-    assert dead.get(opted_out) is None
-    assert dead.get(noisy) is None
+    assert dead.find(opted_out) is None
+    assert dead.find(noisy) is None
     assert [e.task_id for e in dead.matching()] == [kept]
 
 
@@ -341,8 +340,8 @@ def test_a_late_ack_failure_rejected_by_the_worker_is_dead_lettered_once(
 ) -> None:
     start_worker(env={"TQ_TEST_ACKS_LATE": "1", "TQ_TEST_ACKS_ON_FAILURE": "0"})
     task_id = client.send_task("tests.app.always_fail", ("late",)).id
-    dead = DeadLetters(inspector(redis_url, keyprefix))
-    entry = wait_for(lambda: dead.get(task_id), timeout=30, message="not dead-lettered")
+    dead = dead_letters(redis_url, keyprefix)
+    entry = wait_for(lambda: dead.find(task_id), timeout=30, message="not dead-lettered")
     assert entry.reason == "rejected" and entry.deliveries == 1
     time.sleep(0.5)
     assert len(dead_letters_of(dead, task_id)) == 1, "buried by the broker and again"
@@ -355,11 +354,11 @@ def test_delete_and_purge_with_dry_runs(redis_url: str, keyprefix: str, client: 
     keep = bury(client, "tests.app.record", ("keep",), "unknown_task", "no task named")
     victims = [bury(client, "tests.app.record", (f"v{i}",)) for i in range(3)]
     broker = inspector(redis_url, keyprefix)
-    dead = DeadLetters(broker, actor="bob")
+    dead = broker.acting_as("bob").dead_letters
 
     assert dead.delete([victims[0]], reason="duplicate").done == 1
-    assert dead.get(victims[0]) is None
-    assert broker.find(victims[0]) == [], "the task id no longer points anywhere"
+    assert dead.find(victims[0]) is None
+    assert broker.queues.find(victims[0]) == [], "the task id no longer points anywhere"
 
     dry = dead.purge(Filter(reason="rejected"), dry_run=True)
     assert (dry.matched, dry.done) == (2, 0)
@@ -370,7 +369,7 @@ def test_delete_and_purge_with_dry_runs(redis_url: str, keyprefix: str, client: 
     assert (purged.matched, purged.done) == (2, 2)
     assert [e.task_id for e in dead.matching()] == [keep]
 
-    actions = [(e.action, e.actor, e.reason) for e in dead.audit.entries()]
+    actions = [(e.action, e.actor, e.reason) for e in broker.audit.entries().items]
     assert actions == [("dlq.purge", "bob", "cleanup"), ("dlq.delete", "bob", "duplicate")]
     with pytest.raises(InvalidRequest):
         dead.purge()
@@ -380,17 +379,17 @@ def test_retention_trims_are_counted_and_logged(
     redis_url: str, keyprefix: str, client: Celery, caplog: pytest.LogCaptureFixture
 ) -> None:
     ids = [bury(client, "tests.app.record", (f"t{i}",)) for i in range(5)]
-    unlimited = DeadLetters(inspector(redis_url, keyprefix))
+    unlimited = dead_letters(redis_url, keyprefix)
     assert unlimited.trim() == {}, "without a retention setting nothing is ever trimmed"
 
-    limited = DeadLetters(inspector(redis_url, keyprefix, dead_letter_max_count=3))
+    limited = dead_letters(redis_url, keyprefix, dead_letter_max_count=3)
     with caplog.at_level(logging.WARNING, logger="taskqueue_backend.transport.retention"):
         assert limited.trim() == {QUEUE: 2}
     assert [e.task_id for e in limited.matching()] == list(reversed(ids[2:]))
     assert limited.stats().trimmed == {QUEUE: 2}
     assert "removed 2 entries" in caplog.text and ids[0] in caplog.text
 
-    aged = DeadLetters(inspector(redis_url, keyprefix, dead_letter_max_age=0.001))
+    aged = dead_letters(redis_url, keyprefix, dead_letter_max_age=0.001)
     time.sleep(0.01)  # older than one millisecond
     assert aged.trim() == {QUEUE: 3}
     assert aged.stats().trimmed == {QUEUE: 5}
@@ -403,7 +402,7 @@ def test_workers_apply_the_retention_on_their_heartbeat(
     start_worker(env={"TQ_TEST_TRANSPORT_OPTIONS": json.dumps(options)})
     for i in range(4):
         client.send_task("no.such.task", (i,))
-    dead = DeadLetters(inspector(redis_url, keyprefix))
+    dead = dead_letters(redis_url, keyprefix)
     # (a stats call reads the entries, then the trim counts: wait for a settled view)
     stats = wait_for(
         lambda: (s := dead.stats()).trimmed == {QUEUE: 2} and s.total == 2 and s,
@@ -444,14 +443,14 @@ def test_taskqueue_dlq_commands(redis_url: str, keyprefix: str, client: Celery) 
 
     dry = run_cli(*base, "dlq", "replay", "--all", "--dry-run")
     assert "3 dead letter(s) would be replayed" in dry.stdout
-    replayed = run_cli(*base, "dlq", "replay", ids[0], "--reason", "cli test")
+    replayed = run_cli(*base, "dlq", "replay", ids[0], "--note", "cli test")
     assert replayed.returncode == 0 and "replayed 1 of 1" in replayed.stdout
 
     bad = run_cli(*base, "dlq", "purge")
     assert bad.returncode == 2 and "exactly one" in bad.stderr
     purged = run_cli(*base, "dlq", "purge", "--all", "--yes", "--json")
     assert json.loads(purged.stdout)["done"] == 2
-    assert DeadLetters(inspector(redis_url, keyprefix)).stats().total == 0
+    assert dead_letters(redis_url, keyprefix).stats().total == 0
 
 
 def test_celery_dlq_command_uses_the_apps_settings(

@@ -24,12 +24,12 @@ from celery import Celery
 from kombu import Connection, Producer
 
 from taskqueue_backend.embedded import EmbeddedRedis
-from taskqueue_backend.inspect import BrokerInspector, MessageLocation
+from taskqueue_backend.operations import Filter, MessageLocation, Operations, to_json
 from taskqueue_backend.transport import InvalidPriority
 from taskqueue_backend.transport.keys import QueueKeys
 from taskqueue_backend.transport.messages import now_ms
 from tests.app import TRANSPORT, make_app, read_log
-from tests.support import StartWorker, WorkerProcess, wait_for
+from tests.support import StartWorker, WorkerProcess, operations_for, wait_for
 
 QUEUE = "celery"
 #: a short heartbeat window so a crashed consumer's leases come back within seconds
@@ -61,17 +61,17 @@ def worker_env(url: str, transport_options: dict[str, Any], **extra: str) -> dic
     }
 
 
-def inspector_for(url: str, keyprefix: str, **options: Any) -> BrokerInspector:
-    return BrokerInspector.from_url(url, {"global_keyprefix": keyprefix, **options})
+def inspector_for(url: str, keyprefix: str, **options: Any) -> Operations:
+    return operations_for(url, keyprefix, **options)
 
 
 def labels(log_client: redis.Redis, keyprefix: str) -> list[str]:
     return [entry["label"] for entry in read_log(log_client, keyprefix)]
 
 
-def dead_letter_of(inspector: BrokerInspector, task_id: str) -> MessageLocation | None:
+def dead_letter_of(inspector: Operations, task_id: str) -> MessageLocation | None:
     """The task's message once it is a dead letter (``None`` while it is anywhere else)."""
-    found = [m for m in inspector.find(task_id) if m.state == "dead"]
+    found = [m for m in inspector.queues.find(task_id) if m.state == "dead"]
     return found[0] if found else None
 
 
@@ -150,7 +150,7 @@ def test_no_task_is_lost_when_redis_crashes_under_a_busy_worker(
     finally:
         client.close()
     inspector = inspector_for(broker.url, keyprefix, **HEARTBEAT)
-    assert inspector.queue_stats(QUEUE).ready == total
+    assert inspector.queues.stats(QUEUE).ready == total
 
     worker = start_worker(
         concurrency=CONCURRENCY,
@@ -182,9 +182,9 @@ def test_no_task_is_lost_when_redis_crashes_under_a_busy_worker(
         ),
     )
     wait_for(
-        lambda: (s := inspector.queue_stats(QUEUE)).ready + s.delayed + s.inflight == 0,
+        lambda: (s := inspector.queues.stats(QUEUE)).ready + s.delayed + s.inflight == 0,
         timeout=30,
-        message=lambda: f"messages left in the queue: {inspector.queue_stats(QUEUE)}",
+        message=lambda: f"messages left in the queue: {inspector.queues.stats(QUEUE)}",
     )
 
     runs: defaultdict[str, list[int]] = defaultdict(list)
@@ -197,7 +197,7 @@ def test_no_task_is_lost_when_redis_crashes_under_a_busy_worker(
     for label, counts in repeated.items():
         assert len(set(counts)) == len(counts), f"{label} ran twice from one delivery: {counts}"
     assert len(repeated) <= CONCURRENCY * PREFETCH_MULTIPLIER, repeated
-    assert inspector.queue_stats(QUEUE).dead == 0
+    assert inspector.queues.stats(QUEUE).dead == 0
     assert worker.running
 
 
@@ -236,8 +236,8 @@ def test_malformed_envelope_is_dead_lettered_byte_for_byte_and_the_worker_keeps_
     try:
         assert_still_serving(worker, client, redis_client, keyprefix, "after-garbage")
 
-        dead = wait_for(lambda: inspector.dead_letters(QUEUE), timeout=30)
-        assert [(m.message_id, m.reason) for m in dead] == [(message_id, "malformed")]
+        dead = wait_for(lambda: inspector.dead_letters.page(Filter(queue=QUEUE)).items, timeout=30)
+        assert [(m.id, m.reason) for m in dead] == [(message_id, "malformed")]
         assert "not JSON" in (dead[0].detail or "")
         assert redis_client.hget(keys.message(message_id), "body") == GARBAGE
         assert f"dead-lettered message {message_id}" in worker.log_text()
@@ -250,10 +250,11 @@ def test_inspector_shows_a_message_whose_body_is_not_text(redis_url: str, keypre
     message_id, _ = write_raw_message(redis_url, keyprefix, GARBAGE)
     inspector = inspector_for(redis_url, keyprefix)
 
-    shown = inspector.message(QUEUE, message_id, with_body=True)
+    shown = inspector.queues.message(QUEUE, message_id)
 
     assert shown is not None
-    assert "this is not a kombu envelope {" in (shown.body or "")
+    assert b"this is not a kombu envelope {" in (shown.body or b"")
+    assert to_json(shown)["body"] == "\\x80\x04this is not a kombu envelope {"  # escaped
 
 
 def test_body_that_does_not_decode_is_dead_lettered_instead_of_dropped(
@@ -282,7 +283,7 @@ def test_body_that_does_not_decode_is_dead_lettered_instead_of_dropped(
         dead = wait_for(lambda: dead_letter_of(inspector, task_id), timeout=30)
         assert dead.reason == "undecodable"
         assert "DecodeError" in (dead.detail or ""), dead.detail
-        stored = json.loads(inspector.find(task_id, with_body=True)[0].body or "")
+        stored = json.loads(inspector.dead_letters.get(task_id).body or "")
         assert stored["headers"]["id"] == task_id  # the envelope, kept as published
         assert_still_serving(worker, client, redis_client, keyprefix, "after-undecodable")
     finally:
@@ -301,7 +302,7 @@ def test_unknown_task_name_is_dead_lettered_with_the_name(
         dead = wait_for(
             lambda: (m := dead_letter_of(inspector, task_id)) and m.reason == "unknown_task" and m,
             timeout=30,
-            message=lambda: f"not dead-lettered as unknown_task: {inspector.find(task_id)}",
+            message=lambda: f"not dead-lettered as unknown_task: {inspector.queues.find(task_id)}",
         )
         assert "no.such.task" in (dead.detail or "")
         assert_still_serving(worker, client, redis_client, keyprefix, "after-unknown")
@@ -322,8 +323,8 @@ def test_invalid_priority_is_refused_at_publish_and_nothing_is_stored(
     finally:
         client.close()
 
-    assert inspector.find(task_id) == []
-    stats = inspector.queue_stats(QUEUE)
+    assert inspector.queues.find(task_id) == []
+    stats = inspector.queues.stats(QUEUE)
     assert (stats.ready, stats.delayed, stats.inflight, stats.dead) == (0, 0, 0, 0)
 
 

@@ -1,4 +1,4 @@
-"""The broker inspection API (``BrokerInspector``) and its ``taskqueue`` command line.
+"""The operations layer's broker views: finding a task, counting a queue, removing, consumers.
 
 Tasks are published by a stock Celery client; messages are held in flight or rejected by a
 plain kombu ``Consumer`` on the same transport, so no worker is needed except to show that
@@ -9,15 +9,11 @@ Redis commands ``find`` sends are recorded with ``MONITOR`` and may not scan any
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,17 +22,19 @@ from celery import Celery
 from celery.result import AsyncResult
 from kombu import Connection, Consumer, Exchange, Message, Queue
 
-from taskqueue_backend.inspect import BrokerInspector, MessageLocation
+from taskqueue_backend.operations import MessageLocation, NotFound, Operations
+from taskqueue_backend.operations.broker import BrokerAccess
 from taskqueue_backend.transport.options import BrokerOptions
-from tests.app import make_app, read_log
-from tests.support import StartWorker, wait_for
+from taskqueue_backend.transport.scripts import Scripts
+from tests.app import TRANSPORT, make_app, read_log
+from tests.support import StartWorker, operations_for, wait_for
 
 QUEUE = "celery"
 #: short heartbeats, so that a consumer that stops beating turns stale within a second
 OPTIONS: dict[str, Any] = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0}
 #: what a lookup by task id may send: the queue registry, the id index, the message itself
 # index reads and O(1) existence checks of known queues; never SCAN, KEYS or ZRANGE of messages
-LOOKUP_COMMANDS = {"SMEMBERS", "EXISTS", "HGET", "HGETALL"}
+LOOKUP_COMMANDS = {"SMEMBERS", "EXISTS", "HGET", "HMGET"}
 
 
 class HeldMessages:
@@ -91,10 +89,10 @@ def client_app(redis_url: str, keyprefix: str) -> Iterator[Celery]:
 
 
 @pytest.fixture
-def inspector(redis_url: str, keyprefix: str) -> Iterator[BrokerInspector]:
-    found = BrokerInspector.from_url(redis_url, {"global_keyprefix": keyprefix, **OPTIONS})
+def inspector(redis_url: str, keyprefix: str) -> Iterator[Operations]:
+    found = operations_for(redis_url, keyprefix, **OPTIONS)
     yield found
-    found.client.close()
+    found.close()
 
 
 @pytest.fixture
@@ -122,13 +120,17 @@ def locate(redis_url: str, keyprefix: str) -> Iterator[Callable[[str], MessageLo
     pool = redis.BlockingConnectionPool.from_url(redis_url, max_connections=1)
     client = redis.Redis(connection_pool=pool)
     watcher = redis.Redis.from_url(redis_url, socket_timeout=20)
-    lookup = BrokerInspector(client, keyprefix, BrokerOptions.from_transport_options(OPTIONS))
+    access = BrokerAccess(
+        Connection(redis_url, transport=TRANSPORT), client, keyprefix,
+        BrokerOptions.from_transport_options(OPTIONS), Scripts(client),
+    )  # fmt: skip
+    lookup = Operations(access, actor="tests")
     address = client.client_info()["addr"]
 
     def find_one(task_id: str) -> MessageLocation:
         done = f"lookup-done-{uuid.uuid4().hex}"
         with watcher.monitor() as monitor:
-            found = lookup.find(task_id)
+            found = lookup.queues.find(task_id)
             client.echo(done)
             sent = []
             while True:
@@ -140,7 +142,7 @@ def locate(redis_url: str, keyprefix: str) -> Iterator[Callable[[str], MessageLo
                 sent.append(command["command"])
         names = {c.split(" ", 1)[0].upper() for c in sent}
         assert names <= LOOKUP_COMMANDS, f"lookup sent more than index reads: {sent}"
-        assert all(":m:" in c for c in sent if c.upper().startswith("HGETALL")), sent
+        assert all(":m:" in c for c in sent if c.upper().startswith("HMGET")), sent
         assert len(found) == 1, found
         return found[0]
 
@@ -171,7 +173,8 @@ def test_find_locates_a_ready_task(
 
     assert (found.queue, found.task_id, found.state) == (QUEUE, result.id, "ready")
     assert (found.priority, found.deliveries, found.owner) == (4, 0, None)
-    assert found.published_at is not None and abs(found.published_at - published_at) < 60
+    assert found.published_at is not None
+    assert abs(found.published_at.timestamp() - published_at) < 60
 
 
 def test_find_locates_a_delayed_task_with_its_due_time(
@@ -183,7 +186,7 @@ def test_find_locates_a_delayed_task_with_its_due_time(
     found = locate(result.id)
 
     assert (found.state, found.owner) == ("delayed", None)
-    assert found.due_at is not None and 50 < found.due_at - published_at < 70
+    assert found.due_at is not None and 50 < found.due_at.timestamp() - published_at < 70
 
 
 def test_find_locates_an_in_flight_task_and_its_consumer(
@@ -218,7 +221,7 @@ def test_find_locates_a_dead_letter_with_its_reason(
 
 
 def test_queue_stats_counts_each_state_and_ready_messages_by_priority(
-    client_app: Celery, hold: Callable[..., HeldMessages], inspector: BrokerInspector
+    client_app: Celery, hold: Callable[..., HeldMessages], inspector: Operations
 ) -> None:
     consumer = hold()
     publish(client_app, "refused")
@@ -230,7 +233,7 @@ def test_queue_stats_counts_each_state_and_ready_messages_by_priority(
     publish(client_app, "later", countdown=60)
 
     stats = wait_for(
-        lambda: (s := inspector.queue_stats(QUEUE)).oldest_ready_age and s,
+        lambda: (s := inspector.queues.stats(QUEUE)).oldest_ready_age and s,
         timeout=5,
         message="the oldest ready message has no age",
     )
@@ -240,8 +243,9 @@ def test_queue_stats_counts_each_state_and_ready_messages_by_priority(
     assert (stats.delayed, stats.inflight, stats.dead) == (1, 1, 1)
     assert stats.oldest_ready_age is not None and 0 < stats.oldest_ready_age < 60
     assert stats.oldest_inflight_age is not None and stats.oldest_inflight_age >= 0
-    assert stats.next_due_in is not None and 50 < stats.next_due_in <= 60
-    assert inspector.queues() == [QUEUE]
+    assert stats.next_due_at is not None and 50 < stats.next_due_at.timestamp() - time.time() <= 60
+    assert stats.consumers == 1
+    assert inspector.queues.names() == [QUEUE]
 
 
 # -- remove ----------------------------------------------------------------------------------
@@ -249,7 +253,7 @@ def test_queue_stats_counts_each_state_and_ready_messages_by_priority(
 
 def test_remove_deletes_waiting_tasks_for_good(
     client_app: Celery,
-    inspector: BrokerInspector,
+    inspector: Operations,
     start_worker: StartWorker,
     redis_client: redis.Redis,
     keyprefix: str,
@@ -257,66 +261,74 @@ def test_remove_deletes_waiting_tasks_for_good(
     ready = publish(client_app, "removed-ready")
     delayed = publish(client_app, "removed-delayed", countdown=1)
 
-    assert inspector.remove(ready.id) == [(QUEUE, "removed", "ready")]
-    assert inspector.remove(delayed.id) == [(QUEUE, "removed", "delayed")]
-    assert inspector.find(ready.id) == [] and inspector.find(delayed.id) == []
-    assert inspector.remove(ready.id) == []
+    assert [(m.queue, m.state) for m in inspector.queues.remove(ready.id).removed] == [
+        (QUEUE, "ready")
+    ]
+    assert [(m.queue, m.state) for m in inspector.queues.remove(delayed.id).removed] == [
+        (QUEUE, "delayed")
+    ]
+    assert inspector.queues.find(ready.id) == [] and inspector.queues.find(delayed.id) == []
+    with pytest.raises(NotFound):
+        inspector.queues.remove(ready.id)
+    [entry] = inspector.audit.entries(limit=1).items
+    assert (entry.action, entry.target, entry.actor) == ("task.remove", delayed.id, "tests")
 
     # due no earlier than the removed delayed task: once it has run, that one would have too
     publish(client_app, "kept", countdown=1.5)
     start_worker(concurrency=1).wait_ready()
     wait_for(lambda: read_log(redis_client, keyprefix), timeout=30, message="kept never ran")
     assert [e["label"] for e in read_log(redis_client, keyprefix)] == ["kept"]
-    stats = inspector.queue_stats(QUEUE)
+    stats = inspector.queues.stats(QUEUE)
     assert (stats.ready, stats.delayed, stats.inflight) == (0, 0, 0)
 
 
 def test_remove_reports_an_in_flight_task_and_its_consumer_without_touching_it(
-    client_app: Celery, hold: Callable[..., HeldMessages], inspector: BrokerInspector
+    client_app: Celery, hold: Callable[..., HeldMessages], inspector: Operations
 ) -> None:
     result = publish(client_app, "running")
     consumer = hold()
     [message] = consumer.receive(1)
 
-    outcome = inspector.remove(result.id)
+    outcome = inspector.queues.remove(result.id)
 
-    assert outcome == [(QUEUE, "inflight", consumer.consumer_id)]
-    [found] = inspector.find(result.id)
+    assert outcome.removed == []
+    assert [(m.queue, m.owner) for m in outcome.in_flight] == [(QUEUE, consumer.consumer_id)]
+    [found] = inspector.queues.find(result.id)
     assert (found.state, found.owner, found.deliveries) == ("inflight", consumer.consumer_id, 1)
     message.ack()  # its consumer still settles it normally
-    assert inspector.find(result.id) == []
+    assert inspector.queues.find(result.id) == []
 
 
 # -- consumers and recovery ------------------------------------------------------------------
 
 
 def test_consumers_lists_a_live_consumer_and_marks_it_stale_once_it_stops_beating(
-    client_app: Celery, hold: Callable[..., HeldMessages], inspector: BrokerInspector
+    client_app: Celery, hold: Callable[..., HeldMessages], inspector: Operations
 ) -> None:
     publish(client_app, "running")
     consumer = hold()
     consumer.receive(1)
 
-    [live] = inspector.consumers()
+    [live] = inspector.workers.all()
 
     assert (live.consumer_id, live.pid, live.queues) == (consumer.consumer_id, os.getpid(), [QUEUE])
     assert live.hostname == socket.gethostname()
-    assert not live.stale
-    assert time.time() - live.last_beat < 30
+    assert live.state == "online"
+    assert live.last_heartbeat is not None and time.time() - live.last_heartbeat.timestamp() < 30
 
     consumer.stop_heartbeat()
 
     wait_for(
-        lambda: [c.stale for c in inspector.consumers()] == [True],
+        lambda: [c.state for c in inspector.workers.all()] == ["stale"],
         timeout=15,
-        message=lambda: f"consumer never turned stale: {inspector.consumers()}",
+        message=lambda: f"consumer never turned stale: {inspector.workers.all()}",
     )
 
 
 def test_recover_stale_returns_each_message_once_when_two_run_at_once(
     client_app: Celery,
     hold: Callable[..., HeldMessages],
-    inspector: BrokerInspector,
+    inspector: Operations,
     redis_url: str,
     keyprefix: str,
 ) -> None:
@@ -325,20 +337,17 @@ def test_recover_stale_returns_each_message_once_when_two_run_at_once(
     messages = consumer.receive(3)
     consumer.stop_heartbeat()
     wait_for(
-        lambda: [c.stale for c in inspector.consumers()] == [True],
+        lambda: [c.state for c in inspector.workers.all()] == ["stale"],
         timeout=15,
         message="consumer never turned stale",
     )
-    recoverers = [
-        BrokerInspector.from_url(redis_url, {"global_keyprefix": keyprefix, **OPTIONS})
-        for _ in range(2)
-    ]
+    recoverers = [operations_for(redis_url, keyprefix, **OPTIONS) for _ in range(2)]
     start = threading.Barrier(len(recoverers))
     results: list[Any] = []
 
-    def recover(recoverer: BrokerInspector) -> None:
+    def recover(recoverer: Operations) -> None:
         start.wait()
-        results.extend(recoverer.recover_stale())
+        results.extend(recoverer.workers.recover_stale())
 
     threads = [threading.Thread(target=recover, args=(r,)) for r in recoverers]
     for thread in threads:
@@ -346,25 +355,25 @@ def test_recover_stale_returns_each_message_once_when_two_run_at_once(
     for thread in threads:
         thread.join(30)
     for recoverer in recoverers:
-        recoverer.client.close()
+        recoverer.close()
 
     assert {r.consumer_id for r in results} == {consumer.consumer_id}
     assert sorted(t for r in results for t in r.returned) == task_ids
     assert [t for r in results for t in r.dead_lettered] == []
     for task_id in task_ids:
-        [found] = inspector.find(task_id)
+        [found] = inspector.queues.find(task_id)
         assert (found.state, found.owner, found.recoveries) == ("ready", None, 1)
-    assert inspector.consumers() == []
+    assert [w.state for w in inspector.workers.all()] == ["offline"]
     # the consumer that lost its leases cannot settle them any more
     messages[0].ack()
-    assert inspector.find(task_id_of(messages[0]))[0].state == "ready"
+    assert inspector.queues.find(task_id_of(messages[0]))[0].state == "ready"
 
 
 # -- pinned behaviour ------------------------------------------------------------------------
 
 
 def test_a_message_consumed_without_acknowledgement_leaves_the_broker_at_delivery(
-    client_app: Celery, hold: Callable[..., HeldMessages], inspector: BrokerInspector
+    client_app: Celery, hold: Callable[..., HeldMessages], inspector: Operations
 ) -> None:
     """``no_ack=True`` (used by kombu's reply consumers): delivered means done, at most once."""
     result = publish(client_app, "fire-and-forget")
@@ -372,72 +381,26 @@ def test_a_message_consumed_without_acknowledgement_leaves_the_broker_at_deliver
     consumer.receive(1)
 
     wait_for(
-        lambda: not inspector.find(result.id),
+        lambda: not inspector.queues.find(result.id),
         timeout=5,
-        message=lambda: f"still in the broker: {inspector.find(result.id)}",
+        message=lambda: f"still in the broker: {inspector.queues.find(result.id)}",
     )
     consumer.close()
-    stats = inspector.queue_stats(QUEUE)
+    stats = inspector.queues.stats(QUEUE)
     assert (stats.ready, stats.inflight) == (0, 0)
 
 
 def test_a_worker_is_listed_under_its_node_name(
-    start_worker: StartWorker, inspector: BrokerInspector
+    start_worker: StartWorker, inspector: Operations
 ) -> None:
     name = f"named-{uuid.uuid4().hex[:6]}@%h"
     worker = start_worker(hostname=name, concurrency=1)
     worker.wait_ready()
 
     listed = wait_for(
-        lambda: [c for c in inspector.consumers() if c.pid == worker.pid],
+        lambda: [c for c in inspector.workers.all("online") if c.pid == worker.pid],
         timeout=30,
         message="the worker never registered as a consumer",
     )
 
     assert {c.hostname for c in listed} == {name.replace("%h", socket.gethostname())}
-
-
-# -- command line ----------------------------------------------------------------------------
-
-
-def taskqueue_command() -> str:
-    found = Path(sys.executable).parent / "taskqueue"
-    if found.exists():
-        return str(found)
-    on_path = shutil.which("taskqueue")
-    assert on_path, "the taskqueue console script is not installed"
-    return on_path
-
-
-def test_cli_prints_queue_counts_and_where_a_task_is(
-    client_app: Celery, redis_url: str, keyprefix: str
-) -> None:
-    ready = publish(client_app, "waiting", priority=2)
-    publish(client_app, "later", countdown=60)
-    base = [taskqueue_command(), "--broker-url", redis_url, "--keyprefix", keyprefix]
-
-    def run(*arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*base, *arguments], capture_output=True, text=True, timeout=60, check=False
-        )
-
-    queues = run("queues")
-    found = run("find", ready.id)
-    missing = run("find", "no-such-task")
-
-    assert queues.returncode == 0, queues.stderr
-    [line] = queues.stdout.splitlines()
-    fields = dict(part.split("=", 1) for part in line.split("  "))
-    assert fields["queue"] == QUEUE
-    assert (fields["ready"], fields["delayed"], fields["inflight"], fields["dead"]) == (
-        "1",
-        "1",
-        "0",
-        "0",
-    )
-    assert fields["ready_by_priority"] == "{2: 1}"
-    assert found.returncode == 0, found.stderr
-    assert f"task_id={ready.id}" in found.stdout
-    assert "state=ready" in found.stdout and f"queue={QUEUE}" in found.stdout
-    assert missing.returncode == 1
-    assert "no message of task no-such-task is in the broker" in missing.stderr

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the broker (``taskqueue_backend.metrics``) read from a real broker.
+"""Prometheus metrics of the broker (``Operations.collector()``) read from a real broker.
 
 Queue depths by state, retention trims, and workers by state — a forgotten worker is gone
 from the metrics as it is from every view.
@@ -13,12 +13,9 @@ import pytest
 from celery import Celery
 from prometheus_client import CollectorRegistry, generate_latest
 
-from taskqueue_backend.dlq import DeadLetters
-from taskqueue_backend.inspect import BrokerInspector
-from taskqueue_backend.metrics import BrokerCollector
-from taskqueue_backend.workers import WorkerRegistry
+from taskqueue_backend.operations import Operations
 from tests.app import make_app
-from tests.support import StartWorker, wait_for
+from tests.support import StartWorker, operations_for, wait_for
 
 WINDOW = {"heartbeat_interval": 0.5, "heartbeat_timeout": 3.0}
 
@@ -30,9 +27,9 @@ def client(redis_url: str, keyprefix: str) -> Iterator[Celery]:
     app.close()
 
 
-def scrape(inspector: BrokerInspector) -> str:
+def scrape(inspector: Operations) -> str:
     registry = CollectorRegistry()
-    registry.register(BrokerCollector(inspector))
+    registry.register(inspector.collector())
     return generate_latest(registry).decode()
 
 
@@ -40,12 +37,12 @@ def test_metrics_show_queues_trims_and_workers(
     redis_url: str, keyprefix: str, client: Celery, start_worker: StartWorker
 ) -> None:
     options = {**WINDOW, "dead_letter_max_count": 1}
-    inspector = BrokerInspector.from_url(redis_url, {"global_keyprefix": keyprefix, **options})
+    inspector = operations_for(redis_url, keyprefix, **options)
     worker = start_worker(env={"TQ_TEST_TRANSPORT_OPTIONS": json.dumps(options)},
                           hostname="metered@localhost").wait_ready()  # fmt: skip
     for i in range(3):
         client.send_task("no.such.task", (i,))
-    wait_for(lambda: DeadLetters(inspector).stats().trimmed.get("celery") == 2, timeout=30)
+    wait_for(lambda: inspector.dead_letters.stats().trimmed.get("celery") == 2, timeout=30)
 
     text = wait_for(lambda: (t := scrape(inspector)) and "metered@localhost" in t and t,
                     timeout=10)  # fmt: skip
@@ -56,7 +53,7 @@ def test_metrics_show_queues_trims_and_workers(
     assert 'worker="metered@localhost"' in text and 'state="online"} 1.0' in text
 
     assert worker.stop() == 0
-    workers = WorkerRegistry(inspector)
+    workers = inspector.workers
     wait_for(lambda: 'taskqueue_workers{state="offline"} 1.0' in scrape(inspector), timeout=10)
     workers.forget("metered@localhost")
     text = scrape(inspector)

@@ -7,6 +7,7 @@ a temporary file.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from taskqueue_backend.backend.schema import build_tables
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TASKQUEUE = Path(sys.executable).parent / "taskqueue"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("results", "task_events", "groups", "workers")
+TABLES = ("results", "task_events", "groups")
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def test_upgrade_from_empty_creates_every_table_at_head(database: Database) -> N
     upgrade(database.engine, "app_", database.schema)
 
     assert table_names(database) == {f"app_{t}" for t in (*TABLES, "alembic_version")}
-    assert current(database.engine, "app_", database.schema) == head() == "0001"
+    assert current(database.engine, "app_", database.schema) == head() == "0002"
 
 
 def test_migrated_tables_equal_schema_module(database: Database) -> None:
@@ -171,18 +172,15 @@ def test_event_ids_autoincrement(database: Database) -> None:
 
 def test_second_upgrade_changes_nothing_and_keeps_rows(database: Database) -> None:
     upgrade(database.engine, "app_", database.schema)
-    workers = build_tables("app_", database.schema).workers
+    groups = build_tables("app_", database.schema).groups
     now = datetime.now(UTC)
     with database.engine.begin() as connection:
-        connection.execute(
-            insert(workers),
-            {"hostname": "w1", "state": "online", "first_seen": now, "last_heartbeat": now},
-        )
+        connection.execute(insert(groups), {"group_id": "g1", "created_at": now})
 
     upgrade(database.engine, "app_", database.schema)
 
     with database.engine.connect() as connection:
-        assert connection.execute(select(workers.c.hostname)).scalars().all() == ["w1"]
+        assert connection.execute(select(groups.c.group_id)).scalars().all() == ["g1"]
     assert current(database.engine, "app_", database.schema) == head()
     assert schema_differences(database, "app_") == []
 
@@ -210,6 +208,41 @@ def test_downgrade_to_base_drops_the_tables_of_that_prefix_only(database: Databa
         "one_alembic_version",
         *(f"two_{t}" for t in (*TABLES, "alembic_version")),
     }
+
+
+def test_upgrading_a_0001_store_drops_the_workers_table_and_keeps_every_result(
+    database: Database,
+) -> None:
+    upgrade(database.engine, "app_", database.schema, revision="0001")
+    assert "app_workers" in table_names(database)
+    results = build_tables("app_", database.schema).results
+    now = datetime.now(UTC)
+    with database.engine.begin() as connection:
+        connection.execute(
+            insert(results), {"task_id": "t1", "state": "SUCCESS", "updated_at": now}
+        )
+
+    upgrade(database.engine, "app_", database.schema)
+
+    assert "app_workers" not in table_names(database)
+    assert schema_differences(database, "app_") == []
+    with database.engine.connect() as connection:
+        assert connection.execute(select(results.c.task_id)).scalars().all() == ["t1"]
+    with database.engine.begin() as connection:
+        command.downgrade(make_config(connection, "app_", database.schema), "0001")
+    assert "app_workers" in table_names(database)
+
+
+def test_migrations_log_nothing_below_warning_unless_asked(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        upgrade(database.engine, "quiet_", database.schema)
+    assert [r for r in caplog.records if r.name.startswith("alembic")] == []
+
+    with caplog.at_level(logging.INFO):
+        upgrade(database.engine, "loud_", database.schema, quiet=False)
+    assert any("Running upgrade" in r.getMessage() for r in caplog.records)
 
 
 # -- several processes migrating the same database at once ---------------------------------------
@@ -308,9 +341,9 @@ def test_cli_upgrades_and_reports_the_revision(postgres: Database) -> None:
     shown = taskqueue("db", "current", *where)
 
     assert first.returncode == 0, first.stderr
-    assert "upgraded from (no tables) to revision 0001" in first.stdout
+    assert f"upgraded from (no tables) to revision {head()}" in first.stdout
     assert again.returncode == 0, again.stderr
-    assert "already at revision 0001; nothing to do" in again.stdout
+    assert f"already at revision {head()}; nothing to do" in again.stdout
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip() == f"{head()} (head)"
     assert current(postgres.engine, "cli_", postgres.schema) == head()

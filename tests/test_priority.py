@@ -11,6 +11,7 @@ import json
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import kombu
@@ -18,10 +19,10 @@ import pytest
 import redis
 from celery import Celery
 
-from taskqueue_backend.inspect import BrokerInspector
+from taskqueue_backend.operations import Operations
 from taskqueue_backend.transport import BrokerOptions, InvalidPriority
 from tests.app import TRANSPORT, log_key, make_app, read_log
-from tests.support import StartWorker, WorkerProcess, wait_for
+from tests.support import StartWorker, WorkerProcess, operations_for, wait_for
 
 RECORD = "tests.app.record"
 
@@ -30,6 +31,10 @@ RUN_TIMEOUT = 90.0
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+
+def due_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def publish(app: Celery, items: Sequence[tuple[str, int | None]], queue: str = "celery") -> None:
@@ -78,8 +83,8 @@ def expected_order(published: Sequence[tuple[str, int]], higher_first: bool) -> 
     return [label for label, _ in ordered]
 
 
-def inspector(redis_url: str, keyprefix: str, **options: Any) -> BrokerInspector:
-    return BrokerInspector.from_url(redis_url, {"global_keyprefix": keyprefix, **options})
+def broker_for(redis_url: str, keyprefix: str, **options: Any) -> Operations:
+    return operations_for(redis_url, keyprefix, **options)
 
 
 # -- strict priority through a worker ----------------------------------------------------
@@ -137,13 +142,13 @@ def test_priorities_up_to_255_keep_strict_order(
 def test_a_delayed_message_once_due_runs_ahead_of_lower_priorities(
     redis_url: str, keyprefix: str, redis_client: redis.Redis, start_worker: StartWorker
 ) -> None:
-    broker = inspector(redis_url, keyprefix)
+    broker = broker_for(redis_url, keyprefix)
     with make_app(redis_url, keyprefix) as app:
         urgent = app.send_task(RECORD, args=["urgent, delayed"], priority=0, countdown=1.0)
-        assert [m.state for m in broker.find(urgent.id)] == ["delayed"]
+        assert [m.state for m in broker.queues.find(urgent.id)] == ["delayed"]
         publish(app, [(f"routine-{n}", 6) for n in range(3)])
     wait_for(
-        lambda: (broker.queue_stats("celery").next_due_in or 0) <= 0,
+        lambda: (broker.queues.stats("celery").next_due_at or due_now()) <= due_now(),
         timeout=10,
         message="the delayed message never fell due",
     )
@@ -168,10 +173,10 @@ def test_a_retried_task_keeps_its_priority(
         result = app.send_task(
             "tests.app.fail_then_record", args=["retried", 1], kwargs={"countdown": 60}, priority=7
         )
-    broker = inspector(redis_url, keyprefix, **options)
+    broker = broker_for(redis_url, keyprefix, **options)
 
     def retry_waiting() -> list[Any]:
-        return [m for m in broker.find(result.id) if m.state == "delayed"]
+        return [m for m in broker.queues.find(result.id) if m.state == "delayed"]
 
     waiting = wait_for(retry_waiting, timeout=RUN_TIMEOUT, message="the task was never retried")
     assert [m.priority for m in waiting] == [7]
@@ -203,7 +208,7 @@ def test_out_of_range_priority_is_refused_at_publish_and_nothing_is_stored(
         # the connection stays usable: a valid publish right after goes through
         app.send_task(RECORD, args=["accepted"], priority=0)
 
-    stats = inspector(redis_url, keyprefix, **options).queue_stats("celery")
+    stats = broker_for(redis_url, keyprefix, **options).queues.stats("celery")
     assert stats.ready == 1
     assert stats.delayed == stats.inflight == stats.dead == 0
     stored = list(redis_client.scan_iter(match=f"{keyprefix}tq:*:m:*", count=500))
@@ -222,10 +227,10 @@ def test_celery_task_default_priority_applies_and_an_explicit_zero_is_kept(
         explicit = record.apply_async(args=["explicit zero"], priority=0)
         default = record.apply_async(args=["no priority given"])
 
-    broker = inspector(redis_url, keyprefix, **options)
-    assert [m.priority for m in broker.find(explicit.id)] == [0]
-    assert [m.priority for m in broker.find(default.id)] == [5]
-    assert broker.queue_stats("celery").ready_by_priority == {0: 1, 5: 1}
+    broker = broker_for(redis_url, keyprefix, **options)
+    assert [m.priority for m in broker.queues.find(explicit.id)] == [0]
+    assert [m.priority for m in broker.queues.find(default.id)] == [5]
+    assert broker.queues.stats("celery").ready_by_priority == {0: 1, 5: 1}
 
 
 def test_a_non_zero_default_priority_option_is_refused() -> None:
@@ -290,7 +295,7 @@ def label(message: Any) -> str:
 @pytest.mark.parametrize(
     ("priority_order", "high", "mid", "low"), [("redis", 1, 5, 8), ("amqp", 8, 5, 1)]
 )
-def test_requeued_message_returns_to_the_head_of_its_priority(
+def test_requeued_message_returns_to_where_it_was_leased_from(
     redis_url: str,
     keyprefix: str,
     how: str,
@@ -304,7 +309,8 @@ def test_requeued_message_returns_to_the_head_of_its_priority(
         first = take(connection)
         assert label(first) == "m1"
         assert first.delivery_info["redelivered"] is False
-        assert first.headers["delivery_count"] == 1
+        assert "delivery_count" not in first.headers  # exactly the published headers
+        assert first.properties["tq_delivery_count"] == 1
         # published while m1 is out: a requeue must not jump ahead of it
         send(connection, [("high", high)])
 
@@ -317,9 +323,9 @@ def test_requeued_message_returns_to_the_head_of_its_priority(
         assert [label(m) for m in rest] == ["high", "m1", "m2", "m3", "low"]
         again = rest[1]
         assert again.delivery_info["redelivered"] is True
-        assert again.headers["delivery_count"] == 2
+        assert again.headers["delivery_count"] == 2  # added on a redelivery only
         assert all(m.delivery_info["redelivered"] is False for m in rest if m is not again)
-        assert all(m.headers["delivery_count"] == 1 for m in rest if m is not again)
+        assert all("delivery_count" not in m.headers for m in rest if m is not again)
 
 
 def test_unacked_messages_handed_back_at_close_keep_their_order(
@@ -334,8 +340,22 @@ def test_unacked_messages_handed_back_at_close_keep_their_order(
     with kombu_connection(redis_url, keyprefix) as connection:
         rest = drain(connection)
     assert [label(m) for m in rest] == ["m1", "m2", "m3", "m4", "later"]
-    assert [m.headers["delivery_count"] for m in rest] == [2, 2, 1, 1, 1]
+    assert [m.headers.get("delivery_count") for m in rest] == [2, 2, None, None, None]
+    assert [m.properties["tq_delivery_count"] for m in rest] == [2, 2, 1, 1, 1]
     assert [m.delivery_info["redelivered"] for m in rest] == [True, True, False, False, False]
+
+
+def test_several_requeued_messages_keep_their_order_ahead_of_newer_ones(
+    redis_url: str, keyprefix: str
+) -> None:
+    with kombu_connection(redis_url, keyprefix) as connection:
+        send(connection, [("m1", 4), ("m2", 4), ("m3", 4)])
+        taken = [take(connection) for _ in range(3)]
+        send(connection, [("newer", 4)])
+        for message in taken:  # requeued in the order they came: m1, m2, m3
+            message.requeue()
+        rest = drain(connection)
+    assert [label(m) for m in rest] == ["m1", "m2", "m3", "newer"]
 
 
 # -- several queues ----------------------------------------------------------------------

@@ -20,10 +20,10 @@ import pytest
 import redis
 from celery import Celery
 
-from taskqueue_backend.inspect import BrokerInspector, MessageLocation
+from taskqueue_backend.operations import MessageLocation, Operations
 from taskqueue_backend.transport.keys import QueueKeys
 from tests.app import make_app, read_log
-from tests.support import StartWorker, WorkerProcess, wait_for
+from tests.support import StartWorker, WorkerProcess, operations_for, wait_for
 
 QUEUE = "celery"
 CRASH_OPTIONS = {"heartbeat_interval": 0.5, "heartbeat_timeout": 2.5}
@@ -33,7 +33,7 @@ WORKER_CONCURRENCY = 2
 DRAIN_DEADLINE = 120.0
 RECOVERY_SLACK = 15.0
 
-OpenBroker = Callable[[Mapping[str, Any]], tuple[Celery, BrokerInspector]]
+OpenBroker = Callable[[Mapping[str, Any]], tuple[Celery, Operations]]
 
 
 def worker_env(
@@ -51,23 +51,27 @@ def worker_env(
 @pytest.fixture
 def broker(redis_url: str, keyprefix: str) -> Iterator[OpenBroker]:
     """Open a client app and an inspector sharing one set of transport options."""
-    opened: list[tuple[Celery, BrokerInspector]] = []
+    opened: list[tuple[Celery, Operations]] = []
 
-    def open_broker(options: Mapping[str, Any]) -> tuple[Celery, BrokerInspector]:
+    def open_broker(options: Mapping[str, Any]) -> tuple[Celery, Operations]:
         client = make_app(redis_url, keyprefix, **options)
-        inspector = BrokerInspector.from_url(redis_url, {"global_keyprefix": keyprefix, **options})
+        inspector = operations_for(redis_url, keyprefix, **options)
         opened.append((client, inspector))
         return client, inspector
 
     yield open_broker
     for client, inspector in opened:
         client.close()
-        inspector.client.close()
+        inspector.close()
 
 
-def consumer_ids_of(inspector: BrokerInspector, worker: WorkerProcess) -> set[str]:
+def consumer_ids_of(inspector: Operations, worker: WorkerProcess) -> set[str]:
     """The registered consumers of one worker (its main process consumes)."""
-    return {c.consumer_id for c in inspector.consumers() if c.pid == worker.pid}
+    return {
+        c.consumer_id
+        for c in inspector.workers.all()
+        if c.pid == worker.pid and c.state != "offline"
+    }
 
 
 def text(value: bytes | str) -> str:
@@ -90,8 +94,8 @@ def labels_logged(redis_client: redis.Redis, keyprefix: str) -> Counter[str]:
     return Counter(entry["label"] for entry in read_log(redis_client, keyprefix))
 
 
-def broker_idle(inspector: BrokerInspector) -> bool:
-    stats = inspector.queue_stats(QUEUE)
+def broker_idle(inspector: Operations) -> bool:
+    stats = inspector.queues.stats(QUEUE)
     return stats.ready == 0 and stats.delayed == 0 and stats.inflight == 0
 
 
@@ -110,7 +114,7 @@ def publish_sleepers(client: Celery, count: int) -> dict[str, str]:
 
 def freeze_while_holding(
     worker: WorkerProcess,
-    inspector: BrokerInspector,
+    inspector: Operations,
     redis_client: redis.Redis,
     keyprefix: str,
     runs_before: int,
@@ -173,7 +177,7 @@ def test_sigkilled_worker_under_load_loses_nothing_it_had_not_started(
     for consumer_id in doomed_consumers:
         assert not redis_client.exists(QueueKeys(keyprefix, QUEUE).held(consumer_id))
     for task_id in held:
-        owners = {loc.owner for loc in inspector.find(task_id)}
+        owners = {loc.owner for loc in inspector.queues.find(task_id)}
         assert not owners & doomed_consumers, f"{labels_by_task[task_id]} still leased to the dead"
 
     # Everything not settled when it died runs, and the queue drains in time.
@@ -185,7 +189,7 @@ def test_sigkilled_worker_under_load_loses_nothing_it_had_not_started(
         lambda: must_run <= set(labels_logged(redis_client, keyprefix)) and broker_idle(inspector),
         timeout=max(DRAIN_DEADLINE - (time.monotonic() - published_at), 1.0),
         message=lambda: (
-            f"queue did not drain ({inspector.queue_stats(QUEUE)}); never ran: "
+            f"queue did not drain ({inspector.queues.stats(QUEUE)}); never ran: "
             f"{sorted(must_run - set(labels_logged(redis_client, keyprefix)))[:20]}"
         ),
     )
@@ -210,7 +214,7 @@ def test_sigkilled_worker_under_load_loses_nothing_it_had_not_started(
     redelivered = [entry for entry in log if entry["redelivered"]]
     assert {entry["label"] for entry in redelivered} == held_labels
     assert {entry["delivery_count"] for entry in redelivered} == {2}
-    assert inspector.queue_stats(QUEUE).dead == 0
+    assert inspector.queues.stats(QUEUE).dead == 0
     assert survivor.running
 
 
@@ -229,7 +233,7 @@ def test_message_that_keeps_killing_its_worker_is_dead_lettered_as_poison(
     poison = client.send_task("tests.app.kill_own_process", args=("poison",))
 
     def poison_state() -> str | None:
-        found = inspector.find(poison.id)
+        found = inspector.queues.find(poison.id)
         return found[0].state if found else None
 
     deaths = 0
@@ -252,7 +256,7 @@ def test_message_that_keeps_killing_its_worker_is_dead_lettered_as_poison(
 
     assert survivor is not None, f"the poison message was still delivered after {deaths} deaths"
     assert deaths == max_redeliveries + 1
-    (dead,) = inspector.dead_letters(QUEUE)
+    (dead,) = inspector.queues.find(poison.id)
     assert (dead.task_id, dead.state, dead.reason) == (poison.id, "dead", "poison")
     assert dead.recoveries == max_redeliveries + 1 == 3
     assert dead.deliveries == 3
@@ -265,15 +269,15 @@ def test_message_that_keeps_killing_its_worker_is_dead_lettered_as_poison(
     assert [e["delivery_count"] for e in poison_runs] == [1, 2, 3]
     assert survivor.running
     # late ack: the task logs, then returns, then its message is acknowledged
-    wait_for(lambda: inspector.queue_stats(QUEUE).inflight == 0, timeout=10,
+    wait_for(lambda: inspector.queues.stats(QUEUE).inflight == 0, timeout=10,
              message="the after-poison task was never acknowledged")  # fmt: skip
-    stats = inspector.queue_stats(QUEUE)
+    stats = inspector.queues.stats(QUEUE)
     assert (stats.ready, stats.inflight, stats.dead) == (0, 0, 1)
     # The dead consumers were forgotten; only the survivor is registered.
     wait_for(
-        lambda: {c.pid for c in inspector.consumers()} == {survivor.pid},
+        lambda: {c.pid for c in inspector.workers.all() if c.state != "offline"} == {survivor.pid},
         timeout=10,
-        message=lambda: f"registry still lists {inspector.consumers()}",
+        message=lambda: f"registry still lists {inspector.workers.all()}",
     )
 
 
@@ -287,7 +291,7 @@ def test_worker_paused_past_its_window_loses_the_message_and_its_late_ack_is_ign
     task_id = client.tasks["tests.app.sleep_then_record"].apply_async(args=("slow", 3.0)).id
 
     wait_for(lambda: f"[{task_id}] received" in paused.log_text(), timeout=30)
-    (first,) = inspector.find(task_id)
+    (first,) = inspector.queues.find(task_id)
     assert first.state == "inflight"
     assert first.owner in consumer_ids_of(inspector, paused)
 
@@ -296,7 +300,7 @@ def test_worker_paused_past_its_window_loses_the_message_and_its_late_ack_is_ign
         other = start_worker(env=env, concurrency=1).wait_ready()
 
         def leased_to_other() -> MessageLocation | None:
-            found = inspector.find(task_id)
+            found = inspector.queues.find(task_id)
             if found and found[0].owner in consumer_ids_of(inspector, other):
                 return found[0]
             return None
@@ -335,8 +339,8 @@ def test_worker_paused_past_its_window_loses_the_message_and_its_late_ack_is_ign
 
     runs = [e for e in read_log(redis_client, keyprefix) if e["label"] == "slow"]
     assert sorted(e["delivery_count"] for e in runs) == [1, 2]
-    assert inspector.find(task_id) == []  # acknowledged by its current owner: gone
-    assert inspector.queue_stats(QUEUE).dead == 0
+    assert inspector.queues.find(task_id) == []  # acknowledged by its current owner: gone
+    assert inspector.queues.stats(QUEUE).dead == 0
     assert "ignored" not in other.log_text()  # the running worker's ack was the one that counted
     for worker in (paused, other):
         assert worker.running

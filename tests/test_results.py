@@ -21,7 +21,7 @@ from celery import Celery, chain, chord, group, states
 from celery.exceptions import ChordError, TaskRevokedError
 from celery.result import AsyncResult
 
-from taskqueue_backend.inspect import BrokerInspector
+from taskqueue_backend.operations import Operations
 from tests.backend_app import make_app
 from tests.support import StartWorker, WorkerProcess, wait_for
 
@@ -538,8 +538,8 @@ def test_a_stopping_worker_commits_every_queued_write_first(
     # acknowledged on start: every message that left the queue ran, so its result must be
     # there; the rest are still queued (the warm shutdown returned what it had prefetched)
     stored = stored_states(app)
-    inspector = BrokerInspector.from_app(app)
-    queued = {i for i in sent if any(m.state == "ready" for m in inspector.find(i))}
+    inspector = Operations.from_app(app)
+    queued = {i for i in sent if any(m.state == "ready" for m in inspector.queues.find(i))}
     assert set(stored) <= set(sent)
     assert all(state == states.SUCCESS for state in stored.values())
     assert set(stored) | queued == set(sent), (len(stored), len(queued), worker.log_tail())
@@ -547,7 +547,7 @@ def test_a_stopping_worker_commits_every_queued_write_first(
     # billiard holds a pool process, the main process never reads that task's "accepted"
     # message and restores its (already acknowledged) message; at most one per pool process
     assert len(set(stored) & queued) <= 2, worker.log_tail()
-    assert inspector.queue_stats("celery").ready == len(queued)
+    assert inspector.queues.stats("celery").ready == len(queued)
     assert "could not store" not in worker.log_text()
 
 

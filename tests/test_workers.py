@@ -1,4 +1,4 @@
-"""The worker registry (``taskqueue_backend.workers``) fed by the broker's heartbeats.
+"""The worker registry (``Operations.workers``) fed by the broker's heartbeats.
 
 - a live worker is online with its node name, pid, queues, concurrency and counts;
 - SIGKILL under a load of 10,000 tasks: the worker turns stale, then offline within the
@@ -25,11 +25,10 @@ import pytest
 import redis
 from celery import Celery
 
-from taskqueue_backend.dlq import InvalidRequest
-from taskqueue_backend.inspect import BrokerInspector
-from taskqueue_backend.workers import WorkerInfo, WorkerRegistry
+from taskqueue_backend.operations import Conflict, NotFound, WorkerInfo
+from taskqueue_backend.operations.workers import Workers
 from tests.app import make_app, read_log
-from tests.support import StartWorker, WorkerProcess, wait_for
+from tests.support import StartWorker, WorkerProcess, operations_for, wait_for
 
 QUEUE = "celery"
 WINDOW = {"heartbeat_interval": 0.5, "heartbeat_timeout": 3.0}
@@ -45,17 +44,16 @@ def client(redis_url: str, keyprefix: str) -> Iterator[Celery]:
     app.close()
 
 
-def registry(redis_url: str, keyprefix: str) -> WorkerRegistry:
-    inspector = BrokerInspector.from_url(redis_url, {"global_keyprefix": keyprefix, **WINDOW})
-    return WorkerRegistry(inspector, actor="tester")
+def registry(redis_url: str, keyprefix: str) -> Workers:
+    return operations_for(redis_url, keyprefix, **WINDOW).acting_as("tester").workers
 
 
 def env(**extra: str) -> dict[str, str]:
     return {"TQ_TEST_TRANSPORT_OPTIONS": json.dumps(WINDOW), **extra}
 
 
-def entry_of(workers: WorkerRegistry, worker: WorkerProcess) -> WorkerInfo | None:
-    found = [w for w in workers.workers() if w.pid == worker.pid]
+def entry_of(workers: Workers, worker: WorkerProcess) -> WorkerInfo | None:
+    found = [w for w in workers.all() if w.pid == worker.pid]
     return found[0] if found else None
 
 
@@ -70,12 +68,14 @@ def test_a_live_worker_is_online_with_its_details(
     info = wait_for(
         lambda: (w := entry_of(workers, worker)) and w.processed == 4 and w.failed == 1 and w,
         timeout=30,
-        message=lambda: f"counts not reported: {workers.workers()}",
+        message=lambda: f"counts not reported: {workers.all()}",
     )
     assert (info.state, info.hostname, info.queues, info.concurrency) == (
         "online", "alive@localhost", [QUEUE], 2)  # fmt: skip
-    assert info.active == 0 and info.last_heartbeat and time.time() - info.last_heartbeat < 3
-    with pytest.raises(InvalidRequest, match="not offline"):
+    assert info.active == 0 and info.last_heartbeat
+    assert time.time() - info.last_heartbeat.timestamp() < 3
+    assert info.seconds_since_heartbeat is not None and info.seconds_since_heartbeat < 3
+    with pytest.raises(Conflict, match="not offline"):
         workers.forget("alive@localhost")
 
 
@@ -117,8 +117,8 @@ def test_sigkill_under_load_turns_the_worker_offline_and_loses_nothing(
         return runs if len(runs) == LOAD else None
 
     runs = wait_for(all_ran, timeout=300, message="not every task ran")
-    inspector = workers.inspector
-    wait_for(lambda: inspector.queue_stats(QUEUE).inflight == 0, timeout=30)
+    inspector = workers.ops
+    wait_for(lambda: inspector.queues.stats(QUEUE).inflight == 0, timeout=30)
     twice = {label for label, n in runs.items() if n > 1}
     redelivered = {e["label"] for e in read_log(redis_client, keyprefix) if e["redelivered"]}
     assert twice <= redelivered, "a task that was never redelivered ran twice"
@@ -126,10 +126,10 @@ def test_sigkill_under_load_turns_the_worker_offline_and_loses_nothing(
     final = entry_of(workers, doomed)
     assert final is not None
     assert final.returned == len(redelivered), (final.returned, len(redelivered))
-    stats = inspector.queue_stats(QUEUE)
+    stats = inspector.queues.stats(QUEUE)
     assert (stats.ready, stats.inflight, stats.dead) == (0, 0, 0)
 
-    [audit] = [e for e in workers.audit.entries() if e.action == "worker.offline"]
+    [audit] = [e for e in workers.ops.audit.entries().items if e.action == "worker.offline"]
     assert audit.target == gone.consumer_id and audit.actor == "survivor@localhost"
     assert len(audit.detail["returned"]) == final.returned
     assert survivor.running
@@ -142,12 +142,13 @@ def test_a_killed_worker_with_no_live_peer_is_stale_until_the_control_plane_reco
     lonely = start_worker(env=env(TQ_TEST_ACKS_LATE="1"), concurrency=1,
                           hostname="lonely@localhost").wait_ready()  # fmt: skip
     task_id = client.send_task("tests.app.sleep_then_record", ("held", 30.0)).id
-    inspector = BrokerInspector.from_url(redis_url, {"global_keyprefix": keyprefix, **WINDOW})
-    wait_for(lambda: [m for m in inspector.find(task_id) if m.state == "inflight"], timeout=30)
+    inspector = operations_for(redis_url, keyprefix, **WINDOW)
+    wait_for(lambda: [m for m in inspector.queues.find(task_id) if m.state == "inflight"],
+             timeout=30)  # fmt: skip
     workers = registry(redis_url, keyprefix)
     lonely.kill(signal.SIGKILL)
     stale = wait_for(lambda: (w := entry_of(workers, lonely)) and w.state == "stale" and w,
-                     timeout=10, message=lambda: f"not stale: {workers.workers()}")  # fmt: skip
+                     timeout=10, message=lambda: f"not stale: {workers.all()}")  # fmt: skip
     assert stale.hostname == "lonely@localhost"
     time.sleep(WINDOW["heartbeat_interval"] * 2)
     assert entry_of(workers, lonely).state == "stale", "nobody alive should have recovered it"
@@ -158,9 +159,9 @@ def test_a_killed_worker_with_no_live_peer_is_stale_until_the_control_plane_reco
     gone = entry_of(workers, lonely)
     assert (gone.state, gone.offline_reason, gone.returned, gone.recovered_by) == (
         "offline", "died", 1, "tester")  # fmt: skip
-    [location] = inspector.find(task_id)
+    [location] = inspector.queues.find(task_id)
     assert (location.state, location.recoveries) == ("ready", 1)
-    [audit] = [e for e in workers.audit.entries() if e.action == "worker.offline"]
+    [audit] = [e for e in workers.ops.audit.entries().items if e.action == "worker.offline"]
     assert audit.detail["returned"] == [task_id] and audit.actor == "tester"
 
 
@@ -174,12 +175,12 @@ def test_a_paused_worker_turns_offline_and_comes_back_when_resumed(
     paused.kill(signal.SIGSTOP)
     try:
         wait_for(lambda: (w := entry_of(workers, paused)) and w.state == "offline", timeout=20,
-                 message=lambda: f"not offline: {workers.workers()}")  # fmt: skip
+                 message=lambda: f"not offline: {workers.all()}")  # fmt: skip
     finally:
         paused.kill(signal.SIGCONT)
     wait_for(lambda: (w := entry_of(workers, paused)) and w.state == "online", timeout=20,
              message=lambda: f"not back online: {entry_of(workers, paused)}")  # fmt: skip
-    assert [w.state for w in workers.workers() if w.pid == paused.pid] == ["online"]
+    assert [w.state for w in workers.all() if w.pid == paused.pid] == ["online"]
 
 
 def test_a_stopped_worker_is_offline_until_forgotten(
@@ -195,9 +196,9 @@ def test_a_stopped_worker_is_offline_until_forgotten(
 
     assert workers.forget("leaving@localhost", reason="scaled down") == [info.consumer_id]
     assert entry_of(workers, worker) is None
-    [audit] = [e for e in workers.audit.entries() if e.action == "worker.forget"]
+    [audit] = [e for e in workers.ops.audit.entries().items if e.action == "worker.forget"]
     assert (audit.actor, audit.reason) == ("tester", "scaled down")
-    with pytest.raises(InvalidRequest, match="no worker"):
+    with pytest.raises(NotFound, match="no worker"):
         workers.forget("leaving@localhost")
 
 
@@ -226,4 +227,4 @@ def test_cli_lists_workers_and_shows_a_tasks_status(
     assert [(m["queue"], m["state"], m["reason"]) for m in status["broker"]] == [
         (QUEUE, "dead", "unknown_task")]  # fmt: skip
     missing = run_cli(*base, "status", "no-such-task")
-    assert missing.returncode != 0 and "knows nothing" in missing.stderr
+    assert missing.returncode != 0 and "no task 'no-such-task'" in missing.stderr

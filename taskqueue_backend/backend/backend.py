@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import states
@@ -23,9 +23,11 @@ from celery.utils.time import maybe_timedelta
 from kombu.utils.encoding import bytes_to_str, ensure_bytes
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from .. import lifecycle
+from ..clock import utcnow
+from ..selection import plain_database_url
 from . import deferred, history, waiting
-from .engine import get_engine
-from .migrate import upgrade
+from .opening import engine_for, open_store
 from .queries import Store
 from .schema import build_tables
 from .settings import BackendSettings
@@ -33,20 +35,26 @@ from .text import clean_text
 
 logger = logging.getLogger(__name__)
 
+
+def chord_error(message: str, cause: BaseException | None = None) -> ChordError:
+    """A ``ChordError`` that keeps the failing dependency's exception as its cause, as
+    Celery's own backends raise it (``_create_chord_error_with_cause``, Celery >= 5.6)."""
+    error = ChordError(message)
+    if isinstance(cause, Exception):
+        error.__cause__ = cause
+    return error
+
+
 EVENT_FOR_STATE = {
-    states.STARTED: "started",
-    states.SUCCESS: "succeeded",
-    states.FAILURE: "failed",
-    states.RETRY: "retried",
-    states.REVOKED: "revoked",
-    states.REJECTED: "rejected",
-    states.RECEIVED: "received",
-    states.PENDING: "sent",
+    states.STARTED: lifecycle.STARTED,
+    states.SUCCESS: lifecycle.SUCCEEDED,
+    states.FAILURE: lifecycle.FAILED,
+    states.RETRY: lifecycle.RETRIED,
+    states.REVOKED: lifecycle.REVOKED,
+    states.REJECTED: lifecycle.REJECTED,
+    states.RECEIVED: lifecycle.RECEIVED,
+    states.PENDING: lifecycle.SENT,
 }
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class DatabaseBackend(BaseBackend):
@@ -58,15 +66,14 @@ class DatabaseBackend(BaseBackend):
 
     def __init__(self, app: Any = None, url: str | None = None, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
-        self.url = url or self.app.conf.database_url or self.app.conf.result_backend
-        if self.url and self.url.startswith("tq+"):
-            self.url = self.url[len("tq+") :]
+        self.url = plain_database_url(
+            url or self.app.conf.database_url or self.app.conf.result_backend or ""
+        )
         if not self.url:
             raise ValueError("the tq result backend needs a database URL, e.g. tq+sqlite:///r.db")
         self.settings = BackendSettings.from_conf(self.app.conf)
         self.tables = build_tables(self.settings.table_prefix, self.settings.schema)
         self._store: Store | None = None
-        self._migrated = False
         self.expires = self.prepare_expires(kwargs.get("expires"), type=maybe_timedelta)
         history.install(self)
 
@@ -74,18 +81,9 @@ class DatabaseBackend(BaseBackend):
 
     @property
     def store(self) -> Store:
-        options = self.settings.engine_options
-        connect_args = dict(dict(options).get("connect_args") or {})
-        if not self.settings.synchronous_commit and self.url.startswith("postgresql"):
-            connect_args["options"] = "-c synchronous_commit=off"
-            options = (*[o for o in options if o[0] != "connect_args"],
-                       ("connect_args", connect_args))  # fmt: skip
-        engine = get_engine(self.url, self.settings.pool_size, self.settings.max_overflow, options)
+        engine = engine_for(self.url, self.settings)  # this process's (a fork gets its own)
         if self._store is None or self._store.engine is not engine:
-            if self.settings.auto_migrate and not self._migrated:
-                upgrade(engine, self.settings.table_prefix, self.settings.schema)
-                self._migrated = True
-            self._store = Store(engine, self.tables, connect_args)
+            self._store = open_store(self.url, self.settings)
         return self._store
 
     def exception_safe_to_retry(self, exc: BaseException) -> bool:
@@ -374,12 +372,12 @@ class DatabaseBackend(BaseBackend):
             except StopIteration:
                 reason = repr(exc)
             logger.exception("Chord %r raised: %r", gid, reason)
-            self.chord_error_from_stack(callback, ChordError(reason))
+            self.chord_error_from_stack(callback, chord_error(reason, exc))
         else:
             try:
                 app.amqp._retry_publish(callback.delay, ret)
             except Exception as exc:
                 logger.exception("Chord %r raised: %r", gid, exc)
-                self.chord_error_from_stack(callback, ChordError(f"Callback error: {exc!r}"))
+                self.chord_error_from_stack(callback, chord_error(f"Callback error: {exc!r}", exc))
         finally:
             deps.delete()

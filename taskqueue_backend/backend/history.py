@@ -5,12 +5,17 @@ succeeded, failed, revoked); the rest comes from Celery signals and from the bro
 lifecycle notifications, all connected when the backend is loaded:
 
 - ``received`` (worker main process, ``task_received``) and broker events (dead-lettered,
-  returned after its worker died) are batched by a writer thread: one transaction per batch,
-  never a database call on the worker's event loop;
+  returned after its worker died, rejected) are batched by a writer thread: one transaction
+  per batch, never a database call on the worker's event loop;
 - ``started`` (pool process, ``task_prerun``) waits for the task's next state write so a
   short task's whole history lands in one statement; a long task's ``started`` is written
   by the writer after ``taskqueue_history_flush_interval``;
 - ``sent`` (publisher, ``after_task_publish``) only with ``taskqueue_record_sent = True``.
+
+What Celery does not store stays as Celery has it: a task with ``ignore_result`` leaves no
+row and no history (as with any result backend, ``get_task_meta`` says PENDING), and the rows
+these events create say PENDING (STARTED with ``task_track_started``) until Celery stores a
+state — the stage times and the history say where the task is.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ from typing import Any
 
 from celery import signals, states
 
+from .. import headers as delivery
 from .. import lifecycle
+from ..clock import utcnow
 from . import deferred
+from .queries import event_row
 
 logger = logging.getLogger(__name__)
 
@@ -34,22 +42,6 @@ _pending: dict[str, list[dict[str, Any]]] = {}
 _pending_rows: dict[str, dict[str, Any]] = {}
 _backend: Any = None
 _writer: Writer | None = None
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def event_row(
-    task_id: str,
-    event: str,
-    state: str | None,
-    worker: str | None,
-    detail: dict[str, Any] | None = None,
-    at: datetime | None = None,
-) -> dict[str, Any]:
-    return {"task_id": task_id, "event": event, "state": state, "at": at or utcnow(),
-            "worker": worker, "detail": detail}  # fmt: skip
 
 
 def take_pending(task_id: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -141,20 +133,43 @@ def _flush_at_exit() -> None:
 # -- signal handlers ---------------------------------------------------------------------
 
 
+def _ignored(task: Any, request: Any) -> bool:
+    """Whether Celery stores nothing for this task (``ignore_result``, the request's own value
+    first, as Celery's tracer decides)."""
+    if isinstance(request, dict):
+        found = request.get("ignore_result")
+        return bool(getattr(task, "ignore_result", False) if found is None else found)
+    try:
+        from celery.app.task import get_actual_ignore_result
+    except ImportError:  # Celery < 5.6
+        found = getattr(request, "ignore_result", None)
+        return bool(getattr(task, "ignore_result", False) if found is None else found)
+    return bool(get_actual_ignore_result(task, request))
+
+
+def _running_state(task: Any) -> str:
+    """The state a row created by these events shows: what Celery itself would store."""
+    tracked = getattr(task, "track_started", False)
+    return states.STARTED if tracked else states.PENDING
+
+
 def on_task_received(request: Any = None, **kwargs: Any) -> None:
     if request is None or _backend is None:
         return
-    if (getattr(request, "request_dict", None) or {}).get("tq_delivered_at"):
+    if delivery.delivered_at(request) is not None:
         return  # delivered by this package's broker: the pool process records "received"
+    task = getattr(request, "task", None)
+    if _ignored(task, getattr(request, "request_dict", None)):
+        return
     now = utcnow()
-    delivery = getattr(request, "delivery_info", None) or {}
+    delivery_info = getattr(request, "delivery_info", None) or {}
     worker = getattr(request, "hostname", None)
     row = {
         "task_id": request.id,
-        "state": states.RECEIVED,
+        "state": states.PENDING,
         "name": getattr(request, "task_name", None) or getattr(request, "name", None),
         "worker": worker,
-        "queue": delivery.get("routing_key"),
+        "queue": delivery_info.get("routing_key"),
         "retries": getattr(request, "request_dict", {}).get("retries"),
         "parent_id": getattr(request, "parent_id", None),
         "root_id": getattr(request, "root_id", None),
@@ -163,26 +178,30 @@ def on_task_received(request: Any = None, **kwargs: Any) -> None:
         "updated_at": now,
     }
     detail = {"eta": str(request.eta)} if getattr(request, "eta", None) else None
-    hold(request.id, event_row(request.id, "received", states.RECEIVED, worker, detail, now), row)
+    hold(request.id, event_row(request.id, lifecycle.RECEIVED, states.RECEIVED, worker, detail,
+                               now), row)  # fmt: skip
 
 
 def on_task_prerun(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
     if not task_id or _backend is None:
         return
-    now = utcnow()
     request = getattr(task, "request", None)
+    if request is None or _ignored(task, request):
+        return
+    now = utcnow()
     worker = getattr(request, "hostname", None)
-    row = {"task_id": task_id, "state": states.STARTED, "worker": worker, "started_at": now,
-           "updated_at": now, "name": getattr(task, "name", None)}  # fmt: skip
-    delivered = request.get("tq_delivered_at") if request is not None else None
-    if delivered:
-        received = datetime.fromtimestamp(float(delivered), UTC)
+    row = {"task_id": task_id, "state": _running_state(task), "worker": worker,
+           "started_at": now, "updated_at": now, "name": getattr(task, "name", None)}  # fmt: skip
+    delivered = delivery.delivered_at(request)
+    if delivered is not None:
+        received = datetime.fromtimestamp(delivered, UTC)
         row["received_at"] = received
         row["queue"] = (getattr(request, "delivery_info", None) or {}).get("routing_key")
         eta = getattr(request, "eta", None)
         detail = {"eta": str(eta)} if eta else None
-        hold(task_id, event_row(task_id, "received", states.RECEIVED, worker, detail, received))
-    hold(task_id, event_row(task_id, "started", states.STARTED, worker, None, now), row)
+        hold(task_id, event_row(task_id, lifecycle.RECEIVED, states.RECEIVED, worker, detail,
+                                received))  # fmt: skip
+    hold(task_id, event_row(task_id, lifecycle.STARTED, states.STARTED, worker, None, now), row)
 
 
 def on_after_publish(headers: Any = None, routing_key: Any = None, **kwargs: Any) -> None:
@@ -192,35 +211,27 @@ def on_after_publish(headers: Any = None, routing_key: Any = None, **kwargs: Any
     backend = _publishing.pop(task_id, None)
     if backend is None:  # its app does not record sent tasks
         return
-    if "x-tq-dead-letter" in headers:
-        return  # a failed task stored as a dead letter (``transport.failures``), not sent
     now = utcnow()
     row = {"task_id": task_id, "state": states.PENDING, "name": headers.get("task"),
            "queue": routing_key, "parent_id": headers.get("parent_id"),
            "root_id": headers.get("root_id"), "group_id": headers.get("group"),
            "sent_at": now, "updated_at": now}  # fmt: skip
     detail = {"eta": headers["eta"]} if headers.get("eta") else None
-    backend.store.write(row, [event_row(task_id, "sent", states.PENDING, None, detail, now)])
+    backend.store.write(row, [event_row(task_id, lifecycle.SENT, states.PENDING, None, detail,
+                                        now)])  # fmt: skip
 
 
 def on_broker_events(events: list[lifecycle.MessageEvent]) -> None:
-    """Broker events join the history; a replay reopens its tasks before it returns."""
+    """What the broker did in this process (dead-lettered, returned, rejected) joins the
+    history with the next batch."""
     if _backend is None:
         return
-    reopened = []
     for event in events:
         if not event.task_id:
             continue
         at = datetime.fromtimestamp(event.at, UTC)
         detail = {"queue": event.queue, **event.detail}
-        state = states.PENDING if event.event == "replayed" else None
-        row = event_row(event.task_id, event.event, state, event.worker, detail, at)
-        if event.event == "replayed":
-            reopened.append(row)
-        else:
-            hold(event.task_id, row)
-    if reopened:
-        _backend.store.reopen(reopened, utcnow())
+        hold(event.task_id, event_row(event.task_id, event.event, None, event.worker, detail, at))
 
 
 def current_backend() -> Any:
@@ -243,6 +254,3 @@ def install(backend: Any) -> None:
                                     dispatch_uid="tq-worker-exit")  # fmt: skip
     lifecycle.subscribe(on_broker_events)
     atexit.register(_flush_at_exit)
-    from . import workers
-
-    workers.install()

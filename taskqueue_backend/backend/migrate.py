@@ -9,6 +9,10 @@ prefix and schema: the first process migrates, the others wait and then find not
 On SQLite the upgrade runs inside ``BEGIN IMMEDIATE``, so the database's write lock does the
 same job.
 
+Alembic reports every step at INFO; a worker or Flower that migrates on first use would print
+those lines into its log, so they are kept at WARNING unless the caller asks for them
+(``quiet=False``, as ``taskqueue db upgrade --verbose`` does).
+
 To write a new revision, point Alembic at :func:`make_config`::
 
     command.revision(make_config(), "add a column", rev_id="0002")
@@ -16,14 +20,13 @@ To write a new revision, point Alembic at :func:`make_config`::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, select
 from sqlalchemy import func as sql
 from sqlalchemy.exc import DBAPIError
@@ -31,6 +34,27 @@ from sqlalchemy.schema import CreateSchema
 
 from .migrations.naming import Names
 from .schema import DEFAULT_PREFIX
+
+
+@contextlib.contextmanager
+def _alembic_logs(quiet: bool) -> Iterator[None]:
+    """Alembic's own loggers at WARNING (or as configured, when not ``quiet``)."""
+    logger = logging.getLogger("alembic")
+    before = logger.level
+    if quiet and logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+# importing Alembic logs its plugin setup at INFO, into every worker's log
+with _alembic_logs(quiet=True):
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 
@@ -74,13 +98,14 @@ def upgrade(
     prefix: str = DEFAULT_PREFIX,
     schema: str | None = None,
     revision: str = "head",
+    quiet: bool = True,
 ) -> None:
     """Bring the tables under ``prefix``/``schema`` to ``revision``, creating them if needed.
 
     Creates the PostgreSQL schema when missing. Safe to call from many processes at once;
     a no-op when the tables are already at ``revision``.
     """
-    with _alembic_lock:
+    with _alembic_lock, _alembic_logs(quiet):
         connection = engine.connect()
         if engine.dialect.name == "postgresql":
             # the lock must be visible to the next statement's snapshot, which a caller's

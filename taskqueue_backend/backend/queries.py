@@ -108,8 +108,11 @@ class Store:
             # constants, not an expanding IN: the statement also serves executemany batches
             return or_(*(column == literal_column(f"'{state}'") for state in TERMINAL_STATES))
 
+        pending: Any = literal_column("'PENDING'")
         applies = and_(
             not_(terminal(r.c.state)),
+            # a PENDING write (the row of a task Celery stored nothing for yet) never moves it
+            or_(new.state != pending, r.c.state == pending),
             or_(terminal(new.state), new.updated_at >= r.c.updated_at),
         )
         set_: dict[str, Any] = {c: case((applies, new[c]), else_=r.c[c]) for c in STATE_COLUMNS}
@@ -343,45 +346,20 @@ class Store:
 
         return self._retrying(run)
 
-    # -- workers ---------------------------------------------------------------------------
 
-    def upsert_worker(self, row: dict[str, Any]) -> None:
-        w = self.tables.workers
-        stmt = self._insert(w).values(**row)
-        keep_first = {"first_seen"}
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[w.c.hostname],
-            set_={c: stmt.excluded[c] for c in row if c not in keep_first | {"hostname"}},
-        )
+def event_row(
+    task_id: str,
+    event: str,
+    state: str | None,
+    worker: str | None,
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """One history row (``lifecycle`` names the events)."""
+    from ..clock import utcnow
 
-        def run() -> None:
-            with self.engine.begin() as conn:
-                conn.execute(stmt)
-
-        self._retrying(run)
-
-    def count_events(self, worker: str, event: str, since: datetime) -> int:
-        e = self.tables.events
-        query = (
-            select(func.count())
-            .select_from(e)
-            .where(e.c.event == event, e.c.at >= since, e.c.worker == worker)
-        )
-
-        def run() -> int:
-            with self.engine.connect() as conn:
-                return int(conn.execute(query).scalar() or 0)
-
-        return self._retrying(run)
-
-    def workers(self) -> list[Row[Any]]:
-        w = self.tables.workers
-
-        def run() -> list[Row[Any]]:
-            with self.engine.connect() as conn:
-                return list(conn.execute(select(w).order_by(w.c.hostname)))
-
-        return self._retrying(run)
+    return {"task_id": task_id, "event": event, "state": state, "at": at or utcnow(),
+            "worker": worker, "detail": detail}  # fmt: skip
 
 
 def connection_lost(exc: BaseException) -> bool:
@@ -435,10 +413,14 @@ class PostgresStatements:
         columns = list(tables.results.columns.keys())
         terminal = ", ".join(f"'{s}'" for s in TERMINAL_STATES)
         final = "'{" + ",".join(TERMINAL_STATES) + "}'"
-        # kept short: psycopg caches the conversion of statements under 4 kB only
-        applies = (f"(r.state<>ALL({final})AND(EXCLUDED.state=ANY({final})"
-                   "OR EXCLUDED.updated_at>=r.updated_at))")  # fmt: skip
-        sets = [f"{c}=CASE WHEN{applies}THEN EXCLUDED.{c} ELSE r.{c} END" for c in STATE_COLUMNS]
+        # kept short: psycopg caches the conversion of statements under 4 kB only, so the
+        # condition is computed once and the state columns are set together
+        applies = (
+            f"r.state<>ALL({final})AND(EXCLUDED.state<>'PENDING'OR r.state='PENDING')"
+            f"AND(EXCLUDED.state=ANY({final})OR EXCLUDED.updated_at>=r.updated_at)"
+        )
+        picked = ",".join(f"CASE WHEN a THEN EXCLUDED.{c} ELSE r.{c} END" for c in STATE_COLUMNS)
+        sets = [f"({','.join(STATE_COLUMNS)})=(SELECT {picked} FROM(SELECT {applies} AS a)t)"]
         sets += [f"{c}=COALESCE(EXCLUDED.{c},r.{c})" for c in LATEST_COLUMNS]
         sets += [f"{c}=COALESCE(r.{c},EXCLUDED.{c})" for c in FIRST_COLUMNS]
         sets.append("updated_at=GREATEST(EXCLUDED.updated_at,r.updated_at)")

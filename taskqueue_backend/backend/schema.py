@@ -40,7 +40,6 @@ class Tables:
     results: Table
     events: Table
     groups: Table
-    workers: Table
 
 
 def build_tables(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> Tables:
@@ -77,6 +76,7 @@ def build_tables(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> Tab
         Index(f"{prefix}results_queue_updated", "queue", "updated_at"),
         Index(f"{prefix}results_worker_updated", "worker", "updated_at"),
         Index(f"{prefix}results_finished", "finished_at"),
+        Index(f"{prefix}results_received", "received_at"),
         Index(f"{prefix}results_updated", "updated_at"),
         Index(f"{prefix}results_group", "group_id"),
         Index(f"{prefix}results_root", "root_id"),
@@ -110,20 +110,4 @@ def build_tables(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> Tab
         Index(f"{prefix}groups_created", "created_at"),
     )
 
-    workers = Table(
-        f"{prefix}workers",
-        metadata,
-        Column("hostname", String(255), primary_key=True),
-        Column("pid", Integer),
-        Column("state", String(20), nullable=False),
-        Column("queues", JSON),
-        Column("concurrency", Integer),
-        Column("active", Integer),
-        Column("processed", BigInteger, nullable=False, server_default="0"),
-        Column("failed", BigInteger, nullable=False, server_default="0"),
-        Column("first_seen", Moment, nullable=False),
-        Column("last_heartbeat", Moment, nullable=False),
-        Index(f"{prefix}workers_state", "state", "last_heartbeat"),
-    )
-
-    return Tables(metadata, results, events, groups, workers)
+    return Tables(metadata, results, events, groups)

@@ -1,16 +1,19 @@
-"""The ``taskqueue`` command line: thin shells over the shared Python API.
+"""The ``taskqueue`` command line: thin shells over the operations layer.
 
 ``main`` is the ``taskqueue`` console script; ``dlq`` is also registered with Celery
 (``celery.commands``), so ``celery -A proj dlq …`` works with the app's own settings.
+Importing this package imports click and the command modules only.
 """
 
 from . import database  # noqa: F401 - registers ``taskqueue db``
 from .dlq import dlq
 from .main import main
-from .workers import status, workers
+from .status import history, status
+from .workers import workers
 
 main.add_command(dlq)
 main.add_command(workers)
 main.add_command(status)
+main.add_command(history)
 
 __all__ = ["dlq", "main"]

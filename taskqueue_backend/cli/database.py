@@ -11,8 +11,10 @@ from typing import Any, TypeVar
 
 import click
 
-from .main import _emit, main
-from .session import session
+from ..selection import plain_database_url, result_database_url
+from . import output
+from .main import main
+from .session import json_option, session
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,7 +46,7 @@ def _plain_database_url(url: str, origin: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    plain = url.removeprefix("tq+")
+    plain = plain_database_url(url)
     try:
         make_url(plain)
     except ArgumentError:
@@ -69,15 +71,17 @@ def _database_target(
         url = _plain_database_url(url, "--url")
     elif app:
         # the same precedence as the backend itself: database_url, then result_backend
-        configured = conf.get("database_url") or conf.get("result_backend")
-        if not str(configured or "").startswith("tq+"):
+        configured = result_database_url(conf)
+        if configured is None:
             raise click.ClickException(
-                f"the result_backend of app {app} is {configured!r}, not a tq+ database URL "
-                "(e.g. tq+postgresql+psycopg://user@host/db); pass --url instead"
+                f"the result_backend of app {app} is {conf.get('result_backend')!r}, not a tq+ "
+                "database URL (e.g. tq+postgresql+psycopg://user@host/db); pass --url instead"
             )
-        url = _plain_database_url(str(configured), f"the result_backend of app {app}")
-    elif os.environ.get("DATABASE_URL"):
-        url = _plain_database_url(os.environ["DATABASE_URL"], "$DATABASE_URL")
+        url = _plain_database_url(configured, f"the result_backend of app {app}")
+    elif session(ctx).database_url or os.environ.get("DATABASE_URL"):
+        url = _plain_database_url(
+            session(ctx).database_url or os.environ["DATABASE_URL"], "$DATABASE_URL"
+        )
     else:
         raise click.ClickException(
             "no database given: pass --url postgresql+psycopg://user@host/db (or sqlite:///path), "
@@ -125,6 +129,7 @@ def _connected(target: DatabaseTarget, on_error: str = "") -> Iterator[Any]:
 
 
 @main.group()
+@json_option
 def db() -> None:
     """Create and upgrade the result backend's tables (migrations shipped in the package)."""
 
@@ -132,21 +137,28 @@ def db() -> None:
 @db.command("upgrade")
 @_database_options
 @click.option("--revision", default="head", show_default=True, help="Revision to upgrade to.")
+@click.option("--verbose", is_flag=True, help="Show each migration step Alembic runs.")
+@json_option
 @click.pass_context
 def db_upgrade(
-    ctx: click.Context, url: str | None, prefix: str | None, schema: str | None, revision: str
-) -> None:
+    ctx: click.Context, url: str | None, prefix: str | None, schema: str | None, revision: str,
+    verbose: bool,
+) -> None:  # fmt: skip
     """Create the tables or bring them up to date; safe to run from several places at once."""
     from ..backend.migrate import current, upgrade
 
     target = _database_target(ctx, url, prefix, schema)
+    if verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     rolled_back = " (nothing was changed: the upgrade runs in one transaction)"
     with _connected(target, rolled_back) as engine:
         before = current(engine, target.prefix, target.schema)
-        upgrade(engine, target.prefix, target.schema, revision)
+        upgrade(engine, target.prefix, target.schema, revision, quiet=not verbose)
         after = current(engine, target.prefix, target.schema)
     if session(ctx).as_json:
-        _emit({**target.as_dict(), "from": before, "to": after}, True)
+        output.as_json({**target.as_dict(), "from": before, "to": after})
     elif before == after:
         click.echo(f"{target.describe()}: already at revision {after}; nothing to do")
     else:
@@ -157,6 +169,7 @@ def db_upgrade(
 
 @db.command("current")
 @_database_options
+@json_option
 @click.pass_context
 def db_current(ctx: click.Context, url: str | None, prefix: str | None, schema: str | None) -> None:
     """Print the revision the tables are at, and whether it is the newest this package ships."""
@@ -167,7 +180,7 @@ def db_current(ctx: click.Context, url: str | None, prefix: str | None, schema: 
         revision = current(engine, target.prefix, target.schema)
     newest = head()
     if session(ctx).as_json:
-        _emit({**target.as_dict(), "current": revision, "head": newest}, True)
+        output.as_json({**target.as_dict(), "current": revision, "head": newest})
     elif revision is None:
         click.echo(f"(none): no tables yet; `taskqueue db upgrade` creates them at {newest}")
     elif revision == newest:

@@ -1,51 +1,24 @@
-"""``taskqueue dlq …`` (also ``celery -A proj dlq …``): the dead letters from a terminal."""
+"""``taskqueue dlq …`` (also ``celery -A proj dlq …``): the dead letters from a terminal.
+
+``--reason`` always filters by why a message died; ``--note`` is the text an operator leaves
+in the audit log and the tasks' history.
+"""
 
 from __future__ import annotations
 
-import re
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import asdict
-from datetime import datetime
 from typing import Any, TypeVar
 
 import click
 
-from ..dlq import REASONS, DeadLetters, Filter, InvalidRequest, Outcome
+from ..operations import REASONS, Filter, InvalidRequest, Outcome
+from ..operations.dead_letters import DeadLetters
 from . import output
-from .session import json_option, session
+from .options import parse_duration, parse_time
+from .session import json_option, ops, reports_errors, session
 
 F = TypeVar("F", bound=Callable[..., Any])
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    """``90s``, ``15m``, ``2h``, ``7d``, ``1w`` -> seconds."""
-    found = _DURATION.match(text.strip().lower())
-    if not found:
-        raise click.BadParameter(f"{text!r} is not a duration such as 90s, 15m, 2h, 7d or 1w")
-    return float(found.group(1)) * _UNITS[found.group(2)]
-
-
-def parse_time(text: str | None) -> float | None:
-    """An ISO 8601 time (naive = UTC) or a duration meaning that long ago."""
-    if text is None:
-        return None
-    if _DURATION.match(text.strip().lower()):
-        return time.time() - parse_duration(text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is neither an ISO 8601 time (2026-11-23T10:00) nor a duration (2h)"
-        ) from None
-    if moment.tzinfo is None:
-        from datetime import UTC
-
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def filter_options(command: F) -> F:
@@ -78,14 +51,12 @@ def make_filter(**given: Any) -> Filter:
 
 
 def _dead_letters(ctx: click.Context) -> DeadLetters:
-    s = session(ctx)
-    s.load_result_backend()
-    return DeadLetters(s.inspector())
+    return ops(ctx).dead_letters
 
 
 def _report(ctx: click.Context, outcome: Outcome) -> None:
     if session(ctx).as_json:
-        output.as_json(asdict(outcome))
+        output.as_json(outcome)
         return
     verb = {"replay": "replayed", "delete": "deleted", "purge": "purged"}[outcome.action]
     if outcome.dry_run:
@@ -98,6 +69,9 @@ def _report(ctx: click.Context, outcome: Outcome) -> None:
     if outcome.skipped:
         line += f"; {outcome.skipped} were gone or taken by another operator meanwhile"
     click.echo(line)
+    if outcome.action == "replay" and outcome.done and ops(ctx).results is None:
+        click.echo("note: no result store was given, so the replayed tasks' results were not "
+                   "reopened (pass -A proj or --database-url)")  # fmt: skip
 
 
 def _bulk(
@@ -106,22 +80,19 @@ def _bulk(
 ) -> None:  # fmt: skip
     """Count first (a dry run reports only that), ask on a terminal unless told not to, then
     run with a progress bar (not with --json) and report."""
-    try:
-        counted = count()
-        if dry_run:
-            _report(ctx, counted)
-            return
-        interactive = not session(ctx).as_json and sys.stdin.isatty()
-        if ask and interactive:
-            click.confirm(question.format(counted.matched), abort=True)
-        if session(ctx).as_json or counted.matched < 2:
-            outcome = run(progress=None)
-        else:
-            bar: Any = click.progressbar(length=counted.matched, label=label, file=sys.stderr)
-            with bar:
-                outcome = run(progress=bar.update)
-    except InvalidRequest as exc:
-        raise click.UsageError(str(exc)) from None
+    counted = count()
+    if dry_run:
+        _report(ctx, counted)
+        return
+    interactive = not session(ctx).as_json and sys.stdin.isatty()
+    if ask and interactive:
+        click.confirm(question.format(counted.matched), abort=True)
+    if session(ctx).as_json or counted.matched < 2:
+        outcome = run(progress=None)
+    else:
+        bar: Any = click.progressbar(length=counted.matched, label=label, file=sys.stderr)
+        with bar:
+            outcome = run(progress=bar.update)
     _report(ctx, outcome)
 
 
@@ -137,20 +108,19 @@ def dlq() -> None:
 @click.option("--cursor", help="Continue after the page that printed this cursor.")
 @json_option
 @click.pass_context
+@reports_errors
 def list_(ctx: click.Context, limit: int, cursor: str | None, **given: Any) -> None:
     """List dead letters, newest first."""
-    try:
-        page = _dead_letters(ctx).page(make_filter(**given), limit=limit, cursor=cursor)
-    except InvalidRequest as exc:
-        raise click.UsageError(str(exc)) from None
+    page = _dead_letters(ctx).page(make_filter(**given), limit=limit, cursor=cursor)
     if session(ctx).as_json:
-        output.as_json({"items": [asdict(e) for e in page.items], "next_cursor": page.next_cursor})
+        output.as_json(page)
         return
     output.table(
         [(e.task_id or e.id, output.when(e.dead_at), e.queue, output.shorten(e.task_name, 32),
-          e.reason, output.shorten(e.exc_type, 24), output.shorten(e.exc_message or e.detail, 40))
-         for e in page.items],
-        ("id", "died", "queue", "task", "reason", "exception", "message"),
+          e.reason, e.replays, output.shorten(e.exc_type, 24),
+          output.shorten(e.exc_message or e.detail, 40)) for e in page.items],
+        ("task id", "died", "queue", "task", "reason", "replays", "exception", "message"),
+        empty="(no dead letters match)",
     )  # fmt: skip
     if page.next_cursor:
         click.echo(f"more: --cursor {page.next_cursor}")
@@ -160,15 +130,14 @@ def list_(ctx: click.Context, limit: int, cursor: str | None, **given: Any) -> N
 @click.argument("ident")
 @json_option
 @click.pass_context
+@reports_errors
 def show(ctx: click.Context, ident: str) -> None:
-    """Everything about one dead letter (task id or message id), with its message."""
+    """Everything about one dead letter (task or message id, or a unique prefix)."""
     entry = _dead_letters(ctx).get(ident)
-    if entry is None:
-        raise click.ClickException(f"no dead letter with id or task id {ident!r}")
-    data = asdict(entry)
     if session(ctx).as_json:
-        output.as_json(data)
+        output.as_json(entry)
         return
+    data = dict(entry.__dict__)
     data["dead_at"] = output.when(entry.dead_at)
     data["published_at"] = output.when(entry.published_at)
     output.pairs(data)
@@ -177,13 +146,14 @@ def show(ctx: click.Context, ident: str) -> None:
 @dlq.command()
 @json_option
 @click.pass_context
+@reports_errors
 def stats(ctx: click.Context) -> None:
     """Counts by queue, task, reason and exception; the oldest entry's age; retention trims."""
     found = _dead_letters(ctx).stats()
     if session(ctx).as_json:
-        output.as_json(asdict(found))
+        output.as_json(found)
         return
-    click.echo(f"dead letters: {found.total} (oldest {output.age(found.oldest_age)})")
+    click.echo(f"dead letters: {found.total} (oldest {output.duration(found.oldest_age)} old)")
     if found.replaying:
         click.echo(f"being replayed: {found.replaying}")
     for title, counts in (("queue", found.by_queue), ("task", found.by_task),
@@ -201,17 +171,18 @@ def stats(ctx: click.Context) -> None:
 @click.option("--to-queue", help="Replay into this queue instead of the original one.")
 @click.option("--rate", type=float, help="At most this many messages per second.")
 @click.option("--dry-run", is_flag=True, help="Only count what would be replayed.")
-@click.option("--reason", "why", default="", help="Why (kept in the audit log).")
+@click.option("--note", default="", help="Why (kept in the audit log and the tasks' history).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 @click.pass_context
+@reports_errors
 def replay(
     ctx: click.Context, ids: tuple[str, ...], everything: bool, to_queue: str | None,
-    rate: float | None, dry_run: bool, why: str, yes: bool, **given: Any,
+    rate: float | None, dry_run: bool, note: str, yes: bool, **given: Any,
 ) -> None:  # fmt: skip
     """Put dead letters back on their queue, body and priority unchanged.
 
-    Name them by id (task or message id), by filter options, or with --all.
+    Name them by id (task or message id, or a unique prefix), by filter options, or --all.
     """
     dead = _dead_letters(ctx)
     flt = make_filter(**given)
@@ -219,23 +190,20 @@ def replay(
         ctx,
         lambda: dead.replay(ids, flt, everything, to_queue=to_queue, dry_run=True),
         lambda progress: dead.replay(ids, flt, everything, to_queue=to_queue, rate=rate,
-                                     reason=why, progress=progress),
+                                     reason=note, progress=progress),
         dry_run, not (yes or ids), "Replay {} dead letter(s)?", "replaying",
     )  # fmt: skip
 
 
 @dlq.command()
 @click.argument("ids", nargs=-1, required=True)
-@click.option("--reason", "why", default="", help="Why (kept in the audit log).")
+@click.option("--note", default="", help="Why (kept in the audit log and the tasks' history).")
 @json_option
 @click.pass_context
-def delete(ctx: click.Context, ids: tuple[str, ...], why: str) -> None:
-    """Delete dead letters for good, by task or message id."""
-    try:
-        outcome = _dead_letters(ctx).delete(ids, reason=why)
-    except InvalidRequest as exc:
-        raise click.UsageError(str(exc)) from None
-    _report(ctx, outcome)
+@reports_errors
+def delete(ctx: click.Context, ids: tuple[str, ...], note: str) -> None:
+    """Delete dead letters for good, by task or message id (or a unique prefix)."""
+    _report(ctx, _dead_letters(ctx).delete(ids, reason=note))
 
 
 @dlq.command()
@@ -243,12 +211,13 @@ def delete(ctx: click.Context, ids: tuple[str, ...], why: str) -> None:
 @click.option("--older-than", help="Only entries that died longer ago than this (7d).")
 @click.option("--all", "everything", is_flag=True, help="Every dead letter.")
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
-@click.option("--reason", "why", default="", help="Why (kept in the audit log).")
+@click.option("--note", default="", help="Why (kept in the audit log and the tasks' history).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 @click.pass_context
+@reports_errors
 def purge(
-    ctx: click.Context, older_than: str | None, everything: bool, dry_run: bool, why: str,
+    ctx: click.Context, older_than: str | None, everything: bool, dry_run: bool, note: str,
     yes: bool, **given: Any,
 ) -> None:  # fmt: skip
     """Delete every dead letter matching the filter options and/or --older-than (or --all)."""
@@ -258,7 +227,7 @@ def purge(
     _bulk(
         ctx,
         lambda: dead.purge(flt, older_than=age, everything=everything, dry_run=True),
-        lambda progress: dead.purge(flt, older_than=age, everything=everything, reason=why,
+        lambda progress: dead.purge(flt, older_than=age, everything=everything, reason=note,
                                     progress=progress),
         dry_run, not yes, "Delete {} dead letter(s) for good?", "purging",
     )  # fmt: skip

@@ -1,71 +1,212 @@
-"""The ``taskqueue`` root group and the broker commands (queues, find, remove, consumers)."""
+"""The ``taskqueue`` root group and the queue and task commands.
+
+Every command is a thin shell: parse the options, call the operations layer, print a table
+(or ``--json``).
+"""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
+import sys
 from typing import Any
 
 import click
 
-from .session import Session, session
-
-
-def _emit(rows: Any, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-        return
-    if not rows:
-        click.echo("(none)")
-    for row in rows if isinstance(rows, list) else [rows]:
-        click.echo("  ".join(f"{k}={v}" for k, v in row.items()))
+from ..operations import MessageLocation, QueueStats, TaskQuery
+from . import output
+from .options import parse_time
+from .session import Session, json_option, ops, reports_errors, session
 
 
 @click.group()
-@click.option("--broker-url", envvar="REDIS_URL", help="Redis URL (default: $REDIS_URL).")
+@click.option("--broker-url", envvar="REDIS_URL", help="Broker URL (default: $REDIS_URL).")
 @click.option("--keyprefix", default="", help="The broker's global_keyprefix, if any.")
-@click.option("-A", "--app", "app", default=None, help="Read the broker settings of a Celery app.")
+@click.option("--database-url", envvar="DATABASE_URL",
+              help="Result store URL, e.g. postgresql+psycopg://user@host/db "
+                   "(default: $DATABASE_URL).")  # fmt: skip
+@click.option("--table-prefix", default=None, help="Result tables' prefix (default: tq_).")
+@click.option("-A", "--app", "app", default=None,
+              help="A Celery app (module:app): its broker and result store.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def main(
-    ctx: click.Context, broker_url: str | None, keyprefix: str, app: str | None, as_json: bool
-) -> None:
-    """Inspect the taskqueue broker and its dead letters; manage the result backend's tables."""
-    ctx.obj = Session(broker_url, keyprefix, app, as_json)
+    ctx: click.Context, broker_url: str | None, keyprefix: str, database_url: str | None,
+    table_prefix: str | None, app: str | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Inspect and operate the taskqueue broker, its dead letters, workers and result store."""
+    earlier = ctx.meta.get("taskqueue.session")  # a subcommand's --json may have come first
+    ctx.obj = Session(broker_url, keyprefix, database_url, table_prefix, app,
+                      as_json or bool(earlier and earlier.as_json))  # fmt: skip
 
 
-@main.command()
+def location_rows(found: list[MessageLocation]) -> list[tuple[Any, ...]]:
+    return [
+        (m.queue, m.state, m.priority if m.priority is not None else "-", m.deliveries,
+         m.replays, output.when(m.published_at),
+         output.due(m.due_at) if m.state == "delayed" else "-",
+         m.owner or "-", output.shorten(m.reason and f"{m.reason}: {m.detail}", 40))
+        for m in found
+    ]  # fmt: skip
+
+
+LOCATION_HEADERS = ("queue", "state", "priority", "deliveries", "replays", "published", "due",
+                    "owner", "reason")  # fmt: skip
+
+
+def _by_priority(stats: QueueStats) -> str:
+    return " ".join(f"{p}:{n}" for p, n in stats.ready_by_priority.items()) or "-"
+
+
+@main.group(invoke_without_command=True)
+@json_option
 @click.pass_context
+@reports_errors
 def queues(ctx: click.Context) -> None:
-    """Count every queue: ready by priority, delayed, in flight, dead, oldest age."""
-    stats = session(ctx).inspector().all_stats()
-    _emit([{**asdict(s), "ready": s.ready} for s in stats], session(ctx).as_json)
+    """Count every queue: ready by priority, delayed, in flight, dead, consumers, oldest age."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = ops(ctx).queues.all()
+    if session(ctx).as_json:
+        output.as_json(found)
+        return
+    output.table(
+        [(s.queue, s.ready, _by_priority(s), s.delayed, output.due(s.next_due_at), s.inflight,
+          s.dead, s.consumers, output.duration(s.oldest_ready_age)) for s in found],
+        ("queue", "ready", "by priority", "delayed", "next due", "in flight", "dead",
+         "consumers", "oldest ready"),
+        empty="(no queue holds anything)",
+    )  # fmt: skip
+
+
+@queues.command("purge")
+@click.argument("queue")
+@click.option("--keep-delayed", is_flag=True, help="Keep the ETA/countdown tasks.")
+@click.option("--note", default="", help="Why (kept in the audit log).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@click.pass_context
+@reports_errors
+def purge_queue(ctx: click.Context, queue: str, keep_delayed: bool, note: str, yes: bool) -> None:
+    """Delete a queue's waiting messages (ready, and delayed unless --keep-delayed).
+
+    Messages in flight stay with their workers; dead letters stay for `taskqueue dlq`."""
+    stats = ops(ctx).queues.stats(queue)
+    waiting = stats.ready + (0 if keep_delayed else stats.delayed)
+    if not yes and not session(ctx).as_json and sys.stdin.isatty():
+        click.confirm(f"Delete {waiting} waiting message(s) of queue {queue}?", abort=True)
+    gone = ops(ctx).queues.purge(queue, include_delayed=not keep_delayed, reason=note)
+    if session(ctx).as_json:
+        output.as_json({"queue": queue, "purged": gone, "include_delayed": not keep_delayed})
+    else:
+        click.echo(f"purged {gone} waiting message(s) of queue {queue}")
 
 
 @main.command()
 @click.argument("task_id")
+@json_option
 @click.pass_context
+@reports_errors
 def find(ctx: click.Context, task_id: str) -> None:
-    """Show where a task's message is (ready, delayed, in flight and whose, dead)."""
-    found = session(ctx).inspector().find(task_id)
+    """Show where a task's message is (ready, delayed, in flight and whose, dead).
+
+    TASK_ID may be a unique prefix of the id."""
+    full = ops(ctx).tasks.resolve(task_id)
+    found = ops(ctx).queues.find(full)
     if not found:
-        raise click.ClickException(f"no message of task {task_id} is in the broker")
-    _emit([asdict(m) for m in found], session(ctx).as_json)
+        raise click.ClickException(f"no message of task {full} is in the broker (it may have "
+                                   "finished: see `taskqueue status`)")  # fmt: skip
+    if session(ctx).as_json:
+        output.as_json(found)
+        return
+    click.echo(f"task {full}")
+    output.table(location_rows(found), LOCATION_HEADERS)
 
 
 @main.command()
 @click.argument("task_id")
+@click.option("--note", default="", help="Why (kept in the audit log and the task's history).")
+@json_option
 @click.pass_context
-def remove(ctx: click.Context, task_id: str) -> None:
-    """Delete a task's waiting message (a durable revoke)."""
-    results = session(ctx).inspector().remove(task_id)
-    if not results:
-        raise click.ClickException(f"no message of task {task_id} is in the broker")
-    _emit([{"queue": q, "outcome": o, "detail": d} for q, o, d in results], session(ctx).as_json)
+@reports_errors
+def remove(ctx: click.Context, task_id: str, note: str) -> None:
+    """Delete a task's waiting message so it never runs (a durable revoke).
+
+    The result store records it as REVOKED, with a history row naming who did it. A message
+    in flight is left to its worker (use `celery control revoke`)."""
+    outcome = ops(ctx).queues.remove(task_id, reason=note)
+    if session(ctx).as_json:
+        output.as_json(outcome)
+        return
+    for m in outcome.removed:
+        click.echo(f"removed task {outcome.task_id} from queue {m.queue} (it was {m.state})")
+    for m in outcome.in_flight:
+        click.echo(f"task {outcome.task_id} is in flight in queue {m.queue}, held by {m.owner}: "
+                   "left to its worker (revoke it with `celery control revoke`)")  # fmt: skip
+    for m in outcome.dead:
+        click.echo(f"task {outcome.task_id} is a dead letter of queue {m.queue}: left as it is "
+                   "(see `taskqueue dlq delete`)")  # fmt: skip
+    if outcome.removed:
+        click.echo("result store: REVOKED, with a history row" if outcome.result_revoked else
+                   "result store: not given, so the result was not marked REVOKED")  # fmt: skip
 
 
 @main.command()
+@json_option
 @click.pass_context
+@reports_errors
 def consumers(ctx: click.Context) -> None:
-    """List consuming channels with their last heartbeat."""
-    _emit([asdict(c) for c in session(ctx).inspector().consumers()], session(ctx).as_json)
+    """List live consumers (one per worker process) with their last heartbeat."""
+    found = [w for w in ops(ctx).workers.all() if w.state != "offline"]
+    if session(ctx).as_json:
+        output.as_json(found)
+        return
+    output.table(
+        [(w.consumer_id, w.hostname or "-", w.pid or "-", ",".join(w.queues) or "-", w.state,
+          output.ago(w.last_heartbeat)) for w in found],
+        ("consumer", "worker", "pid", "queues", "state", "last beat"),
+        empty="(no live consumer)",
+    )  # fmt: skip
+
+
+@main.command()
+@click.option("--state", "states", multiple=True, help="Result state (repeatable): SUCCESS...")
+@click.option("--name", help="Task name (wildcards allowed: proj.billing.*).")
+@click.option("--queue", help="Queue it was delivered from.")
+@click.option("--worker", help="Worker node name that ran it.")
+@click.option("--since", help="At or after: ISO time, or a duration ago (2h).")
+@click.option("--until", help="At or before: ISO time, or a duration ago (30m).")
+@click.option("--text", help="Text in the exception, or in the JSON args/kwargs.")
+@click.option(
+    "--sort",
+    type=click.Choice(["updated", "received", "finished"]),
+    default="updated",
+    show_default=True,
+    help="The time to order (and bound with --since/--until) by.",
+)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--cursor", help="Continue after the page that printed this cursor.")
+@json_option
+@click.pass_context
+@reports_errors
+def tasks(
+    ctx: click.Context, states: tuple[str, ...], name: str | None, queue: str | None,
+    worker: str | None, since: str | None, until: str | None, text: str | None, sort: str,
+    limit: int, cursor: str | None,
+) -> None:  # fmt: skip
+    """List results from the result store, newest first."""
+    query = TaskQuery(
+        states=tuple(s.upper() for s in states), name=name, queue=queue, worker=worker,
+        since=parse_time(since), until=parse_time(until), text=text, sort=f"{sort}_at",
+    )  # fmt: skip
+    page = ops(ctx).tasks.search(query, limit=limit, cursor=cursor)
+    if session(ctx).as_json:
+        output.as_json(page)
+        return
+    output.table(
+        [(r.task_id, r.state, output.shorten(r.name, 32), r.queue or "-", r.worker or "-",
+          output.when(getattr(r, query.sort)), output.shorten(r.exception_message, 30))
+         for r in page.items],
+        ("task id", "state", "task", "queue", "worker", sort, "exception"),
+        empty="(no result matches)",
+    )  # fmt: skip
+    if page.next_cursor:
+        click.echo(f"more: --cursor {page.next_cursor}")

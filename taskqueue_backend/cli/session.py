@@ -1,30 +1,45 @@
-"""What every command needs: the broker, the Celery app (if named) and the output format.
+"""What every command needs: the operations layer for the broker and result store it names.
 
 The commands run under ``taskqueue`` (options on the root group) and under
 ``celery -A proj …`` (Celery's ``celery.commands`` entry point hands over the loaded app).
+Where they look, in order: the Celery app given with ``-A`` (its broker and, when it uses this
+package's backend, its result store); else ``--broker-url``/``$REDIS_URL`` and
+``--database-url``/``$DATABASE_URL``. With none of them a command stops and says so; otherwise
+it names the broker and result store it reads on stderr (not with ``--json``).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from typing import Any
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import click
 
-from ..inspect import BrokerInspector
+from ..operations import OperationError, Operations
+from ..operations.errors import InvalidRequest
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 _META_KEY = "taskqueue.session"
+F = TypeVar("F", bound=Callable[..., Any])
+
+NOTHING_GIVEN = (
+    "no broker or result store given: pass -A proj (a Celery app using this package), "
+    "--broker-url redis://host:6379/0 (or set REDIS_URL) and/or --database-url "
+    "postgresql+psycopg://user@host/db (or set DATABASE_URL)"
+)
 
 
 @dataclass
 class Session:
     broker_url: str | None = None
     keyprefix: str = ""
+    database_url: str | None = None
+    table_prefix: str | None = None
     app_name: str | None = None
     as_json: bool = False
     app: Any = None
+    _ops: Operations | None = field(default=None, repr=False)
 
     def celery_app(self) -> Any:
         if self.app is None and self.app_name:
@@ -33,20 +48,42 @@ class Session:
             self.app = find_app(self.app_name)
         return self.app
 
-    def inspector(self) -> BrokerInspector:
+    def operations(self) -> Operations:
+        """The operations layer, opened on first use (and announced on stderr)."""
+        if self._ops is not None:
+            return self._ops
         app = self.celery_app()
-        if app is not None:
-            return BrokerInspector.from_app(app)
-        return BrokerInspector.from_url(
-            self.broker_url or os.environ.get("REDIS_URL", DEFAULT_REDIS_URL),
-            {"global_keyprefix": self.keyprefix},
-        )
+        try:
+            if app is not None:
+                ops = Operations.from_app(app)
+            elif self.broker_url or self.database_url:
+                ops = Operations.from_urls(
+                    self.broker_url,
+                    self.database_url,
+                    transport_options={"global_keyprefix": self.keyprefix},
+                    table_prefix=self.table_prefix,
+                )
+            else:
+                raise click.UsageError(NOTHING_GIVEN)
+        except OperationError as exc:
+            raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            if not _is_connection_error(exc):
+                raise
+            where = self.broker_url or self.database_url or f"app {self.app_name}"
+            raise click.ClickException(f"cannot reach {where}: {exc}") from None
+        if not self.as_json:
+            click.echo(f"taskqueue: {ops.describe()}", err=True)
+        self._ops = ops
+        return ops
 
-    def load_result_backend(self) -> None:
-        """Load the app's result backend, if it is ours, so operations reach the history."""
-        app = self.celery_app()
-        if app is not None and str(app.conf.result_backend or "").startswith("tq+"):
-            app.backend  # noqa: B018 - connecting the backend subscribes its history
+
+def _is_connection_error(exc: BaseException) -> bool:
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from sqlalchemy.exc import OperationalError as DatabaseError
+
+    return isinstance(exc, OperationalError | RedisConnectionError | DatabaseError | OSError)
 
 
 def session(ctx: click.Context) -> Session:
@@ -60,12 +97,37 @@ def session(ctx: click.Context) -> Session:
     return found
 
 
+def ops(ctx: click.Context) -> Operations:
+    return session(ctx).operations()
+
+
 def json_option(command: Any) -> Any:
-    """``--json`` on a subcommand too (``celery … dlq list --json`` has no root option)."""
+    """``--json`` on every command and group, in any position (``taskqueue queues --json``,
+    ``taskqueue --json queues``, ``celery -A proj dlq list --json``)."""
 
     def enable(ctx: click.Context, _param: Any, value: bool) -> None:
         if value:
             session(ctx).as_json = True
 
-    return click.option("--json", "as_json", is_flag=True, expose_value=False,
+    return click.option("--json", "as_json", is_flag=True, expose_value=False, is_eager=True,
                         callback=enable, help="Print JSON.")(command)  # fmt: skip
+
+
+def reports_errors(command: F) -> F:
+    """Operation errors and lost connections become one-line errors, never tracebacks: exit
+    code 2 for a request that cannot be honoured as given, 1 for not found or a conflict."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except InvalidRequest as exc:
+            raise click.UsageError(str(exc)) from None
+        except OperationError as exc:
+            raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise click.ClickException(f"lost the connection: {exc}") from None
+            raise
+
+    return run  # type: ignore[return-value]

@@ -1,4 +1,4 @@
-"""Dead-lettering on the channel: a leased message, a failed task's copy, a marked publish.
+"""Dead-lettering on the channel: a leased message, a failed task's copy or rebuilt message.
 
 Mixed into the channel (``channel.TaskQueueChannel``), whose scripts, leases and keys it
 uses. Every entry is one Lua script; listeners (the result backend's history) hear of it.
@@ -6,7 +6,6 @@ uses. Every entry is one Lua script; listeners (the result backend's history) he
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 from collections import OrderedDict
@@ -17,16 +16,17 @@ from kombu.utils.json import dumps
 from redis import Redis
 
 from .. import lifecycle
-from . import failures, worker_info
+from ..clock import now_ms
+from . import worker_info
 from .keys import QueueKeys
-from .messages import now_ms
+from .messages import publish_fields
 
 logger = logging.getLogger(__name__)
 
 
 def _failure_args(info: dict[str, Any]) -> list[str]:
     """reason, detail, worker, exc_type, exc_message, traceback: the tail of the ARGV of
-    ``bury_published.lua`` and ``bury_copy.lua``."""
+    ``bury_rebuilt.lua`` and ``bury_copy.lua``."""
     return [info.get("reason") or "failed", info.get("detail") or "", info.get("worker") or "",
             info.get("exc_type") or "", info.get("exc_message") or "",
             info.get("traceback") or ""]  # fmt: skip
@@ -39,6 +39,10 @@ class DeadLetterMixin:
     consumer_id: str
 
     if TYPE_CHECKING:  # provided by the channel
+        options: Any
+        body_encoding: str
+
+        def encode_body(self, body: Any, encoding: str | None = None) -> tuple[Any, str]: ...
 
         @property
         def redis(self) -> Redis: ...
@@ -58,24 +62,21 @@ class DeadLetterMixin:
             self, event: str, delivery_tag: str, queue: str, detail: dict[str, Any]
         ) -> None: ...
 
-    def _bury_if_marked(self, queue: str, message: dict[str, Any], fields: dict[str, Any]) -> bool:
-        """A publish marked by ``failures`` goes straight to the dead letters."""
-        headers = message.get("headers")
-        if not (isinstance(headers, dict) and failures.HEADER in headers):
-            return False
-        self._bury_published(queue, message, fields, headers.pop(failures.HEADER))
-        return True
-
-    def _bury_published(
-        self, queue: str, message: dict[str, Any], fields: dict[str, Any], entry: Any
-    ) -> None:
-        """Store a failed task's message as a dead letter (see ``failures``)."""
-        info = json.loads(entry) if isinstance(entry, str) else dict(entry)
+    def bury_rebuilt(self, queue: str, envelope: dict[str, Any], info: dict[str, Any]) -> None:
+        """Store a failed task's rebuilt message as a dead letter (see ``failures``)."""
+        message = dict(envelope)
+        properties = message["properties"] = dict(message["properties"])
+        message["body"], properties["body_encoding"] = self.encode_body(
+            message["body"], self.body_encoding
+        )
+        fields = publish_fields(message, self.options)
         keys = self.queue_keys(queue)
-        self.scripts["bury_published"](
+        published = info.get("published_at")
+        self.scripts["bury_rebuilt"](
             keys=[keys.dead, keys.ids],
             args=[keys.base, uuid4().hex, dumps(message), fields["rank"], fields["task_id"],
                   fields["priority"], fields["now"], int(info.get("deliveries") or 1),
+                  int(published) if published else "", int(info.get("replays") or 0),
                   *_failure_args(info)],
             client=self.redis,
         )  # fmt: skip
@@ -97,7 +98,9 @@ class DeadLetterMixin:
     def _announce_failed(self, queue: str, task_id: str, info: dict[str, Any]) -> None:
         detail = {"reason": info.get("reason") or "failed", "detail": info.get("detail") or ""}
         worker = info.get("worker") or worker_info.WORKER_NODENAME
-        lifecycle.emit(lifecycle.MessageEvent("dead_lettered", task_id, queue, detail, worker))
+        lifecycle.emit(
+            lifecycle.MessageEvent(lifecycle.DEAD_LETTERED, task_id, queue, detail, worker)
+        )
         logger.warning("task %s failed for good; kept in the dead letters of queue %r: %s",
                        task_id, queue, detail["detail"])  # fmt: skip
 
@@ -121,7 +124,10 @@ class DeadLetterMixin:
         )
         if moved:
             self._emit(
-                "dead_lettered", delivery_tag, keys.queue, {"reason": reason, "detail": detail}
+                lifecycle.DEAD_LETTERED,
+                delivery_tag,
+                keys.queue,
+                {"reason": reason, "detail": detail},
             )
             logger.warning(
                 "message %s from queue %r dead-lettered: %s (%s)",

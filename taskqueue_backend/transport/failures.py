@@ -3,17 +3,18 @@
 Celery acknowledges a task that raised (after its last retry, or with no retry at all) and
 keeps nothing but the result. When the app's broker is this transport, a ``task_failure``
 handler in the process that ran the task keeps it as a dead letter, with the exception type,
-message and traceback:
+message and traceback — without publishing anything (no new task message, no ``task-sent``
+event, no child of the failed task):
 
 - a late-acknowledged task's message is still leased when it fails: the broker keeps a copy
   of it, byte for byte, before the worker acknowledges the original;
-- a task acknowledged on start has no message left: the handler publishes the task once
-  more as Celery builds a retry (``Task.signature_from_request``: same id, name, arguments,
-  headers, priority, queue), with a header that makes the transport store it straight into
-  the queue's dead letters.
+- a task acknowledged on start has no message left: the handler rebuilds the message it ran
+  from its request — the same headers (Celery's and the custom ones, the retry count
+  included), properties, priority and queue, the arguments and the canvas (callbacks,
+  errbacks, chain, chord) re-encoded with the task's serializer — and stores it straight into
+  the queue's dead letters, keeping the original's publish time and replay count.
 
-Either way, replaying the entry runs the task as its failed attempt was delivered (the retry
-count included).
+Either way, replaying the entry runs the task as its failed attempt was delivered.
 
 Not dead-lettered here:
 
@@ -27,28 +28,26 @@ Not dead-lettered here:
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
+from kombu.serialization import dumps
+
+from .. import headers as delivery
+from ..selection import uses_taskqueue_broker
+from . import worker_info
+
 logger = logging.getLogger(__name__)
 
-#: the header that asks the transport to store a published message as a dead letter
-HEADER = "x-tq-dead-letter"
 MAX_TRACEBACK = 64 * 1024
-#: headers the transport adds to the copy it delivers (see ``messages.for_delivery``)
-DELIVERY_HEADERS = ("delivery_count", "tq_delivered_at")
-
-
-def _uses_this_transport(app: Any) -> bool:
-    from . import transport
-
-    selected = app.conf.broker_transport
-    if selected is None:
-        return str(app.conf.broker_url or "").startswith("tq://")
-    if isinstance(selected, str):
-        return selected.startswith("taskqueue_backend.transport") or selected == "tq"
-    return isinstance(selected, type) and issubclass(selected, transport.Transport)
+#: the headers of Celery's task protocol 2, in the order Celery writes them
+PROTOCOL_HEADERS = (
+    "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
+    "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",
+    "replaced_task_nesting", "stamped_headers", "stamps",
+)  # fmt: skip
+#: the canvas Celery keeps in the message body beside the arguments
+EMBED = ("callbacks", "errbacks", "chain", "chord")
 
 
 def _queue_of(request: Any) -> str:
@@ -79,45 +78,97 @@ def should_dead_letter(task: Any, exception: BaseException, request: Any) -> boo
 
 
 def describe(task: Any, exception: BaseException, traceback: str | None) -> dict[str, Any]:
+    """The dead letter's reason and failure details (the tail of the bury scripts' ARGV)."""
     kind = type(exception)
     text = traceback or ""
     if len(text) > MAX_TRACEBACK:
         text = "…(start cut)…\n" + text[-MAX_TRACEBACK:]
+    request = task.request
     return {
         "reason": "failed",
         "detail": f"{kind.__name__}: {exception}"[:2000],
         "exc_type": f"{kind.__module__}.{kind.__qualname__}",
         "exc_message": str(exception)[:8192],
         "traceback": text,
-        "worker": getattr(task.request, "hostname", None) or "",
-        "deliveries": task.request.get("delivery_count") or 1,
+        "worker": getattr(request, "hostname", None) or "",
+        "deliveries": delivery.delivery_count(request),
     }
+
+
+def rebuild_message(task: Any, request: Any, args: Any, kwargs: Any) -> dict[str, Any]:
+    """The kombu envelope of the message this request ran, as the broker stores messages.
+
+    Its body is still encoded (``serializer`` of the task); the channel applies its body
+    encoding when it stores it (``burying.bury_rebuilt``).
+    """
+    found = vars(request)
+    headers = {name: found.get(name) for name in PROTOCOL_HEADERS}
+    custom = dict(getattr(request, "headers", None) or {})
+    custom.pop(delivery.DELIVERY_COUNT, None)  # added by this broker on a redelivery
+    headers.update(custom)
+    properties = dict(delivery.properties_of(request))
+    for added in delivery.DELIVERY_PROPERTIES:
+        properties.pop(added, None)
+    info = dict(properties.get("delivery_info") or {})
+    info.pop("redelivered", None)
+    properties["delivery_info"] = info
+    embed = {name: found.get(name) for name in EMBED}
+    content_type, content_encoding, body = dumps(
+        [list(args or ()), dict(kwargs or {}), embed], serializer=task.serializer
+    )
+    return {
+        "body": body,
+        "content-encoding": content_encoding,
+        "content-type": content_type,
+        "headers": headers,
+        "properties": properties,
+    }
+
+
+def _channel(producer: Any) -> Any:
+    from .channel import TaskQueueChannel
+
+    channel = producer.channel
+    return channel if isinstance(channel, TaskQueueChannel) else None
 
 
 def copy_leased(task: Any, request: Any, entry: dict[str, Any]) -> bool:
     """A late-acknowledged task's message is still leased when it fails: keep its bytes."""
-    from .channel import TaskQueueChannel
-
-    properties = getattr(request, "properties", None) or {}
-    message_id, queue = properties.get("delivery_tag"), properties.get("tq_queue")
+    properties = delivery.properties_of(request)
+    message_id = properties.get("delivery_tag")
+    queue = properties.get(delivery.QUEUE)
     if not message_id or not queue:
         return False
     with task.app.producer_or_acquire() as producer:
-        channel = producer.channel
-        return isinstance(channel, TaskQueueChannel) and channel.bury_copy(
-            str(queue), str(message_id), entry
-        )
+        channel = _channel(producer)
+        return channel is not None and channel.bury_copy(str(queue), str(message_id), entry)
+
+
+def bury_rebuilt(task: Any, request: Any, envelope: dict[str, Any], entry: dict[str, Any]) -> bool:
+    properties = delivery.properties_of(request)
+    queue = str(properties.get(delivery.QUEUE) or _queue_of(request))
+    if not queue:
+        return False
+    original = {"published_at": properties.get(delivery.PUBLISHED_AT),
+                "replays": properties.get(delivery.REPLAYS)}  # fmt: skip
+    with task.app.producer_or_acquire() as producer:
+        channel = _channel(producer)
+        if channel is None:
+            return False
+        channel.bury_rebuilt(queue, envelope, {**entry, **original})
+        return True
 
 
 def count_failure(app: Any, hostname: str) -> None:
-    """One more failed task for this node in the worker registry (``{tq}:failed``)."""
-    from .channel import TaskQueueChannel
-    from .keys import GlobalKeys
+    """One more failed task for this worker process in the registry (see ``recovery``)."""
+    from . import recovery
 
     with app.producer_or_acquire() as producer:
-        channel = producer.channel
-        if isinstance(channel, TaskQueueChannel):
-            channel.redis.hincrby(GlobalKeys(channel.global_keyprefix).failed, hostname, 1)
+        channel = _channel(producer)
+        if channel is not None:
+            recovery.count_failure(
+                channel.redis, channel.global_keyprefix, hostname, worker_info.main_pid()
+            )
 
 
 def on_task_failure(
@@ -133,7 +184,7 @@ def on_task_failure(
     if task is None or exception is None:
         return
     request = task.request
-    if getattr(request, "is_eager", False) or not _uses_this_transport(task.app):
+    if getattr(request, "is_eager", False) or not uses_taskqueue_broker(task.app):
         return
     try:
         count_failure(task.app, getattr(request, "hostname", None) or "")
@@ -143,15 +194,14 @@ def on_task_failure(
     try:
         if not should_dead_letter(task, exception, request):
             return
-        entry = describe(task, exception, getattr(einfo, "traceback", None))
-        if task.acks_late and copy_leased(task, request, {**entry, "task_id": task_id}):
+        entry = {**describe(task, exception, getattr(einfo, "traceback", None)),
+                 "task_id": task_id}  # fmt: skip
+        if task.acks_late and copy_leased(task, request, entry):
             return
-        signature = task.signature_from_request(request, args, kwargs)
-        headers = dict(signature.options.get("headers") or {})
-        for added in DELIVERY_HEADERS:  # set by the broker on delivery, not by the publisher
-            headers.pop(added, None)
-        signature.options["headers"] = {**headers, HEADER: json.dumps(entry)}
-        signature.apply_async()
+        envelope = rebuild_message(task, request, args, kwargs)
+        if not bury_rebuilt(task, request, envelope, entry):
+            logger.error("could not dead-letter failed task %s[%s]: it was not delivered by "
+                         "this broker", getattr(task, "name", "?"), task_id)  # fmt: skip
     except Exception:
         logger.exception(
             "could not dead-letter failed task %s[%s]; its failure is only in the result backend",

@@ -33,7 +33,8 @@ class Heartbeat(threading.Thread):
         consumer_id: str,
         options: BrokerOptions,
         info: Callable[[], dict[str, str]],
-        queues: Callable[[], Iterable[str]],
+        consuming: Callable[[], Iterable[str]],
+        held: Callable[[], Iterable[str]],
     ) -> None:
         super().__init__(name=f"tq-heartbeat-{consumer_id}", daemon=True)
         self.client = client
@@ -42,13 +43,17 @@ class Heartbeat(threading.Thread):
         self.consumer_id = consumer_id
         self.options = options
         self.info = info
-        self.queues = queues
+        self.consuming = consuming
+        self.held = held
         self._stop_event = threading.Event()
         self._beaten = False
 
     def beat(self) -> None:
         info = self.info()
-        known = recovery.register(self.client, self.prefix, self.consumer_id, info, self.queues())
+        consuming = list(self.consuming())
+        known = recovery.register(
+            self.client, self.prefix, self.consumer_id, info, consuming, self.held()
+        )
         if self._beaten and not known:
             logger.warning(
                 "consumer %s missed its heartbeat window and was declared dead; the messages "
@@ -60,7 +65,7 @@ class Heartbeat(threading.Thread):
         recovery.reap_stale(
             self.client, self.scripts, self.prefix, self.options, info.get("hostname")
         )
-        for queue in self.queues():
+        for queue in consuming:
             retention.trim_queue(self.client, self.scripts, self.prefix, self.options, queue)
 
     def run(self) -> None:

@@ -87,11 +87,11 @@ class GlobalKeys:
         """Sorted set: consumer id -> when it went offline (ms); its hash stays a while."""
         return f"{self.prefix}{{tq}}:offline"
 
-    @property
-    def failed(self) -> str:
-        """Hash: worker node name -> tasks that failed on it."""
-        return f"{self.prefix}{{tq}}:failed"
-
     def consumer(self, consumer_id: str) -> str:
-        """Hash describing one consumer: hostname, pid, queues, started_at."""
+        """Hash describing one consumer: hostname, pid, queues, held, started_at, counts."""
         return f"{self.prefix}{{tq}}:consumer:{consumer_id}"
+
+    def failures(self, hostname: str, pid: int | str) -> str:
+        """Counter: tasks that failed in the worker process ``pid`` of node ``hostname``
+        (counted by its pool processes, which do not know their consumer's id)."""
+        return f"{self.prefix}{{tq}}:failed:{hostname}:{pid}"

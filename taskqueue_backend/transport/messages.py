@@ -1,25 +1,25 @@
 """Reading a kombu message envelope: what the broker needs to know to place it.
 
-The stored body is the envelope exactly as published; only the copy handed to the
-consumer carries the delivery tag, the redelivered flag and the delivery count.
+The stored body is the envelope exactly as published. The copy handed to a consumer carries
+its delivery tag, the redelivered flag and this broker's delivery metadata in its properties
+(``headers.py``); its headers are the published ones, plus ``delivery_count`` on a redelivery.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import headers as delivery
+from ..clock import now_ms
 from .options import BrokerOptions
 
 
 class MalformedMessage(ValueError):
     """A stored message is not a kombu envelope (JSON object with properties)."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def eta_ms(message: dict[str, Any]) -> int:
@@ -77,25 +77,39 @@ def publish_fields(message: dict[str, Any], options: BrokerOptions) -> dict[str,
     }
 
 
-def for_delivery(body: bytes, message_id: str, deliveries: int, queue: str = "") -> dict[str, Any]:
+@dataclass(frozen=True)
+class Leased:
+    """One message of a fetch reply (``fetch.lua``)."""
+
+    message_id: str
+    body: bytes
+    deliveries: int
+    published_at_ms: int | None
+    replays: int
+
+
+def for_delivery(leased: Leased, queue: str) -> dict[str, Any]:
     """Decode a stored envelope and mark the copy handed to the consumer."""
     try:
-        payload = json.loads(body)
+        payload = json.loads(leased.body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedMessage(f"message is not JSON: {exc}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("properties"), dict):
         raise MalformedMessage("message is not a kombu envelope (no 'properties' object)")
     props = payload["properties"]
-    props["delivery_tag"] = message_id
-    props["tq_queue"] = queue  # where the message is leased (see failures.copy_leased)
+    props["delivery_tag"] = leased.message_id
     info = props.get("delivery_info")
     if not isinstance(info, dict):
         info = props["delivery_info"] = {}
-    info["redelivered"] = deliveries > 1
+    info["redelivered"] = leased.deliveries > 1
+    props[delivery.QUEUE] = queue  # where the message is leased (see failures.copy_leased)
+    # when this worker got it: the result backend's "received", without a database write on
+    # the worker's event loop
+    props[delivery.DELIVERED_AT] = time.time()
+    props[delivery.DELIVERIES] = leased.deliveries
+    props[delivery.PUBLISHED_AT] = leased.published_at_ms
+    props[delivery.REPLAYS] = leased.replays
     headers = payload.get("headers")
-    if isinstance(headers, dict):
-        headers["delivery_count"] = deliveries
-        # when this worker got it: the result backend's "received", without a database
-        # write on the worker's event loop
-        headers["tq_delivered_at"] = time.time()
+    if leased.deliveries > 1 and isinstance(headers, dict):
+        headers[delivery.DELIVERY_COUNT] = leased.deliveries
     return payload

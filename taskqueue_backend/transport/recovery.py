@@ -1,13 +1,14 @@
 """Consumer registry and the recovery of a dead consumer's in-flight messages.
 
-Each consuming channel heartbeats into ``tq:consumers`` (id -> last beat, ms) and
-describes itself in ``tq:consumer:<id>`` (hostname, pid, queues, concurrency, active and
-processed tasks). A consumer whose last beat is older than ``heartbeat_timeout`` is stale:
-its held messages go back to their queues through ``recover.lua``, which is idempotent, so
-any number of live workers or the control plane may run the recovery concurrently and every
-message moves exactly once. The consumer then moves to ``tq:offline`` (``offline.lua``,
-once), with the counts of what was returned, and the audit log names the tasks. A consumer
-that closes cleanly goes offline too (reason ``stopped``); one that resumes is online again.
+Each consuming channel heartbeats into ``tq:consumers`` (id -> last beat, ms) and describes
+itself in ``tq:consumer:<id>`` (node name, pid, the queues it consumes now, the queues it may
+hold leases in, concurrency, active and processed tasks). A consumer whose last beat is older
+than ``heartbeat_timeout`` is stale: its held messages go back to their queues through
+``recover.lua``, which is idempotent, so any number of live workers or the control plane may
+run the recovery concurrently and every message moves exactly once. The consumer then moves
+to ``tq:offline`` (``offline.lua``, once), with the counts of what was returned, and the audit
+log names the tasks. A consumer that closes cleanly goes offline too (reason ``stopped``,
+counting what it handed back); one that resumes is online again.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from redis import Redis
 
 from .. import lifecycle
+from ..clock import now_ms
 from .keys import GlobalKeys, QueueKeys
 from .options import BrokerOptions
 from .replies import as_text
@@ -33,9 +35,9 @@ logger = logging.getLogger(__name__)
 #: how long an offline consumer stays listed (unless forgotten first)
 OFFLINE_KEEP_MS = 7 * 24 * 3600 * 1000
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+#: told what a recovery returned and dead-lettered (the worker's own result backend listens to
+#: lifecycle notifications; the operations layer writes to the result store it was given)
+Notify = Callable[[list[lifecycle.MessageEvent]], None]
 
 
 @dataclass
@@ -46,26 +48,67 @@ class Recovery:
     returned: list[str] = field(default_factory=list)
     dead_lettered: list[str] = field(default_factory=list)
     queues: dict[str, str] = field(default_factory=dict)  # task id -> queue
+    at: float = field(default_factory=time.time)
+
+    def events(self, recovered_by: str | None) -> list[lifecycle.MessageEvent]:
+        """The history events of this recovery: ``returned`` and ``dead_lettered`` (poison)."""
+        found = []
+        for event, task_ids in ((lifecycle.RETURNED, self.returned),
+                                (lifecycle.DEAD_LETTERED, self.dead_lettered)):  # fmt: skip
+            for task_id in task_ids:
+                detail = {"from_consumer": self.consumer_id}
+                if event == lifecycle.DEAD_LETTERED:
+                    detail["reason"] = "poison"
+                found.append(lifecycle.MessageEvent(
+                    event, task_id, self.queues.get(task_id, ""), detail, recovered_by, self.at
+                ))  # fmt: skip
+        return found
 
 
-def consumer_queues(client: Redis, prefix: str, consumer_id: str) -> list[str]:
-    raw = client.hget(GlobalKeys(prefix).consumer(consumer_id), "queues")
-    return json.loads(raw) if raw else []
+def held_queues(client: Redis, prefix: str, consumer_id: str) -> list[str]:
+    """Every queue the consumer may hold leases in (what a recovery must look at)."""
+    raw = cast(list[Any], client.hmget(GlobalKeys(prefix).consumer(consumer_id), "held", "queues"))
+    held, queues = (json.loads(v) if v else [] for v in raw)
+    return sorted(set(held) | set(queues))
 
 
 def register(
-    client: Redis, prefix: str, consumer_id: str, info: dict[str, str], queues: Iterable[str]
+    client: Redis,
+    prefix: str,
+    consumer_id: str,
+    info: dict[str, str],
+    consuming: Iterable[str],
+    held: Iterable[str],
 ) -> bool:
-    """Record a heartbeat; returns False if this consumer was unknown (new, or reaped)."""
+    """Record a heartbeat; returns False if this consumer was unknown (new, or reaped).
+
+    ``consuming`` are the queues the consumer takes messages from now (what every view
+    shows); ``held`` every queue it leased from since it started (what a recovery looks at).
+    """
     keys = GlobalKeys(prefix)
     pipe = client.pipeline(transaction=False)
     pipe.zadd(keys.consumers, {consumer_id: now_ms()})
     pipe.zrem(keys.offline, consumer_id)  # a consumer that resumed is online again
-    fields: dict[Any, Any] = {**info, "queues": json.dumps(sorted(queues)), "state": "online"}
+    fields: dict[Any, Any] = {**info, "queues": json.dumps(sorted(consuming)),
+                              "held": json.dumps(sorted(held)), "state": "online"}  # fmt: skip
     pipe.hset(keys.consumer(consumer_id), mapping=fields)
     pipe.persist(keys.consumer(consumer_id))
     added, *_ = pipe.execute()
     return not added
+
+
+def count_failure(client: Redis, prefix: str, hostname: str, pid: int) -> None:
+    """One more task failed in worker process ``pid`` of node ``hostname``."""
+    key = GlobalKeys(prefix).failures(hostname, pid)
+    pipe = client.pipeline(transaction=False)
+    pipe.incr(key)
+    pipe.pexpire(key, OFFLINE_KEEP_MS)
+    pipe.execute()
+
+
+def reset_failures(client: Redis, prefix: str, hostname: str, pid: int) -> None:
+    """A new worker process starts counting at 0 (a restarted container reuses name and pid)."""
+    client.delete(GlobalKeys(prefix).failures(hostname, pid))
 
 
 def mark_offline(
@@ -132,30 +175,23 @@ def recover_consumer(
     consumer_id: str,
     options: BrokerOptions,
     recovered_by: str | None = None,
+    notify: Notify = lifecycle.emit_all,
 ) -> Recovery:
-    """Return every message a dead consumer held, then forget the consumer.
+    """Return every message a dead consumer held, then move the consumer offline.
 
-    ``recovered_by`` names the worker (or tool) doing it, for the tasks' history.
+    ``recovered_by`` names the worker (or operator) doing it, for the tasks' history, which
+    ``notify`` is told about.
     """
-    result = Recovery(consumer_id)
-    # taken before the messages move, so "returned" sorts before their next "received"
-    moved_at = time.time()
-    for queue in consumer_queues(client, prefix, consumer_id):
+    result = Recovery(consumer_id)  # its time is taken before the messages move, so
+    # "returned" sorts before their next "received"
+    for queue in held_queues(client, prefix, consumer_id):
         returned, buried = recover_queue(
             scripts, QueueKeys(prefix, queue), consumer_id, options, died=True, client=client
         )
         result.returned += returned
         result.dead_lettered += buried
         result.queues.update({task_id: queue for task_id in returned + buried})
-    for event, task_ids in (("returned", result.returned), ("dead_lettered", result.dead_lettered)):
-        for task_id in task_ids:
-            detail = {"from_consumer": consumer_id}
-            if event == "dead_lettered":
-                detail["reason"] = "poison"
-            queue = result.queues.get(task_id, "")
-            lifecycle.emit(
-                lifecycle.MessageEvent(event, task_id, queue, detail, recovered_by, moved_at)
-            )
+    notify(result.events(recovered_by))
     # a consumer that resumed (SIGSTOP/SIGCONT) and beat meanwhile stays registered
     moved = mark_offline(
         scripts, prefix, consumer_id, "died",
@@ -164,10 +200,10 @@ def recover_consumer(
         recovered_by=recovered_by, client=client,
     )  # fmt: skip
     if moved or result.returned or result.dead_lettered:
-        from ..audit import AuditLog
+        from .audit_stream import record
 
-        AuditLog(client, prefix).record(
-            recovered_by or "taskqueue", "worker.offline", consumer_id,
+        record(
+            client, prefix, recovered_by or "taskqueue", "worker.offline", consumer_id,
             f"missed its heartbeat window (heartbeat_timeout={options.heartbeat_timeout:g} s)",
             returned=result.returned, dead_lettered=result.dead_lettered,
         )  # fmt: skip
@@ -196,9 +232,10 @@ def reap_stale(
     prefix: str,
     options: BrokerOptions,
     recovered_by: str | None = None,
+    notify: Notify = lifecycle.emit_all,
 ) -> list[Recovery]:
     """Recover every consumer that missed its heartbeat window."""
     return [
-        recover_consumer(client, scripts, prefix, consumer_id, options, recovered_by)
+        recover_consumer(client, scripts, prefix, consumer_id, options, recovered_by, notify)
         for consumer_id in stale_consumers(client, prefix, options)
     ]

@@ -28,7 +28,7 @@ SCRIPT_NAMES = (
     "dlq_release",
     "dlq_delete",
     "dlq_trim",
-    "bury_published",
+    "bury_rebuilt",
     "offline",
     "bury_copy",
 )

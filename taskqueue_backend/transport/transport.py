@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from kombu.transport import redis as kombu_redis
+from kombu.utils.url import as_url
 
 from .channel import Channel, SentinelChannel
 
@@ -21,6 +23,11 @@ class Transport(kombu_redis.Transport):
 
     Redis Sentinel is used when the URL is ``sentinel://`` or ``master_name`` is given in
     ``broker_transport_options``, as with kombu's own Redis transport.
+
+    ``Connection.as_uri()`` names the Redis server with its own scheme (``redis://``,
+    ``rediss://`` or ``sentinel://``) rather than this class's import path, so tools that
+    pick a broker client by scheme (Flower) recognise it; ``broker_transport`` still selects
+    this transport.
     """
 
     Channel: Any = Channel
@@ -34,10 +41,58 @@ class Transport(kombu_redis.Transport):
     )
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
-        if _uses_sentinel(client):
+        from . import hooks
+
+        hooks.install()  # the transport is selected: its Celery hooks apply to this process
+        self.sentinel = _uses_sentinel(client)
+        if self.sentinel:
             self.Channel = SentinelChannel
             self.default_port = kombu_redis.SentinelTransport.default_port
         super().__init__(client, **kwargs)
+        # kombu parses the URL itself (class attribute False) and then asks the instance
+        # whether it renders its own: it does (see as_uri)
+        self.can_parse_url = True
+        #: set once a Celery worker's event loop drives the connection: then a fetch is
+        #: delivered whole, while drain_events() hands over one message per call
+        self.in_event_loop = False
+
+    def as_uri(self, uri: str, include_password: bool = False, mask: str = "**") -> str:
+        client: Any = self.client
+        if self.sentinel:
+            scheme = "sentinel"
+        elif client.ssl or str(client.hostname or "").startswith("rediss"):
+            scheme = "rediss"
+        else:
+            scheme = "redis"
+        password = client.password
+        if callable(password):
+            password = password()
+        rendered = as_url(
+            scheme,
+            client.hostname or "localhost",
+            client.port or self.default_port,
+            client.userid,
+            password if include_password else mask,
+            quote(str(client.virtual_host or "")),
+            sanitize=not include_password,
+            mask=mask,
+        )
+        from . import flower
+
+        flower.remember(rendered, client)
+        return rendered
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        self.in_event_loop = True
+        super().register_with_event_loop(connection, loop)
+
+    def drain_events(self, connection: Any, timeout: Any = None, **kwargs: Any) -> Any:
+        channels: list[Any] = list(self.channels or ())
+        for channel in channels:
+            deliver = getattr(channel, "deliver_buffered", None)
+            if deliver is not None and deliver():
+                return None
+        return super().drain_events(connection, timeout=timeout)
 
     @property
     def supports_batch_publish(self) -> bool:

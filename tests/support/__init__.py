@@ -1,5 +1,6 @@
 """Helpers shared by the tests: real Redis discovery, condition waiting, worker subprocesses."""
 
+from tests.support.operations import operations_for
 from tests.support.redis_service import DEFAULT_REDIS_URL, delete_keys_containing, ping_error
 from tests.support.waiting import wait_for
 from tests.support.workers import REPO_ROOT, StartWorker, WorkerProcess, worker_command
@@ -10,6 +11,7 @@ __all__ = [
     "StartWorker",
     "WorkerProcess",
     "delete_keys_containing",
+    "operations_for",
     "ping_error",
     "wait_for",
     "worker_command",

@@ -24,10 +24,21 @@ local function tail_score(base, rank)
   return fmt(rank * RANK_SPAN + MIDDLE + seq)
 end
 
--- the position before every message of this rank: requeues go first
+-- the position before every message of this rank (for messages that never had one)
 local function head_score(base, rank)
   local seq = redis.call('HINCRBY', base .. ':state', 'head', 1)
   return fmt(rank * RANK_SPAN + MIDDLE - seq)
+end
+
+-- where a message that comes back (requeue, hand-back, recovery) goes: the position it was
+-- leased from, so it runs before everything published after it and requeued messages keep
+-- their order among themselves
+local function return_score(base, mk, rank)
+  local score = redis.call('HGET', mk, 'score')
+  if score then
+    return score
+  end
+  return head_score(base, rank)
 end
 
 -- one token in the signal list means "this queue may have ready messages"

@@ -1,7 +1,8 @@
 -- Release due delayed messages, then lease up to `max` ready messages to one consumer.
 -- KEYS: ready, delayed, inflight, signal, state
 -- ARGV: base, consumer, max, now_ms, release_limit, no_ack ('1': hand over and forget, no lease)
--- Returns {next_due_ms or '', {id, body, deliveries, recoveries, ...}}
+-- Returns {next_due_ms or '', {id, body, deliveries, published_at_ms, replays, ...}}
+-- A leased message remembers its position ('score'), where it goes back if it is returned.
 local base, consumer = ARGV[1], ARGV[2]
 local max, now, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local no_ack = ARGV[6] == '1'
@@ -27,7 +28,7 @@ while leased < max do
   end
   local id = popped[1]
   local mk = mkey(base, id)
-  local f = redis.call('HMGET', mk, 'body', 'expire_at', 'recoveries', 'task_id')
+  local f = redis.call('HMGET', mk, 'body', 'expire_at', 'published_at', 'task_id', 'replays')
   if f[1] then
     local expire_at = tonumber(f[2]) or 0
     if expire_at > 0 and expire_at <= now then
@@ -39,17 +40,20 @@ while leased < max do
       out[#out + 1] = id
       out[#out + 1] = f[1]
       out[#out + 1] = n
-      out[#out + 1] = f[3]
+      out[#out + 1] = f[3] or ''
+      out[#out + 1] = f[5] or 0
       leased = leased + 1
     else
       local n = redis.call('HINCRBY', mk, 'deliveries', 1)
-      redis.call('HSET', mk, 'state', 'inflight', 'owner', consumer, 'leased_at', now)
+      redis.call('HSET', mk, 'state', 'inflight', 'owner', consumer, 'leased_at', now,
+                 'score', popped[2])
       redis.call('ZADD', KEYS[3], now, id)
       redis.call('SADD', held, id)
       out[#out + 1] = id
       out[#out + 1] = f[1]
       out[#out + 1] = n
-      out[#out + 1] = f[3]
+      out[#out + 1] = f[3] or ''
+      out[#out + 1] = f[5] or 0
       leased = leased + 1
     end
   end

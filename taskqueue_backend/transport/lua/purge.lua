@@ -1,9 +1,14 @@
--- Remove up to `limit` waiting (ready and delayed) messages; returns how many.
+-- Remove up to `limit` waiting messages (ready, and delayed unless told to keep them);
+-- returns how many.
 -- KEYS: ready, delayed, signal
--- ARGV: base, limit
+-- ARGV: base, limit, include_delayed ('1' or '0')
 local base, limit = ARGV[1], tonumber(ARGV[2])
+local sets = 2
+if ARGV[3] == '0' then
+  sets = 1
+end
 local n = 0
-for k = 1, 2 do
+for k = 1, sets do
   local ids = redis.call('ZRANGE', KEYS[k], 0, limit - n - 1)
   for _, id in ipairs(ids) do
     local mk = mkey(base, id)

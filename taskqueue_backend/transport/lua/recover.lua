@@ -1,4 +1,4 @@
--- Return every message a consumer holds in this queue to the head of its priority.
+-- Return every message a consumer holds in this queue to the position it was leased from.
 -- When the consumer died (count = 1) each return counts; past max_redeliveries the
 -- message is poison and goes to the dead letters instead. Idempotent: run it twice,
 -- the second run finds nothing.
@@ -28,7 +28,7 @@ for _, id in ipairs(redis.call('SMEMBERS', held)) do
     else
       redis.call('HSET', mk, 'state', 'ready', 'owner', '', 'returned_from', consumer,
                  'returned_at', now)
-      redis.call('ZADD', KEYS[1], head_score(base, tonumber(f[2])), id)
+      redis.call('ZADD', KEYS[1], return_score(base, mk, tonumber(f[2])), id)
       returned[#returned + 1] = label
     end
   end

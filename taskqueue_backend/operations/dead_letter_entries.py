@@ -1,4 +1,4 @@
-"""What a dead letter is, and how the tools pick them: entries, filters, pages, counts.
+"""What a dead letter is, and how the tools pick them: entries, filters, counts, outcomes.
 
 Decoding is forgiving: a stored message that is not a Celery message still lists (with no
 task name), and bytes that are not UTF-8 show as escapes, never as an error.
@@ -9,14 +9,16 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from ..errors import InvalidRequest
-from ..transport.replies import as_int, as_seconds, as_text
+from ..clock import from_epoch_ms
+from ..transport.fields import StoredMessage
+from ..transport.replies import as_text
+from .errors import InvalidRequest
 
 #: the reasons the broker and the worker hooks give (``failed`` comes from stock workers)
 REASONS = (
@@ -32,16 +34,12 @@ REASONS = (
 #: a claimed entry whose replayer died goes back to the dead letters after this long
 STALE_CLAIM_MS = 60_000
 BATCH = 500
-FIELDS = (
-    "task_id", "reason", "detail", "priority", "deliveries", "recoveries", "replays",
-    "worker", "published_at", "dead_at", "exc_type", "exc_message", "traceback", "body",
-)  # fmt: skip
 _EXCEPTION_DETAIL = re.compile(r"^([A-Za-z_][\w.]*): (.*)$", re.S)
 
 
 @dataclass
 class DeadLetter:
-    """One dead letter as the tools show it; ``body`` only when asked for."""
+    """One dead letter as the tools show it; ``body`` (the stored envelope) only when asked."""
 
     id: str
     queue: str
@@ -58,8 +56,8 @@ class DeadLetter:
     recoveries: int
     replays: int
     worker: str | None
-    published_at: float | None
-    dead_at: float
+    published_at: datetime | None
+    dead_at: datetime | None
     args: str | None
     kwargs: str | None
     body: str | None = None
@@ -72,7 +70,7 @@ class Filter:
     ``task_name`` and ``queue`` accept shell-style wildcards (``proj.billing.*``);
     ``exc_type`` matches the exception's class name with or without its module; ``text`` is
     a case-insensitive substring of the arguments, the exception message or the detail;
-    ``since``/``until`` bound the time the message died (epoch seconds).
+    ``since``/``until`` bound the time the message died.
     """
 
     queue: str | None = None
@@ -80,8 +78,8 @@ class Filter:
     reason: str | None = None
     exc_type: str | None = None
     text: str | None = None
-    since: float | None = None
-    until: float | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.reason is not None and self.reason not in REASONS:
@@ -111,12 +109,6 @@ class Filter:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k in self.__dataclass_fields__ if (v := getattr(self, k)) is not None}
-
-
-@dataclass
-class Page:
-    items: list[DeadLetter]
-    next_cursor: str | None
 
 
 @dataclass
@@ -154,18 +146,6 @@ def reply_pairs(reply: list[Any]) -> list[tuple[str, str]]:
     ]
 
 
-def _envelope(body: bytes | None) -> dict[str, Any]:
-    """The headers of a stored Celery message (empty when it is not one)."""
-    if not body:
-        return {}
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return {}
-    headers = payload.get("headers") if isinstance(payload, dict) else None
-    return headers if isinstance(headers, dict) else {}
-
-
 def encode_cursor(score: int, message_id: str) -> str:
     return base64.urlsafe_b64encode(f"{score}:{message_id}".encode()).decode().rstrip("=")
 
@@ -179,38 +159,37 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raise InvalidRequest(f"invalid cursor {cursor!r}") from None
 
 
-def load_entry(
-    queue: str, message_id: str, score: int, f: dict[str, Any], with_body: bool
-) -> DeadLetter:
-    """A dead letter from the fields of its message hash (``FIELDS``)."""
-    headers = _envelope(f["body"])
-    reason = as_text(f["reason"]) or "unknown"
-    detail = as_text(f["detail"]) or ""
-    exc_type, exc_message = as_text(f["exc_type"]), as_text(f["exc_message"])
+def entry_of(message: StoredMessage, score: int, with_body: bool) -> DeadLetter:
+    """A dead letter from its stored message (``score``: when it died, ms)."""
+    headers = message.headers
+    reason = message.reason or "unknown"
+    detail = message.detail or ""
+    exc_type, exc_message = message.exc_type, message.exc_message
     if exc_type is None and reason in ("undecodable", "invalid_message"):
         parsed = _EXCEPTION_DETAIL.match(detail)
         if parsed:
             exc_type, exc_message = parsed.group(1), parsed.group(2)
     task = headers.get("task")
+    retries = headers.get("retries")
     return DeadLetter(
-        id=message_id,
-        queue=queue,
-        task_id=as_text(f["task_id"]) or "",
+        id=message.message_id,
+        queue=message.queue,
+        task_id=message.task_id,
         task_name=str(task) if task else None,
         reason=reason,
         detail=detail,
         exc_type=exc_type,
         exc_message=exc_message,
-        traceback=as_text(f["traceback"]),
-        priority=as_int(f["priority"]),
-        retries=headers.get("retries") if isinstance(headers.get("retries"), int) else None,
-        deliveries=as_int(f["deliveries"]) or 0,
-        recoveries=as_int(f["recoveries"]) or 0,
-        replays=as_int(f["replays"]) or 0,
-        worker=as_text(f["worker"]) or None,
-        published_at=as_seconds(f["published_at"]),
-        dead_at=as_seconds(f["dead_at"]) or score / 1000,
+        traceback=message.traceback,
+        priority=message.priority,
+        retries=retries if isinstance(retries, int) else None,
+        deliveries=message.deliveries,
+        recoveries=message.recoveries,
+        replays=message.replays,
+        worker=message.worker,
+        published_at=message.published_at,
+        dead_at=message.dead_at or from_epoch_ms(score),
         args=as_text(headers.get("argsrepr")),
         kwargs=as_text(headers.get("kwargsrepr")),
-        body=as_text(f["body"]) if with_body else None,
+        body=as_text(message.body) if with_body else None,
     )

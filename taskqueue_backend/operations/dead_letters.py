@@ -1,4 +1,18 @@
-"""The operations on dead letters (see the package docstring): one class, every tool."""
+"""Dead letters: list, show, count, replay, delete and purge — one class for every tool.
+
+The broker keeps each queue's dead letters beside its other messages (``tq:{q}:dead``, scored
+by the time the message died), with its envelope (as published; for a failed task that was
+acknowledged on start, as rebuilt from its request), the reason, the detail and the counts.
+Every mutating call records an audit entry with the actor and the reason, and — through the
+result store this layer was given — a ``replayed`` or ``dead_letter_deleted`` row in each
+task's history.
+
+A replay claims its entries atomically (``dlq_claim.lua``), so two replayers racing on one
+entry replay it once; it then reopens the tasks' results in the result store (FAILURE ->
+PENDING, so the new run's states are recorded), and only then releases the messages to their
+queue (``dlq_release.lua``). Without a result store (an operations layer built from a broker
+URL only) the results of replayed tasks that use this package's backend stay as they were.
+"""
 
 from __future__ import annotations
 
@@ -6,51 +20,57 @@ import fnmatch
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import lifecycle
-from ..audit import AuditLog, default_actor
-from ..errors import InvalidRequest
-from ..inspect import BrokerInspector
-from ..transport import retention
+from ..clock import from_epoch, utcnow
+from ..transport import fields, retention
 from ..transport.keys import QueueKeys
 from ..transport.replies import as_int, as_text
-from .entries import (
+from .data import Page
+from .dead_letter_entries import (
     BATCH,
-    FIELDS,
     STALE_CLAIM_MS,
     DeadLetter,
     Filter,
     Outcome,
-    Page,
     Progress,
     Stats,
     decode_cursor,
     encode_cursor,
-    load_entry,
+    entry_of,
     reply_pairs,
 )
+from .errors import InvalidRequest, NotFound
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from ..transport.scripts import Scripts
+    from .api import Operations
 
 
 class DeadLetters:
-    """The dead letters under one broker key prefix."""
+    """The dead letters of one broker."""
 
-    def __init__(
-        self,
-        inspector: BrokerInspector,
-        actor: str | None = None,
-        audit: AuditLog | None = None,
-    ) -> None:
-        self.inspector = inspector
-        self.client = inspector.client
-        self.prefix = inspector.prefix
-        self.scripts = inspector.scripts
-        self.actor = actor or default_actor()
-        self.audit = audit or AuditLog(self.client, self.prefix)
+    def __init__(self, ops: Operations) -> None:
+        self.ops = ops
 
-    @classmethod
-    def from_app(cls, app: Any, actor: str | None = None) -> DeadLetters:
-        return cls(BrokerInspector.from_app(app), actor)
+    @property
+    def client(self) -> Redis:
+        return self.ops.broker.client
+
+    @property
+    def prefix(self) -> str:
+        return self.ops.broker.prefix
+
+    @property
+    def scripts(self) -> Scripts:
+        return self.ops.broker.scripts
+
+    @property
+    def actor(self) -> str:
+        return self.ops.actor
 
     def _keys(self, queue: str) -> QueueKeys:
         return QueueKeys(self.prefix, queue)
@@ -61,11 +81,11 @@ class DeadLetters:
         """(dead_at ms, id, queue) of every entry in the filter's queues and time range,
         newest first."""
         queues = [
-            q for q in self.inspector.queues()
+            q for q in self.ops.queues.names()
             if not flt.queue or fnmatch.fnmatchcase(q, flt.queue)
         ]  # fmt: skip
-        low = "-inf" if flt.since is None else int(flt.since * 1000)
-        high = "+inf" if flt.until is None else int(flt.until * 1000)
+        low = "-inf" if flt.since is None else int(flt.since.timestamp() * 1000)
+        high = "+inf" if flt.until is None else int(flt.until.timestamp() * 1000)
         pipe = self.client.pipeline(transaction=False)
         for queue in queues:
             pipe.zrevrangebyscore(self._keys(queue).dead, high, low, withscores=True)
@@ -82,16 +102,12 @@ class DeadLetters:
     ) -> list[DeadLetter]:
         pipe = self.client.pipeline(transaction=False)
         for _, message_id, queue in candidates:
-            pipe.hmget(self._keys(queue).message(message_id), FIELDS)
+            pipe.hmget(self._keys(queue).message(message_id), fields.RECORD_FIELDS)
         loaded = []
         for (score, message_id, queue), values in zip(candidates, pipe.execute(), strict=True):
-            if values[0] is None and values[1] is None:
-                continue  # removed meanwhile
-            loaded.append(
-                load_entry(
-                    queue, message_id, score, dict(zip(FIELDS, values, strict=True)), with_body
-                )
-            )
+            message = fields.read_record(queue, message_id, values)
+            if message is not None:  # else: removed meanwhile
+                loaded.append(entry_of(message, score, with_body))
         return loaded
 
     def matching(
@@ -108,7 +124,9 @@ class DeadLetters:
                 if flt.matches(entry):
                     yield entry
 
-    def page(self, flt: Filter | None = None, limit: int = 50, cursor: str | None = None) -> Page:
+    def page(
+        self, flt: Filter | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[DeadLetter]:
         """One page of matching entries, newest first; pass ``next_cursor`` for the next."""
         if not 1 <= limit <= 1000:
             raise InvalidRequest(f"limit must be from 1 to 1000, got {limit}")
@@ -120,12 +138,28 @@ class DeadLetters:
                 break
             items.append(entry)
         last = items[-1] if items else None
-        next_cursor = encode_cursor(round(last.dead_at * 1000), last.id) if more and last else None
+        next_cursor = None
+        if more and last is not None and last.dead_at is not None:
+            next_cursor = encode_cursor(round(last.dead_at.timestamp() * 1000), last.id)
         return Page(items, next_cursor)
 
-    def get(self, ident: str) -> DeadLetter | None:
-        """One entry by its message id or its task id, with its body."""
-        queues = self.inspector.queues()
+    def find(self, ident: str) -> DeadLetter | None:
+        """One entry by its message id, task id or a unique prefix of either, with its body."""
+        found = self._get(ident)
+        if found is not None or not ident:
+            return found
+        task_id = self.ops.tasks.resolve(ident, missing_ok=True)
+        return self._get(task_id) if task_id and task_id != ident else None
+
+    def get(self, ident: str) -> DeadLetter:
+        """Like :meth:`find`, but a missing entry is ``NotFound``."""
+        found = self.find(ident)
+        if found is None:
+            raise NotFound(f"no dead letter with id or task id {ident!r}")
+        return found
+
+    def _get(self, ident: str) -> DeadLetter | None:
+        queues = self.ops.queues.names()
         pipe = self.client.pipeline(transaction=False)
         for queue in queues:
             pipe.hget(self._keys(queue).ids, ident)
@@ -152,12 +186,13 @@ class DeadLetters:
             by_reason[entry.reason] += 1
             if entry.exc_type:
                 by_exception[entry.exc_type] += 1
-            age = max(now - entry.dead_at, 0.0)
+            died = entry.dead_at.timestamp() if entry.dead_at else now
+            age = max(now - died, 0.0)
             stats.oldest_age = age if stats.oldest_age is None else max(stats.oldest_age, age)
         stats.by_task = dict(by_task.most_common())
         stats.by_reason = dict(by_reason.most_common())
         stats.by_exception = dict(by_exception.most_common())
-        queues = self.inspector.queues()
+        queues = self.ops.queues.names()
         pipe = self.client.pipeline(transaction=False)
         for queue in queues:
             pipe.hget(self._keys(queue).state, "dead_trimmed")
@@ -180,13 +215,7 @@ class DeadLetters:
         if chosen != 1:
             raise InvalidRequest("name the dead letters: ids, a filter, or all (exactly one)")
         if given:
-            found = []
-            for ident in given:
-                entry = self.get(ident)
-                if entry is None:
-                    raise InvalidRequest(f"no dead letter with id or task id {ident!r}")
-                found.append(entry)
-            return found
+            return [self.get(ident) for ident in given]
         return list(self.matching(flt))
 
     # -- replay ------------------------------------------------------------------------------
@@ -231,7 +260,7 @@ class DeadLetters:
                 if ahead > 0:
                     time.sleep(ahead)
         if to_queue:
-            self.client.sadd(self.inspector.known_queues_key, to_queue)
+            self.client.sadd(self.ops.broker.global_keys.queues, to_queue)
         self._audit("replay", outcome, reason, flt, ids)
         return outcome
 
@@ -249,14 +278,9 @@ class DeadLetters:
         if not pairs:
             return []
         entries = {e.id: e for e in batch}
-        at = time.time()
-        lifecycle.emit_all([
-            lifecycle.MessageEvent(
-                "replayed", task_id, target,
-                {"actor": self.actor, "reason": reason, "from_queue": queue,
-                 "dead_letter_reason": entries[message_id].reason},
-                None, at,
-            )
+        self._reopen([
+            (task_id, {"actor": self.actor, "reason": reason, "queue": target, "from_queue": queue,
+                       "dead_letter_reason": entries[message_id].reason})
             for message_id, task_id in pairs if task_id
         ])  # fmt: skip
         self.scripts["dlq_release"](
@@ -289,7 +313,8 @@ class DeadLetters:
         if older_than is not None:
             if older_than < 0:
                 raise InvalidRequest(f"older_than must be >= 0 seconds, got {older_than}")
-            cutoff = time.time() - older_than
+            cutoff = from_epoch(time.time() - older_than)
+            assert cutoff is not None
             base = flt or Filter()
             until = cutoff if base.until is None else min(base.until, cutoff)
             flt = Filter(**{**base.as_dict(), "until": until})
@@ -317,11 +342,8 @@ class DeadLetters:
             outcome.done += len(pairs)
             outcome.skipped += len(batch) - len(pairs)
             outcome.task_ids += [t or m for m, t in pairs]
-            detail = {"actor": self.actor, "reason": reason, "action": action}
-            lifecycle.emit_all(
-                [lifecycle.MessageEvent("dead_letter_deleted", t, queue, detail)
-                 for _, t in pairs if t]
-            )  # fmt: skip
+            detail = {"actor": self.actor, "reason": reason, "action": action, "queue": queue}
+            self._record(lifecycle.DEAD_LETTER_DELETED, [t for _, t in pairs if t], detail)
             if progress is not None:
                 progress(len(batch))
         self._audit(action, outcome, reason, flt, ids)
@@ -345,7 +367,7 @@ class DeadLetters:
         target = "dead letters " + (
             ",".join(ids) if ids else "matching the filter" if flt else "(all)"
         )
-        self.audit.record(self.actor, f"dlq.{action}", target[:500], reason, **detail)
+        self.ops.audit.record(self.actor, f"dlq.{action}", target[:500], reason, **detail)
 
     # -- retention ---------------------------------------------------------------------------
 
@@ -354,13 +376,36 @@ class DeadLetters:
 
         Consuming workers apply it on every heartbeat; the control plane calls this too."""
         trimmed = {}
-        for queue in queues if queues is not None else self.inspector.queues():
+        for queue in queues if queues is not None else self.ops.queues.names():
             n = retention.trim_queue(
-                self.client, self.scripts, self.prefix, self.inspector.options, queue
+                self.client, self.scripts, self.prefix, self.ops.broker.options, queue
             )
             if n:
                 trimmed[queue] = n
         return trimmed
+
+    # -- the history, through the result store this layer was given -------------------------
+
+    def _reopen(self, tasks: list[tuple[str, dict[str, Any]]]) -> None:
+        """Replayed tasks: back to PENDING with a ``replayed`` history row, before their
+        messages are released (so the new run's states are never taken for late events)."""
+        if self.ops.results is None or not tasks:
+            return
+        from ..backend.queries import event_row
+
+        now = utcnow()
+        rows = [event_row(t, lifecycle.REPLAYED, "PENDING", None, detail, now)
+                for t, detail in tasks]  # fmt: skip
+        self.ops.results.reopen(rows, now)
+
+    def _record(self, event: str, task_ids: list[str], detail: dict[str, Any]) -> None:
+        if self.ops.results is None or not task_ids:
+            return
+        from ..backend.queries import event_row
+
+        now = utcnow()
+        self.ops.results.write(None, [event_row(t, event, None, None, detail, now)
+                                      for t in task_ids])  # fmt: skip
 
 
 def _batches_per_queue(

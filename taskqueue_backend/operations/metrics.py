@@ -1,11 +1,11 @@
 """Prometheus metrics of the broker: queues, dead letters (with retention trims) and workers.
 
-``BrokerCollector`` reads the broker at scrape time through the same APIs as the CLI
-(``BrokerInspector``, ``WorkerRegistry``), so a forgotten worker disappears from the metrics
-as it does from every view. Register it with any ``prometheus_client`` registry::
+``BrokerCollector`` reads the broker at scrape time through the same operations as every other
+view (``Operations.queues``, ``Operations.workers``), so a forgotten worker disappears from the
+metrics as it does from every view. Register it with any ``prometheus_client`` registry::
 
     registry = CollectorRegistry()
-    registry.register(BrokerCollector(BrokerInspector.from_app(app)))
+    registry.register(Operations.from_app(app).collector())
 
 Everything here is cheap to read: counts come from sorted-set cardinalities and one small
 script per queue, never from scanning messages.
@@ -14,22 +14,22 @@ script per queue, never from scanning messages.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .inspect import BrokerInspector
-from .transport.keys import QueueKeys
-from .transport.replies import as_int
-from .workers import WorkerRegistry
+from ..transport.replies import as_int
+
+if TYPE_CHECKING:
+    from .api import Operations
 
 
 class BrokerCollector(Collector):
     """Collects the broker's state under one key prefix on every scrape."""
 
-    def __init__(self, inspector: BrokerInspector) -> None:
-        self.inspector = inspector
+    def __init__(self, ops: Operations) -> None:
+        self.ops = ops
 
     def collect(self) -> Iterator[Any]:
         yield from self._queues()
@@ -49,10 +49,10 @@ class BrokerCollector(Collector):
             "Dead letters removed by the retention (dead_letter_max_count/max_age)",
             labels=["queue"],
         )
-        all_stats = self.inspector.all_stats()
-        pipe = self.inspector.client.pipeline(transaction=False)
+        all_stats = self.ops.queues.all()
+        pipe = self.ops.broker.client.pipeline(transaction=False)
         for stats in all_stats:
-            pipe.hget(QueueKeys(self.inspector.prefix, stats.queue).state, "dead_trimmed")
+            pipe.hget(self.ops.broker.queue_keys(stats.queue).state, "dead_trimmed")
         for stats, trims in zip(all_stats, pipe.execute(), strict=True):
             q = stats.queue
             for state, count in (("ready", stats.ready), ("delayed", stats.delayed),
@@ -81,11 +81,11 @@ class BrokerCollector(Collector):
             labels=per_consumer,
         )
         failed = CounterMetricFamily(
-            "taskqueue_worker_failed_tasks", "Tasks that failed on a worker node", labels=["worker"]
-        )
+            "taskqueue_worker_failed_tasks", "Tasks that failed in the worker process",
+            labels=per_consumer,
+        )  # fmt: skip
         counts = {"online": 0, "stale": 0, "offline": 0}
-        failures: dict[str, int] = {}
-        for w in WorkerRegistry(self.inspector, actor="metrics").workers():
+        for w in self.ops.workers.all():
             labels = [w.hostname or w.consumer_id, w.consumer_id]
             counts[w.state] = counts.get(w.state, 0) + 1
             up.add_metric([*labels, w.state], 1 if w.state == "online" else 0)
@@ -94,9 +94,7 @@ class BrokerCollector(Collector):
             if w.processed is not None:
                 processed.add_metric(labels, w.processed)
             returned.add_metric(labels, w.returned)
-            failures[labels[0]] = w.failed
-        for name, count in failures.items():
-            failed.add_metric([name], count)
+            failed.add_metric(labels, w.failed)
         for state, count in counts.items():
             by_state.add_metric([state], count)
         yield from (by_state, up, active, processed, failed, returned)

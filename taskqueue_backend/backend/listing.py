@@ -1,0 +1,167 @@
+"""The result store's reads for operators: search, pages, id prefixes (the operations layer's).
+
+Workers never run these. Each query is served by an index of ``schema.py``: the equality
+filters (state, name, queue, worker) by the ``(column, updated_at)`` indexes, the time ranges
+by the ``updated_at``, ``received_at`` and ``finished_at`` indexes, id prefixes by the primary
+key. A page is ordered by the chosen time column (newest first) and the task id, and the
+cursor carries the last row's pair, so the next page is one index range scan, however deep.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.engine import Row
+
+from ..clock import as_utc
+from .queries import Store
+
+#: the time columns a page can be ordered (and a range bounded) by
+SORT_COLUMNS = ("updated_at", "received_at", "finished_at")
+
+
+class InvalidCursor(ValueError):
+    """A cursor that no page of this listing handed out."""
+
+
+@dataclass(frozen=True)
+class ResultQuery:
+    """Which results to list: every given criterion must match.
+
+    ``name`` accepts ``*`` wildcards; ``text`` is matched case-insensitively against the
+    exception type and message, and byte for byte against the stored (serialized) args and
+    kwargs; ``since``/``until`` bound ``sort`` (the time column the page is ordered by).
+    """
+
+    states: tuple[str, ...] = ()
+    name: str | None = None
+    queue: str | None = None
+    worker: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    text: str | None = None
+    sort: str = "updated_at"
+    ascending: bool = False
+
+
+def encode_cursor(moment: datetime | None, task_id: str) -> str:
+    raw = json.dumps([moment.isoformat() if moment else None, task_id])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime | None, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, task_id = json.loads(raw)
+        return (as_utc(datetime.fromisoformat(moment)) if moment else None), str(task_id)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor(f"invalid cursor {cursor!r}") from None
+
+
+def _like(pattern: str) -> str:
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%")
+
+
+def search(
+    store: Store, query: ResultQuery, limit: int, cursor: str | None = None
+) -> tuple[list[Row[Any]], str | None]:
+    """One page of result rows (without the stored result payload) and the next cursor."""
+    r = store.tables.results
+    if query.sort not in SORT_COLUMNS:
+        raise ValueError(f"sort must be one of {', '.join(SORT_COLUMNS)}, got {query.sort!r}")
+    column = r.c[query.sort]
+    conditions: list[Any] = []
+    if query.states:
+        conditions.append(r.c.state.in_(list(query.states)))
+    if query.name:
+        if "*" in query.name:
+            conditions.append(r.c.name.like(_like(query.name), escape="\\"))
+        else:
+            conditions.append(r.c.name == query.name)
+    if query.queue:
+        conditions.append(r.c.queue == query.queue)
+    if query.worker:
+        conditions.append(r.c.worker == query.worker)
+    if query.since is not None:
+        conditions.append(column >= query.since)
+    if query.until is not None:
+        conditions.append(column <= query.until)
+    if query.sort != "updated_at":
+        conditions.append(column.is_not(None))
+    if query.text:
+        needle = query.text.lower()
+        raw = query.text.encode()
+        contains: Any = func.instr if store.dialect == "sqlite" else func.strpos
+        conditions.append(or_(
+            func.lower(r.c.exception_message).contains(needle, autoescape=True),
+            func.lower(r.c.exception_type).contains(needle, autoescape=True),
+            contains(r.c.args, raw) > 0,
+            contains(r.c.kwargs, raw) > 0,
+        ))  # fmt: skip
+    if cursor:
+        moment, task_id = decode_cursor(cursor)
+        if query.ascending:
+            conditions.append(or_(column > moment, and_(column == moment, r.c.task_id > task_id)))
+        else:
+            conditions.append(or_(column < moment, and_(column == moment, r.c.task_id < task_id)))
+    order = (column.asc(), r.c.task_id.asc()) if query.ascending else (
+        column.desc(), r.c.task_id.desc())  # fmt: skip
+    columns = [c for c in r.columns if c.name != "result"]
+    statement = select(*columns).where(*conditions).order_by(*order).limit(limit + 1)
+
+    def run() -> list[Row[Any]]:
+        with store.engine.connect() as conn:
+            return list(conn.execute(statement))
+
+    rows = store._retrying(run)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if more and rows:
+        last = rows[-1]
+        next_cursor = encode_cursor(as_utc(last._mapping[query.sort]), last.task_id)
+    return rows, next_cursor
+
+
+def ids_starting_with(store: Store, prefix: str, limit: int = 2) -> list[str]:
+    """Task ids that start with ``prefix`` (a range over the primary key, then an exact check:
+    a collation that ignores punctuation can put a few other ids inside the range)."""
+    if not prefix:
+        return []
+    r = store.tables.results
+    after = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    statement = (
+        select(r.c.task_id)
+        .where(r.c.task_id >= prefix, r.c.task_id < after)
+        .order_by(r.c.task_id)
+        .limit(limit + 50)
+    )
+
+    def run() -> list[str]:
+        with store.engine.connect() as conn:
+            return [str(t) for t in conn.execute(statement).scalars()]
+
+    return [t for t in store._retrying(run) if t.startswith(prefix)][:limit]
+
+
+def history_of(store: Store, task_ids: Sequence[str]) -> dict[str, list[Row[Any]]]:
+    """Every history row of these tasks, oldest first, by task id (one query)."""
+    e = store.tables.events
+    statement = select(e).where(e.c.task_id.in_(list(task_ids))).order_by(e.c.at, e.c.id)
+
+    def run() -> dict[str, list[Row[Any]]]:
+        found: dict[str, list[Row[Any]]] = {}
+        with store.engine.connect() as conn:
+            for row in conn.execute(statement):
+                found.setdefault(row.task_id, []).append(row)
+        return found
+
+    return store._retrying(run) if task_ids else {}

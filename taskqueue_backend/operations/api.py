@@ -1,0 +1,140 @@
+"""``Operations``: the one Python API behind the CLI, the REST API and the admin UI.
+
+Build it from a Celery app (its broker settings, and its result store when the app uses this
+package's backend) or from URLs, with the acting operator's name for the audit log::
+
+    ops = Operations.from_app(app, actor="alice")
+    ops.tasks.status("5b1c")          # broker place + result + history + dead letter
+    ops.dead_letters.replay(flt=Filter(reason="failed"), reason="API back up")
+    ops.queues.remove(task_id, reason="sent twice")   # a durable revoke, audited
+    ops.workers.all("stale"); ops.audit.entries()
+
+One instance holds one broker connection pool and one database engine and may serve many
+threads; ``acting_as(name)`` gives a view for another operator sharing them. Every data object
+is a dataclass with one JSON shape (``to_json``), and failures are ``NotFound``,
+``InvalidRequest`` or ``Conflict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..backend.queries import Store
+from ..selection import result_database_url
+from .audit import AuditLog, default_actor
+from .broker import BrokerAccess
+from .dead_letters import DeadLetters
+from .errors import InvalidRequest
+from .metrics import BrokerCollector
+from .queues import Queues
+from .tasks import Tasks
+from .workers import Workers
+
+
+def open_results(
+    url: str, conf: Any = None, *, table_prefix: str | None = None, schema: str | None = None
+) -> Store:
+    """The result store at ``url`` with an app's ``taskqueue_*`` settings (or the defaults)."""
+    from ..backend.opening import open_store
+    from ..backend.settings import BackendSettings
+
+    settings = BackendSettings.from_conf(conf or {})
+    if table_prefix is not None or schema is not None:
+        settings = BackendSettings(**{
+            **settings.__dict__,
+            "table_prefix": settings.table_prefix if table_prefix is None else table_prefix,
+            "schema": settings.schema if schema is None else (schema or None),
+        })  # fmt: skip
+    return open_store(url, settings)
+
+
+class Operations:
+    """Tasks, queues, dead letters, workers and the audit log of one broker (and result store)."""
+
+    def __init__(self, broker: BrokerAccess | None, results: Store | None = None,
+                 actor: str | None = None) -> None:  # fmt: skip
+        if broker is None and results is None:
+            raise InvalidRequest("give a broker, a result store, or both")
+        self._broker = broker
+        self.results = results
+        self.actor = actor or default_actor()
+        self.queues = Queues(self)
+        self.tasks = Tasks(self)
+        self.dead_letters = DeadLetters(self)
+        self.workers = Workers(self)
+
+    @property
+    def broker(self) -> BrokerAccess:
+        if self._broker is None:
+            raise InvalidRequest("no broker was given: this needs one (pass -A proj, a broker "
+                                 "URL or set REDIS_URL)")  # fmt: skip
+        return self._broker
+
+    @property
+    def has_broker(self) -> bool:
+        return self._broker is not None
+
+    @property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.broker)
+
+    @classmethod
+    def from_app(cls, app: Any, actor: str | None = None) -> Operations:
+        """The app's broker (this package's transport) and, when its ``result_backend`` is this
+        package's, its result store."""
+        broker = BrokerAccess.from_app(app)
+        url = result_database_url(app)
+        return cls(broker, open_results(url, app.conf) if url else None, actor)
+
+    @classmethod
+    def from_urls(
+        cls,
+        broker_url: str | None,
+        database_url: str | None = None,
+        *,
+        transport_options: Mapping[str, Any] | None = None,
+        ssl: Any = None,
+        table_prefix: str | None = None,
+        schema: str | None = None,
+        actor: str | None = None,
+    ) -> Operations:
+        """A broker URL (any kombu Redis URL of this transport) and/or the result store's
+        SQLAlchemy URL (``tq+`` prefix allowed)."""
+        broker = BrokerAccess.from_url(broker_url, transport_options, ssl) if broker_url else None
+        results = None
+        if database_url:
+            from ..selection import plain_database_url
+
+            results = open_results(plain_database_url(database_url), table_prefix=table_prefix,
+                                   schema=schema)  # fmt: skip
+        return cls(broker, results, actor)
+
+    def acting_as(self, actor: str) -> Operations:
+        """The same broker and result store, for another operator."""
+        return Operations(self._broker, self.results, actor)
+
+    def collector(self) -> BrokerCollector:
+        """A ``prometheus_client`` collector of the broker's queues and workers."""
+        return BrokerCollector(self)
+
+    def describe_results(self) -> str:
+        if self.results is None:
+            return "(none)"
+        return self.results.engine.url.render_as_string(hide_password=True)
+
+    def describe_broker(self) -> str:
+        return "(none)" if self._broker is None else self._broker.describe()
+
+    def describe(self) -> str:
+        return f"broker {self.describe_broker()}, results {self.describe_results()}"
+
+    def close(self) -> None:
+        if self._broker is not None:
+            self._broker.close()
+
+    def __enter__(self) -> Operations:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,86 @@
+"""Reaching the broker: a kombu connection of this transport, kept open for the operations.
+
+Every Redis call of the operations layer goes through the client of a channel of this
+transport, so whatever kombu's connection machinery supports reaches it too: ``redis://``,
+``rediss://`` with TLS options, ACL users, database numbers, Sentinel (``sentinel://`` with
+``master_name``), failover URLs and ``global_keyprefix``. The channel never consumes: it only
+lends its connection pool (thread-safe, so one broker access serves every request thread).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kombu import Connection
+from redis import Redis
+
+from ..selection import TRANSPORT_PATH, uses_taskqueue_broker
+from ..transport.keys import GlobalKeys, QueueKeys
+from ..transport.options import BrokerOptions
+from ..transport.scripts import Scripts
+from .errors import InvalidRequest
+
+
+@dataclass
+class BrokerAccess:
+    """The broker under one ``global_keyprefix`` of one Redis database."""
+
+    connection: Connection
+    client: Redis
+    prefix: str
+    options: BrokerOptions
+    scripts: Scripts
+
+    @classmethod
+    def open(cls, connection: Connection) -> BrokerAccess:
+        from ..transport.channel import TaskQueueChannel
+
+        channel = connection.default_channel
+        if not isinstance(channel, TaskQueueChannel):
+            connection.release()
+            raise InvalidRequest(
+                f"{connection.as_uri()} is not reached through this package's transport; "
+                f"set broker_transport = {TRANSPORT_PATH!r}"
+            )
+        return cls(connection, channel.redis, channel.global_keyprefix, channel.options,
+                   channel.scripts)  # fmt: skip
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        transport_options: Mapping[str, Any] | None = None,
+        ssl: Any = None,
+    ) -> BrokerAccess:
+        return cls.open(
+            Connection(url, transport=TRANSPORT_PATH,
+                       transport_options=dict(transport_options or {}), ssl=ssl)
+        )  # fmt: skip
+
+    @classmethod
+    def from_app(cls, app: Any) -> BrokerAccess:
+        """The broker of a Celery app (its URL, transport options, TLS and failover)."""
+        if not uses_taskqueue_broker(app):
+            raise InvalidRequest(
+                f"the broker of app {app.main or app!r} is {app.conf.broker_url!r} with "
+                f"broker_transport={app.conf.broker_transport!r}, not this package's: set "
+                f"broker_transport = {TRANSPORT_PATH!r}"
+            )
+        return cls.open(app.connection_for_write())
+
+    def describe(self) -> str:
+        """The broker's URL without its password, and the key prefix if any."""
+        where = self.connection.as_uri()
+        return f"{where} (keyprefix {self.prefix!r})" if self.prefix else where
+
+    def queue_keys(self, queue: str) -> QueueKeys:
+        return QueueKeys(self.prefix, queue)
+
+    @property
+    def global_keys(self) -> GlobalKeys:
+        return GlobalKeys(self.prefix)
+
+    def close(self) -> None:
+        self.connection.release()

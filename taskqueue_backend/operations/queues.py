@@ -1,0 +1,239 @@
+"""Queues: counts, where a task's message is, removing a waiting task, purging.
+
+Everything here is cheap: counts come from sorted-set cardinalities and one ``stats.lua`` call
+per queue, and a task id is found through each queue's ``ids`` index (one ``HGET`` per known
+queue), never by scanning messages.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from .. import lifecycle
+from ..clock import from_epoch_ms, utcnow
+from ..transport import fields, scheduled, stats
+from ..transport.channel import purge_waiting
+from ..transport.replies import as_text
+from .errors import InvalidRequest, NotFound
+
+if TYPE_CHECKING:
+    from .api import Operations
+    from .broker import BrokerAccess
+
+
+@dataclass
+class QueueStats:
+    """One queue's counts; ages in seconds (``None`` when nothing is there)."""
+
+    queue: str
+    ready: int = 0
+    ready_by_priority: dict[int, int] = field(default_factory=dict)
+    delayed: int = 0
+    inflight: int = 0
+    dead: int = 0
+    consumers: int = 0
+    oldest_ready_age: float | None = None
+    oldest_inflight_age: float | None = None
+    next_due_at: datetime | None = None
+
+
+@dataclass
+class MessageLocation:
+    """Where one message of a task is, and what the broker knows about it."""
+
+    queue: str
+    message_id: str
+    task_id: str
+    task_name: str | None
+    state: str  # ready | delayed | inflight | dead | replaying
+    priority: int | None
+    deliveries: int
+    recoveries: int
+    replays: int
+    owner: str | None
+    published_at: datetime | None
+    due_at: datetime | None
+    leased_at: datetime | None
+    dead_at: datetime | None
+    reason: str | None
+    detail: str | None
+
+
+@dataclass
+class RemoveOutcome:
+    """What removing a task's waiting messages did (a durable revoke)."""
+
+    task_id: str
+    removed: list[MessageLocation] = field(default_factory=list)
+    in_flight: list[MessageLocation] = field(default_factory=list)  # left to their worker
+    dead: list[MessageLocation] = field(default_factory=list)  # left to the dead-letter tools
+    result_revoked: bool = False  # the result store now says REVOKED
+
+
+def location(message: fields.StoredMessage) -> MessageLocation:
+    return MessageLocation(
+        queue=message.queue,
+        message_id=message.message_id,
+        task_id=message.task_id,
+        task_name=message.headers.get("task"),
+        state=message.state,
+        priority=message.priority,
+        deliveries=message.deliveries,
+        recoveries=message.recoveries,
+        replays=message.replays,
+        owner=message.owner,
+        published_at=message.published_at,
+        due_at=message.due_at,
+        leased_at=message.leased_at,
+        dead_at=message.dead_at,
+        reason=message.reason,
+        detail=message.detail,
+    )
+
+
+class Queues:
+    """The queues of one broker."""
+
+    def __init__(self, ops: Operations) -> None:
+        self.ops = ops
+
+    @property
+    def broker(self) -> BrokerAccess:
+        return self.ops.broker
+
+    def names(self) -> list[str]:
+        """Queues that hold anything (a queue that expired or was deleted is left out)."""
+        return stats.known_queues(self.broker.client, self.broker.prefix)
+
+    def _stats(self, counts: stats.QueueCounts, consumers: int) -> QueueStats:
+        now = time.time() * 1000
+        oldest, lease = counts.oldest_ready_published_ms, counts.oldest_lease_ms
+        return QueueStats(
+            queue=counts.queue,
+            ready=counts.ready,
+            ready_by_priority=counts.ready_by_priority,
+            delayed=counts.delayed,
+            inflight=counts.inflight,
+            dead=counts.dead,
+            consumers=consumers,
+            oldest_ready_age=None if oldest is None else max(now - oldest, 0.0) / 1000,
+            oldest_inflight_age=None if lease is None else max(now - lease, 0.0) / 1000,
+            next_due_at=from_epoch_ms(counts.next_due_ms),
+        )
+
+    def _counts(self, queue: str) -> stats.QueueCounts:
+        b = self.broker
+        return stats.read_counts(b.client, b.scripts, b.prefix, b.options, queue)
+
+    def all(self) -> list[QueueStats]:
+        """Every queue that holds anything, with its counts and live consumers."""
+        b = self.broker
+        names = self.names()
+        consumers = stats.consumers_per_queue(b.client, b.prefix, b.options, names)
+        return [self._stats(self._counts(q), consumers.get(q, 0)) for q in names]
+
+    def stats(self, queue: str) -> QueueStats:
+        if queue not in self.names():
+            raise NotFound(f"no queue named {queue!r} holds anything in {self.broker.describe()}")
+        b = self.broker
+        consumers = stats.consumers_per_queue(b.client, b.prefix, b.options, [queue])
+        return self._stats(self._counts(queue), consumers.get(queue, 0))
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def message(self, queue: str, message_id: str) -> fields.StoredMessage | None:
+        keys = self.broker.queue_keys(queue)
+        values = self.broker.client.hmget(keys.message(message_id), fields.RECORD_FIELDS)
+        return fields.read_record(queue, message_id, cast(list[Any], values))
+
+    def find(self, task_id: str) -> list[MessageLocation]:
+        """Every queue holding a message of this task (usually one)."""
+        return [location(m) for m in self.find_messages(task_id)]
+
+    def find_messages(self, task_id: str) -> list[fields.StoredMessage]:
+        queues = self.names()
+        pipe = self.broker.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.hget(self.broker.queue_keys(queue).ids, task_id)
+        found = []
+        for queue, message_id in zip(queues, pipe.execute(), strict=True):
+            if message_id is not None:
+                message = self.message(queue, as_text(message_id) or "")
+                if message is not None:
+                    found.append(message)
+        return found
+
+    def delayed(self, queue: str, limit: int = 100) -> list[MessageLocation]:
+        """The queue's delayed messages, soonest first."""
+        if not 1 <= limit <= 10_000:
+            raise InvalidRequest(f"limit must be from 1 to 10000, got {limit}")
+        found = scheduled.delayed_messages(self.broker.client, self.broker.prefix, queue, limit)
+        return [location(m) for m in found]
+
+    # -- changing them -----------------------------------------------------------------------
+
+    def remove(self, ident: str, reason: str = "") -> RemoveOutcome:
+        """Durably revoke a task that has not started: delete its waiting (ready or delayed)
+        messages, so it can never run, and record it as REVOKED in the result store, with a
+        history row naming the actor. A message in flight is left to its worker (revoke it
+        through Celery's remote control) and reported."""
+        task_id = self.ops.tasks.resolve(ident)
+        outcome = RemoveOutcome(task_id)
+        for queue in self.names():
+            keys = self.broker.queue_keys(queue)
+            before = self.message_of(queue, task_id)
+            state, _owner = self.broker.scripts["remove"](
+                keys=[keys.ready, keys.delayed, keys.dead, keys.ids],
+                args=[keys.base, task_id],
+                client=self.broker.client,
+            )
+            state = as_text(state)
+            if state == "removed" and before is not None:
+                outcome.removed.append(location(before))
+            elif state == "inflight" and before is not None:
+                outcome.in_flight.append(location(before))
+            elif state == "dead" and before is not None:
+                outcome.dead.append(location(before))
+        if not (outcome.removed or outcome.in_flight or outcome.dead):
+            raise NotFound(f"no message of task {task_id} waits in {self.broker.describe()}")
+        if outcome.removed:
+            outcome.result_revoked = self._revoke_result(task_id, outcome, reason)
+            self.ops.audit.record(
+                self.ops.actor, "task.remove", task_id, reason,
+                queues=sorted({m.queue for m in outcome.removed}),
+                states=[m.state for m in outcome.removed],
+            )  # fmt: skip
+        return outcome
+
+    def message_of(self, queue: str, task_id: str) -> fields.StoredMessage | None:
+        message_id = self.broker.client.hget(self.broker.queue_keys(queue).ids, task_id)
+        return None if message_id is None else self.message(queue, as_text(message_id) or "")
+
+    def _revoke_result(self, task_id: str, outcome: RemoveOutcome, reason: str) -> bool:
+        results = self.ops.results
+        if results is None:
+            return False
+        from ..backend.queries import event_row
+
+        now = utcnow()
+        first = outcome.removed[0]
+        detail = {"actor": self.ops.actor, "reason": reason, "removed_from": first.queue,
+                  "was": first.state}  # fmt: skip
+        row = {"task_id": task_id, "state": "REVOKED", "name": first.task_name,
+               "queue": first.queue, "finished_at": now, "updated_at": now}  # fmt: skip
+        results.write(row, [event_row(task_id, lifecycle.REVOKED, "REVOKED", None, detail, now)])
+        return True
+
+    def purge(self, queue: str, *, include_delayed: bool = True, reason: str = "") -> int:
+        """Delete the queue's waiting messages (ready, and delayed unless told to keep them);
+        messages in flight stay with their workers, dead letters stay for an operator."""
+        if queue not in self.names():
+            raise NotFound(f"no queue named {queue!r} holds anything in {self.broker.describe()}")
+        b = self.broker
+        gone = purge_waiting(b.scripts, b.client, b.queue_keys(queue), include_delayed)
+        self.ops.audit.record(self.ops.actor, "queue.purge", queue, reason, purged=gone,
+                              include_delayed=include_delayed)  # fmt: skip
+        return gone

@@ -1,0 +1,443 @@
+"""Consuming on the channel: leasing in batches, delivering, settling leases, handing back.
+
+Consuming is event driven: the channel waits with ``BLPOP`` on one wake-up token per queue
+and, once woken, leases up to its free prefetch slots with one ``fetch.lua`` call. A Celery
+worker's event loop gets the whole batch at once. ``Connection.drain_events()`` hands over one
+message per call, as kombu's virtual transports do: the rest of the batch stays buffered in the
+channel (still leased to this consumer) and is handed over by the next calls, or returned to
+its queue when the consumer is cancelled or the channel closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections import deque
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
+from redis import Redis
+from redis.exceptions import NoScriptError
+
+from .. import lifecycle
+from ..clock import now_ms
+from . import recovery, worker_info
+from .heartbeat import Heartbeat
+from .keys import QueueKeys
+from .messages import Leased, MalformedMessage, for_delivery
+from .options import BrokerOptions
+
+logger = logging.getLogger(__name__)
+
+Empty = virtual.Empty
+#: fields per message in a fetch reply: id, body, deliveries, published_at, replays
+FETCH_STRIDE = 5
+#: (prefix, node name, pid) of the worker processes whose failure count started here
+_counting_failures: set[tuple[str, str, int]] = set()
+
+
+class ConsumingMixin:
+    """The channel's consuming side (mixed into ``channel.TaskQueueChannel``)."""
+
+    options: BrokerOptions
+    consumer_id: str
+    global_keyprefix: str
+    _owner_pid: int
+
+    if TYPE_CHECKING:  # provided by the channel and by kombu's Redis channel
+        connection: Any
+        client: Any
+        pool: Any
+        qos: Any
+        _qos: Any
+        _queue_cycle: Any
+        _tag_to_queue: dict[str, str]
+        queue_order_strategy: str
+        brpop_timeout: float
+        connection_errors: tuple[type[BaseException], ...]
+        active_queues: list[str]
+        _in_poll: Any
+        _brpop_sent_at: Any
+
+        @property
+        def redis(self) -> Redis: ...
+
+        @property
+        def scripts(self) -> Any: ...
+
+        def queue_keys(self, queue: str) -> QueueKeys: ...
+
+        def dead_letter(self, delivery_tag: str, reason: str, detail: str) -> None: ...
+
+        def Message(self, payload: Any, channel: Any = None) -> Any: ...  # noqa: N802
+
+    def _init_consuming(self) -> None:
+        self._leases: dict[str, str] = {}  # message id -> queue, for every lease held
+        self._held_queues: set[str] = set()
+        self._no_ack_queues: set[str] = set()
+        self._heartbeat: Heartbeat | None = None
+        self._pending: tuple[str, Any, int] | None = None
+        self._fetch_queue: deque[str] = deque()
+        self._next_due: dict[str, int] = {}
+        self._buffered: deque[tuple[dict[str, Any], str]] = deque()
+        self._handed_back = 0  # messages returned while closing (counted as "returned")
+        self._closing = False
+        self._started_at = str(now_ms())
+
+    # -- registration ----------------------------------------------------------------------
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        else:
+            self._no_ack_queues.discard(queue)
+        tag = super().basic_consume(queue, no_ack, *args, **kwargs)  # type: ignore[misc]
+        if not no_ack:
+            self._prepare_consumer(queue)  # an idle worker is in the registry too
+        return tag
+
+    def _consuming(self) -> list[str]:
+        """The queues this consumer takes messages from now (what the registry shows)."""
+        return [q for q in self.active_queues if q not in self._no_ack_queues]
+
+    def _prepare_consumer(self, queue: str) -> None:
+        """Register this consumer (and the queue it leases from) before the first lease."""
+        if queue in self._held_queues and self._heartbeat is not None:
+            return
+        self._held_queues.add(queue)
+        info = self._consumer_info()
+        counter = (self.global_keyprefix, info["hostname"], os.getpid())
+        if counter not in _counting_failures:
+            _counting_failures.add(counter)
+            recovery.reset_failures(self.redis, *counter)
+        recovery.register(self.redis, self.global_keyprefix, self.consumer_id, info,
+                          self._consuming(), self._held_queues)  # fmt: skip
+        if self._heartbeat is None:
+            self._heartbeat = Heartbeat(
+                Redis(connection_pool=self.pool),
+                self.scripts,
+                self.global_keyprefix,
+                self.consumer_id,
+                self.options,
+                self._consumer_info,
+                self._consuming,
+                lambda: set(self._held_queues),
+            )
+            self._heartbeat.start()
+
+    def _consumer_info(self) -> dict[str, str]:
+        return {
+            "hostname": worker_info.WORKER_NODENAME or socket.gethostname(),
+            "pid": str(os.getpid()),
+            "started_at": self._started_at,
+            **worker_info.worker_stats(),
+        }
+
+    # -- fetching --------------------------------------------------------------------------
+
+    def _free_slots(self) -> int:
+        estimate = self.qos.can_consume_max_estimate()
+        if estimate is None:
+            return self.options.fetch_limit
+        return max(1, min(estimate - len(self._buffered), self.options.fetch_limit))
+
+    def _fetch_call(
+        self, queue: str, count: int, no_ack: bool = False
+    ) -> tuple[list[str], list[Any]]:
+        keys = self.queue_keys(queue)
+        return (
+            [keys.ready, keys.delayed, keys.inflight, keys.signal, keys.state],
+            [keys.base, self.consumer_id, count, now_ms(), self.options.release_limit,
+             "1" if no_ack else "0"],
+        )  # fmt: skip
+
+    def _unpack(self, queue: str, reply: list[Any], no_ack: bool = False) -> list[dict[str, Any]]:
+        """Turn a fetch reply into deliverable payloads; bury what cannot be decoded."""
+        next_due, flat = reply
+        if next_due:
+            self._next_due[queue] = int(float(next_due))
+        else:
+            self._next_due.pop(queue, None)
+        payloads = []
+        for i in range(0, len(flat), FETCH_STRIDE):
+            published = bytes_to_str(flat[i + 3])
+            leased = Leased(
+                message_id=bytes_to_str(flat[i]),
+                body=flat[i + 1],
+                deliveries=int(flat[i + 2]),
+                published_at_ms=int(published) if published else None,
+                replays=int(flat[i + 4] or 0),
+            )
+            if not no_ack:
+                self._leases[leased.message_id] = queue
+            try:
+                payloads.append(for_delivery(leased, queue))
+            except MalformedMessage as exc:
+                if no_ack:
+                    logger.error("dropped malformed message %s from no-ack queue %r: %s",
+                                 leased.message_id, queue, exc)  # fmt: skip
+                    continue
+                logger.error("dead-lettered message %s from queue %r: %s",
+                             leased.message_id, queue, exc)  # fmt: skip
+                self.dead_letter(leased.message_id, "malformed", str(exc))
+        return payloads
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        try:
+            payload = self._get(queue, no_ack=no_ack)
+        except Empty:
+            return None
+        message = self.Message(payload, channel=self)
+        if not no_ack:
+            self.qos.append(message, message.delivery_tag)
+        return message
+
+    def _get(
+        self, queue: str, timeout: float | None = None, no_ack: bool = False
+    ) -> dict[str, Any]:
+        if not no_ack:
+            self._prepare_consumer(queue)
+        keys, args = self._fetch_call(queue, 1, no_ack)
+        payloads = self._unpack(
+            queue, self.scripts["fetch"](keys=keys, args=args, client=self.redis), no_ack
+        )
+        if not payloads:
+            raise Empty()
+        return payloads[0]
+
+    def _wait_seconds(self, timeout: float | None) -> float:
+        wait = float(timeout if timeout else self.brpop_timeout or 1)
+        if self._next_due:
+            until = (min(self._next_due.values()) - now_ms()) / 1000
+            wait = min(wait, max(until, 0.005))
+        return round(wait, 3)
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues or self._buffered:
+            return
+        active = set(self.active_queues)
+        while self._fetch_queue and self._fetch_queue[0] not in active:
+            self._fetch_queue.popleft()
+        connection = self.client.connection
+        if self._fetch_queue:
+            queue = self._fetch_queue[0]
+            no_ack = queue in self._no_ack_queues
+            if not no_ack:
+                self._prepare_consumer(queue)
+            # kombu's reply collection counts one message per drain_events() call
+            count = 1 if no_ack else self._free_slots()
+            if len(active) > 1 and self.queue_order_strategy == "round_robin":
+                count = max(1, count // len(active))  # share the slots between the queues
+            keys, args = self._fetch_call(queue, count, no_ack)
+            command = ["EVALSHA", self.scripts.sha("fetch"), len(keys), *keys, *args]
+            self._pending = ("fetch", queue, count)
+        else:
+            signals = {self.queue_keys(q).signal: q for q in queues}
+            command = ["BLPOP", *signals, self._wait_seconds(timeout)]
+            self._pending = ("wait", signals, 0)
+        self._in_poll = connection
+        self._brpop_sent_at = monotonic()
+        connection.send_command(*command)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        pending, self._pending = self._pending, None
+        try:
+            if pending is None:
+                raise Empty()
+            kind, target, count = pending
+            command = "EVALSHA" if kind == "fetch" else "BLPOP"
+            try:
+                reply = self.client.parse_response(self.client.connection, command, **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            except NoScriptError:
+                self.scripts.load_all()
+                raise Empty() from None
+            if kind == "wait":
+                if reply:
+                    queue = target[bytes_to_str(reply[0])]
+                    self._queue_cycle.rotate(queue)
+                    self._fetch_queue.append(queue)
+                else:
+                    # woken by the timeout: a delayed message may be due, or a token lost
+                    self._fetch_queue.extend(target.values())
+                raise Empty()
+            self._fetch_queue.popleft()
+            payloads = self._unpack(target, reply, target in self._no_ack_queues)
+            if len(reply[1]) // FETCH_STRIDE >= count and len(self.active_queues) == 1:
+                self._fetch_queue.appendleft(target)  # likely more ready: skip the wait
+            if not payloads:
+                raise Empty()
+            if not getattr(self.connection, "in_event_loop", False):
+                # drain_events(): one message per call, the rest on the next calls
+                self._buffered.extend((p, target) for p in payloads[1:])
+                payloads = payloads[:1]
+            for payload in payloads:
+                self.connection._deliver(payload, target)
+            return True
+        finally:
+            self._in_poll = None
+            flush_reauth = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7
+            if flush_reauth is not None:
+                flush_reauth()
+
+    def deliver_buffered(self) -> bool:
+        """Hand over the next buffered message (``drain_events``); False if none."""
+        active = set(self.active_queues)
+        while self._buffered:
+            payload, queue = self._buffered.popleft()
+            if queue in active:
+                self.connection._deliver(payload, queue)
+                return True
+            self.requeue_lease(payload["properties"]["delivery_tag"])  # no longer consumed
+        return False
+
+    def _return_buffered(self, queue: str | None = None) -> None:
+        """Give buffered messages (of ``queue``, or all) back to their queue."""
+        kept: deque[tuple[dict[str, Any], str]] = deque()
+        while self._buffered:
+            payload, of = self._buffered.popleft()
+            if queue is None or of == queue:
+                self.requeue_lease(payload["properties"]["delivery_tag"])
+            else:
+                kept.append((payload, of))
+        self._buffered = kept
+
+    # -- settling leases -------------------------------------------------------------------
+
+    def _lease(self, delivery_tag: str) -> tuple[QueueKeys, str] | None:
+        if os.getpid() != self._owner_pid:
+            return None  # a forked child never settles its parent's leases
+        queue = self._leases.pop(delivery_tag, None)
+        if queue is None:
+            return None
+        return self.queue_keys(queue), delivery_tag
+
+    def ack_lease(self, delivery_tag: str) -> None:
+        lease = self._lease(delivery_tag)
+        if lease is None:
+            return
+        keys, message_id = lease
+        done = self.scripts["ack"](
+            keys=[keys.inflight, keys.ids],
+            args=[keys.base, message_id, self.consumer_id],
+            client=self.redis,
+        )
+        if not done:
+            logger.warning(
+                "ack of message %s on %r ignored: this consumer no longer holds it "
+                "(it was returned to the queue after a missed heartbeat)",
+                message_id,
+                keys.queue,
+            )
+        self._maybe_retire()
+
+    def requeue_lease(self, delivery_tag: str, rejected: bool = False) -> None:
+        lease = self._lease(delivery_tag)
+        if lease is None:
+            return
+        keys, message_id = lease
+        moved = self.scripts["requeue"](
+            keys=[keys.ready, keys.inflight, keys.signal, keys.state],
+            args=[keys.base, message_id, self.consumer_id],
+            client=self.redis,
+        )
+        if moved:
+            if self._closing:
+                self._handed_back += 1
+            if rejected:
+                self._emit(lifecycle.REJECTED, delivery_tag, keys.queue, {"requeue": True})
+        self._maybe_retire()
+
+    def _emit(self, event: str, delivery_tag: str, queue: str, detail: dict[str, Any]) -> None:
+        """Tell listeners in this process (the result backend's history) what happened."""
+        message = self._qos._delivered.get(delivery_tag) if self._qos is not None else None
+        headers = getattr(message, "headers", None) or {}
+        task_id = str(headers.get("id") or "")
+        lifecycle.emit(
+            lifecycle.MessageEvent(event, task_id, queue, detail, worker_info.WORKER_NODENAME)
+        )
+
+    def _restore(self, message: Any, leftmost: bool = False) -> None:
+        self.requeue_lease(message.delivery_tag)
+
+    def _restore_at_beginning(self, message: Any) -> None:
+        self.requeue_lease(message.delivery_tag)
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def _hand_back(self) -> None:
+        """Return every message this consumer still holds, then leave the registry.
+
+        A fetch reply still in flight is not read (its messages would reach Celery while
+        it shuts down); the script already ran, so those messages are held and go back
+        with the rest.
+        """
+        self._in_poll = None
+        if self._heartbeat is None:
+            return
+        self._closing, self._handed_back = True, 0
+        try:
+            self._return_buffered()
+            if self._qos is not None:
+                self._qos.restore_unacked_once()
+        except self.connection_errors as exc:
+            logger.warning("could not restore unacked messages at shutdown: %s", exc)
+        self._retire()
+
+    def _maybe_retire(self) -> None:
+        """A channel that stopped consuming and settled every lease stops heartbeating.
+
+        (A client that once read an ``inspect`` reply is not a worker to watch.)
+        """
+        pending_fetch = self._pending is not None and self._pending[0] == "fetch"
+        if (
+            self._heartbeat is not None
+            and not self._leases
+            and not self.active_queues
+            and not pending_fetch
+            and os.getpid() == self._owner_pid
+        ):
+            self._retire()
+
+    def _retire(self) -> None:
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is None:
+            return
+        heartbeat.stop()
+        try:
+            returned = self._handed_back
+            for queue in self._held_queues:
+                back, _ = recovery.recover_queue(
+                    self.scripts,
+                    self.queue_keys(queue),
+                    self.consumer_id,
+                    self.options,
+                    died=False,
+                    client=self.redis,
+                )
+                returned += len(back)
+            recovery.mark_offline(self.scripts, self.global_keyprefix, self.consumer_id,
+                                  "stopped", returned=returned, client=self.redis)  # fmt: skip
+            self._held_queues.clear()
+            self._handed_back, self._closing = 0, False
+        except self.connection_errors as exc:
+            logger.warning(
+                "could not hand back this consumer's messages (%s); they return "
+                "to their queues after heartbeat_timeout=%ss",
+                exc,
+                self.options.heartbeat_timeout,
+            )
+
+    def _basic_cancel(self, consumer_tag: str) -> Any:
+        queue = self._tag_to_queue.get(consumer_tag)
+        result = super()._basic_cancel(consumer_tag)  # type: ignore[misc]
+        if queue is not None and queue not in self.active_queues:
+            self._return_buffered(queue)
+        self._maybe_retire()
+        return result

@@ -1,0 +1,184 @@
+"""The ``taskqueue`` command line as people use it: one meaning per option, ``--json`` anywhere,
+readable tables that name the broker and result store they read, a clear error when nothing is
+configured, durable removes that the result store records, task id prefixes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from taskqueue_backend.operations import AuditQuery, Operations
+from taskqueue_backend.operations.audit import default_actor
+from tests.app import make_app
+from tests.support import REPO_ROOT, StartWorker, wait_for
+from tests.support.dead_letters import bury
+
+TASKQUEUE = Path(sys.executable).parent / "taskqueue"
+
+
+@pytest.fixture
+def client(redis_url: str, keyprefix: str) -> Iterator[Celery]:
+    app = make_app(redis_url, keyprefix)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'results.db'}"
+
+
+def taskqueue(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    return subprocess.run(
+        [str(TASKQUEUE), *args], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+        env={**clean, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
+    )  # fmt: skip
+
+
+def test_nothing_configured_is_a_clear_error_not_a_silent_default() -> None:
+    done = taskqueue("queues")
+
+    assert done.returncode == 2
+    assert "no broker or result store given" in done.stderr
+    assert "REDIS_URL" in done.stderr and "-A proj" in done.stderr
+
+
+def test_every_command_takes_json_in_any_position(
+    redis_url: str, keyprefix: str, client: Celery, database: str
+) -> None:
+    task_id = client.send_task("tests.app.record", ("json",), countdown=600).id
+    bury(client, "tests.app.record", ("dead",))
+    base = ["--broker-url", redis_url, "--keyprefix", keyprefix, "--database-url", database]
+    commands = [
+        ["queues"], ["consumers"], ["workers"], ["workers", "recover"], ["dlq", "list"],
+        ["dlq", "stats"], ["tasks"], ["find", task_id], ["status", task_id], ["db", "current"],
+    ]  # fmt: skip
+    for command in commands:
+        for args in ([*base, "--json", *command], [*base, *command, "--json"]):
+            done = taskqueue(*args)
+            assert done.returncode == 0, (args, done.stderr)
+            json.loads(done.stdout)  # the whole output is JSON
+            assert "taskqueue:" not in done.stderr, "JSON output carries no announcement"
+
+
+def test_tables_show_readable_times_and_name_what_they_read(
+    redis_url: str, keyprefix: str, client: Celery
+) -> None:
+    ready = client.send_task("tests.app.record", ("now",), priority=2).id
+    client.send_task("tests.app.record", ("later",), countdown=600)
+    base = ["--broker-url", redis_url, "--keyprefix", keyprefix]
+
+    queues = taskqueue(*base, "queues")
+    found = taskqueue(*base, "find", ready)
+
+    assert queues.returncode == 0, queues.stderr
+    assert f"taskqueue: broker {redis_url.replace('redis://', 'redis://:**@')}" in queues.stderr
+    assert repr(keyprefix) in queues.stderr
+    header, row = queues.stdout.splitlines()
+    assert header.split()[:3] == ["QUEUE", "READY", "BY"]
+    assert row.split()[:3] == ["celery", "1", "2:1"]
+    assert " in 9m5" in row or " in 10m00s" in row, row  # the next due time, not a float
+    assert "=" not in queues.stdout
+    assert found.returncode == 0, found.stderr
+    assert time.strftime("%Y-%m-%d", time.gmtime()) in found.stdout  # published, readable
+    assert "ready" in found.stdout and "celery" in found.stdout
+
+
+def test_dlq_reason_filters_and_note_is_the_audit_text(
+    redis_url: str, keyprefix: str, client: Celery
+) -> None:
+    for i in range(2):
+        bury(client, "tests.app.record", (f"r{i}",))
+    bury(client, "tests.app.record", ("u",), "unknown_task", "no task named")
+    base = ["--broker-url", redis_url, "--keyprefix", keyprefix]
+
+    helped = taskqueue(*base, "dlq", "replay", "--help")
+    dry = taskqueue(*base, "dlq", "replay", "--reason", "rejected", "--dry-run")
+    done = taskqueue(*base, "dlq", "replay", "--reason", "rejected", "--note", "fixed", "--yes")
+
+    assert helped.returncode == 0 and helped.stderr == "", helped.stderr  # no click warnings
+    assert dry.returncode == 0 and dry.stderr.count("Warning") == 0, dry.stderr
+    assert "dry run: 2 dead letter(s) would be replayed" in dry.stdout
+    assert done.returncode == 0 and "replayed 2 of 2" in done.stdout, done.stderr
+    ops = Operations.from_urls(redis_url, transport_options={"global_keyprefix": keyprefix})
+    [entry] = ops.audit.entries(AuditQuery(action="dlq.replay")).items
+    assert entry.reason == "fixed" and entry.detail["filter"] == {"reason": "rejected"}
+    assert ops.dead_letters.stats().by_reason == {"unknown_task": 1}
+    ops.close()
+
+
+def test_remove_records_revoked_and_who_did_it(
+    redis_url: str, keyprefix: str, client: Celery, database: str
+) -> None:
+    task_id = client.send_task("tests.app.record", ("sent twice",), countdown=600).id
+    base = ["--broker-url", redis_url, "--keyprefix", keyprefix, "--database-url", database]
+
+    removed = taskqueue(*base, "remove", task_id[:8], "--note", "sent twice")
+    status = taskqueue(*base, "status", task_id[:8], "--json")
+
+    assert removed.returncode == 0, removed.stderr
+    assert f"removed task {task_id} from queue celery (it was delayed)" in removed.stdout
+    assert "REVOKED, with a history row" in removed.stdout
+    found = json.loads(status.stdout)
+    assert found["place"] == "REVOKED" and found["broker"] == []
+    assert found["result"]["state"] == "REVOKED"
+    [row] = found["history"]
+    assert row["event"] == "revoked"
+    assert row["detail"] == {"actor": default_actor(), "reason": "sent twice",
+                             "removed_from": "celery", "was": "delayed"}  # fmt: skip
+
+
+def test_task_ids_can_be_abbreviated_unless_ambiguous(
+    redis_url: str, keyprefix: str, client: Celery
+) -> None:
+    stem = uuid.uuid4().hex[:8]
+    one, two = f"{stem}-aaaa", f"{stem}-bbbb"
+    for task_id in (one, two):
+        client.send_task("tests.app.record", ("p",), task_id=task_id, countdown=600)
+    dead = bury(client, "tests.app.record", ("d",))
+    base = ["--broker-url", redis_url, "--keyprefix", keyprefix]
+
+    found = taskqueue(*base, "find", f"{stem}-a")
+    shortened = taskqueue(*base, "status", f"{stem}-b…")
+    shown = taskqueue(*base, "dlq", "show", dead[:10], "--json")
+    ambiguous = taskqueue(*base, "find", stem)
+    too_short = taskqueue(*base, "find", stem[:3])
+
+    assert found.returncode == 0 and f"task {one}" in found.stdout, found.stderr
+    assert shortened.returncode == 0 and f"task {two}: delayed" in shortened.stdout
+    assert shown.returncode == 0 and json.loads(shown.stdout)["task_id"] == dead
+    assert ambiguous.returncode == 1 and "start of several task ids" in ambiguous.stderr
+    assert too_short.returncode == 1 and "at least 4 characters" in too_short.stderr
+
+
+def test_workers_table_shows_the_consumer_id_forget_needs(
+    redis_url: str, keyprefix: str, start_worker: StartWorker
+) -> None:
+    old = start_worker(hostname="twin@localhost").wait_ready()
+    ops = Operations.from_urls(redis_url, transport_options={"global_keyprefix": keyprefix})
+    [first] = wait_for(lambda: ops.workers.all("online"), timeout=30)
+    assert old.stop() == 0
+    start_worker(hostname="twin@localhost").wait_ready()
+    wait_for(lambda: len(ops.workers.all("online")) == 1, timeout=30)
+    base = ["--broker-url", redis_url, "--keyprefix", keyprefix]
+
+    table = taskqueue(*base, "workers")
+    by_name = taskqueue(*base, "workers", "forget", "twin@localhost")
+    by_id = taskqueue(*base, "workers", "forget", first.consumer_id, "--note", "old process")
+
+    assert table.returncode == 0 and "CONSUMER ID" in table.stdout
+    assert first.consumer_id in table.stdout
+    assert by_name.returncode == 1 and first.consumer_id in by_name.stderr, by_name.stderr
+    assert by_id.returncode == 0, by_id.stderr
+    assert [w.state for w in ops.workers.all()] == ["online"]
+    ops.close()
