@@ -8,6 +8,7 @@ Environment (set by the ``start_worker`` fixture):
 - ``TQ_TEST_ACKS_LATE``: "1" turns on ``task_acks_late``; ``TQ_TEST_ACKS_ON_FAILURE``: "0"
   turns off ``task_acks_on_failure_or_timeout``.
 - ``TQ_TEST_DLQ_EXCLUDE``: queues (comma-separated) whose failed tasks are not dead-lettered.
+- ``TQ_TEST_STOCK_BROKER``: "1" runs on kombu's own Redis transport instead (side-by-side tests).
 
 Every task appends one JSON line to the Redis list ``<keyprefix>log``; ``read_log`` reads them
 back. ``make_app`` builds a separate client-side app with the same tasks for publishing.
@@ -96,11 +97,12 @@ TASKS = (record, sleep_then_record, fail_then_record, always_fail)
 
 
 def configure(
-    app: Celery, redis_url: str, keyprefix: str, transport_options: dict[str, Any]
-) -> None:
+    app: Celery, redis_url: str, keyprefix: str, transport_options: dict[str, Any],
+    stock: bool = False,
+) -> None:  # fmt: skip
     app.conf.update(
         broker_url=redis_url,
-        broker_transport=TRANSPORT,
+        broker_transport=None if stock else TRANSPORT,
         broker_transport_options={"global_keyprefix": keyprefix, **transport_options},
         broker_connection_retry_on_startup=True,
         task_ignore_result=True,
@@ -116,10 +118,14 @@ def configure(
         app.task(name=f"tests.app.{function.__name__}", bind=True, shared=False)(function)
 
 
-def make_app(redis_url: str, keyprefix: str, **transport_options: Any) -> Celery:
-    """A fresh client-side app with the tasks and config of ``app``; close it when done."""
+def make_app(
+    redis_url: str, keyprefix: str, stock: bool = False, **transport_options: Any
+) -> Celery:
+    """A fresh client-side app with the tasks and config of ``app``; close it when done.
+
+    ``stock=True``: on kombu's own Redis transport, for side-by-side comparisons."""
     client = Celery("tests.app", set_as_current=False)
-    configure(client, redis_url, keyprefix, transport_options)
+    configure(client, redis_url, keyprefix, transport_options, stock)
     return client
 
 
@@ -129,6 +135,7 @@ configure(
     _env_redis_url(),
     _env_keyprefix(),
     json.loads(os.environ.get("TQ_TEST_TRANSPORT_OPTIONS") or "{}"),
+    stock=os.environ.get("TQ_TEST_STOCK_BROKER") == "1",
 )
 
 

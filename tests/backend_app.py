@@ -64,6 +64,11 @@ def register(app: Celery) -> None:
     def fail(message: str) -> None:
         raise ValueError(message)
 
+    @app.task(name="bk.fail_after", shared=False)
+    def fail_after(seconds: float, message: str) -> None:
+        time.sleep(seconds)
+        raise ValueError(message)
+
     @app.task(name="bk.sleep", shared=False)
     def sleep(seconds: float) -> float:
         time.sleep(seconds)

@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,7 +25,6 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from celery.events import EventReceiver
 from kombu import Connection, Consumer, Exchange, Message, Producer, Queue
 
 from taskqueue_backend.operations import Operations
@@ -40,6 +38,7 @@ from tests.support import (
     wait_for,
     worker_command,
 )
+from tests.support.events import EventCollector
 
 #: replies come back in milliseconds; the deadline only matters on an overloaded machine
 REPLY_TIMEOUT = 10.0
@@ -130,34 +129,6 @@ def start_monitored_worker(
         return worker.start()
 
     return start
-
-
-class EventCollector:
-    """An ``EventReceiver`` capturing every event in a background thread."""
-
-    def __init__(self, app: Celery) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.connection = app.connection_for_read()
-        self.receiver = EventReceiver(self.connection, handlers={"*": self.events.append}, app=app)
-        self.thread = threading.Thread(
-            target=self.receiver.capture, kwargs={"limit": None, "timeout": None}, daemon=True
-        )
-
-    def start(self) -> EventCollector:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.receiver.should_stop = True
-        self.thread.join(10)
-        self.connection.release()
-
-    def types_for(self, **match: Any) -> set[str]:
-        return {
-            e["type"]
-            for e in list(self.events)
-            if all(e.get(field) == value for field, value in match.items())
-        }
 
 
 # -- remote control ---------------------------------------------------------------------------

@@ -23,11 +23,12 @@ def test_demo_runs_tasks_in_priority_order_and_delays_the_countdown(
         [sys.executable, "-m", "examples.demo"],
         cwd=REPO_ROOT,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # the worker's log in its place among the demo's lines
         text=True,
         timeout=180,
     )
-    output = done.stdout + done.stderr
+    output = done.stdout
     assert done.returncode == 0, output
     assert "strict priority order: lowest number first" in output
     assert "add(2, 3) = 5" in output
@@ -35,3 +36,20 @@ def test_demo_runs_tasks_in_priority_order_and_delays_the_countdown(
     assert "dead letter: examples.proj.tasks.charge reason=failed builtins.RuntimeError" in output
     assert "charge('INV-42') after the replay: charged INV-42" in output
     assert " online " in output, "the demo lists the worker from the registry"
+    # the failure's traceback is announced as expected before the worker logs it
+    warned = output.index("expected: the worker logs this failure with its traceback")
+    assert warned < output.index("RuntimeError: payment API rejected invoice INV-42")
+    # the replayed task's whole history, in order
+    history = output[output.index("its whole history") : output.index("workers, as the")]
+    events = [line.split()[1] for line in history.splitlines()[1:] if line.startswith("    ")]
+    assert events == ["received", "started", "failed", "dead_lettered", "replayed", "received",
+                      "started", "succeeded"], history  # fmt: skip
+    # every command it suggests works after it has exited
+    suggested = output[output.index("try it yourself") :].splitlines()[1:]
+    commands = [line.strip() for line in suggested if line.startswith("    ")]
+    assert len(commands) >= 2
+    for command in commands:
+        ran = subprocess.run(command, shell=True, cwd=REPO_ROOT, env=env, capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+        assert ran.returncode == 0, (command, ran.stdout, ran.stderr)
+        assert ran.stdout.strip(), command

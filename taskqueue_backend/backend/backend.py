@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .. import lifecycle
 from ..clock import utcnow
-from ..selection import plain_database_url
+from ..selection import BACKEND_PREFIX, plain_database_url
 from . import deferred, history, waiting
 from .opening import engine_for, open_store
 from .queries import Store
@@ -99,7 +99,7 @@ class DatabaseBackend(BaseBackend):
         from sqlalchemy.engine import make_url
 
         rendered = make_url(self.url).render_as_string(hide_password=not include_password)
-        return f"tq+{rendered}"
+        return f"{BACKEND_PREFIX}{rendered}"
 
     # -- writing ----------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import DBAPIError
 
+from .. import lifecycle
 from .schema import Tables
 
 TERMINAL_STATES = ("SUCCESS", "FAILURE", "REVOKED")
@@ -206,7 +207,7 @@ class Store:
             return set()
         e = self.tables.events
         query = select(e.c.task_id).where(
-            e.c.task_id.in_(task_ids), e.c.event.in_(("succeeded", "failed", "revoked"))
+            e.c.task_id.in_(task_ids), e.c.event.in_(lifecycle.FINISHED)
         )
         return set(conn.execute(query).scalars())
 

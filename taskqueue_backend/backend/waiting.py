@@ -75,6 +75,16 @@ def _waiter(backend: Any, interval: float) -> Callable[[set[str], float], None]:
     return wait
 
 
+def _ready(meta: dict[str, Any], on_interval: Callable[[], None] | None) -> dict[str, Any]:
+    """A finished result, after one last ``on_interval``: ``AsyncResult.get()`` passes its
+    check of the parents' errors there, and a parent's error is what Celery raises first (a
+    chord whose header failed raises what the header raised: the header's failure is committed
+    before the chord's body is failed, so it is visible by now)."""
+    if on_interval:
+        on_interval()
+    return dict(meta)
+
+
 def wait_for_one(
     backend: Any,
     task_id: str,
@@ -84,13 +94,13 @@ def wait_for_one(
 ) -> dict[str, Any]:
     meta = backend.get_task_meta(task_id)
     if meta["status"] in states.READY_STATES:
-        return dict(meta)
+        return _ready(meta, on_interval)
     wait = _waiter(backend, interval)  # LISTEN before the re-check: no lost wake-up
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         meta = backend.get_task_meta(task_id, cache=False)
         if meta["status"] in states.READY_STATES:
-            return dict(meta)
+            return _ready(meta, on_interval)
         if on_interval:
             on_interval()
         remaining = None if deadline is None else deadline - time.monotonic()

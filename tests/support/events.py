@@ -1,0 +1,37 @@
+"""Capturing Celery's monitoring events (what Flower and ``celery events`` read)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery import Celery
+from celery.events import EventReceiver
+
+
+class EventCollector:
+    """An ``EventReceiver`` capturing every event in a background thread."""
+
+    def __init__(self, app: Celery) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.connection = app.connection_for_read()
+        self.receiver = EventReceiver(self.connection, handlers={"*": self.events.append}, app=app)
+        self.thread = threading.Thread(
+            target=self.receiver.capture, kwargs={"limit": None, "timeout": None}, daemon=True
+        )
+
+    def start(self) -> EventCollector:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.receiver.should_stop = True
+        self.thread.join(10)
+        self.connection.release()
+
+    def types_for(self, **match: Any) -> set[str]:
+        return {
+            e["type"]
+            for e in list(self.events)
+            if all(e.get(field) == value for field, value in match.items())
+        }
