@@ -9,7 +9,7 @@
    its ``visibility_timeout`` (unacked messages of a dead worker come back after it; 3600 s
    by default).
 2. Dead-letter replay: ``--dead-letters`` entries are stored, then replayed all at once
-   through ``DeadLetters.replay`` (the operation behind ``taskqueue dlq replay``);
+   through ``Operations.dead_letters.replay`` (the operation behind ``taskqueue dlq replay``);
    messages/s, plus the time to list a page and to compute the stats over all of them.
 
 Runs against a dedicated redis-server started for the run.
@@ -108,19 +108,21 @@ def measure_recovery(url: str, kills: int, window: float, logdir: Path) -> list[
 
 def measure_replay(url: str, count: int) -> dict[str, float]:
     from bench.recovery_app import app, noop
-    from taskqueue_backend.dlq import DeadLetters
-    from taskqueue_backend.inspect import BrokerInspector
-    from taskqueue_backend.transport.failures import HEADER
+    from taskqueue_backend.operations import Operations
 
     # one warning per stored entry is right for a worker, noise for this loop
     logging.getLogger("taskqueue_backend.transport.burying").setLevel(logging.ERROR)
-    entry = json.dumps(
-        {"reason": "failed", "detail": "RuntimeError: benchmark", "exc_message": "benchmark"}
-    )
     with app.producer_or_acquire() as producer, producer.batch():
         for _ in range(count):
-            noop.apply_async(producer=producer, queue="dlq-bench", headers={HEADER: entry})
-    dead = DeadLetters(BrokerInspector.from_app(app), actor="benchmark")
+            noop.apply_async(producer=producer, queue="dlq-bench")
+    with app.connection_for_read() as connection:  # a consumer buries each, as a worker would
+        channel = connection.default_channel
+        for _ in range(count):
+            message = channel.basic_get("dlq-bench")
+            channel.dead_letter(message.delivery_tag, "failed", "RuntimeError: benchmark")
+            channel.qos._delivered.pop(message.delivery_tag, None)
+    ops = Operations.from_app(app, actor="benchmark")
+    dead = ops.dead_letters
     result: dict[str, float] = {}
     started_at = time.perf_counter()
     stats = dead.stats()
@@ -133,10 +135,11 @@ def measure_replay(url: str, count: int) -> dict[str, float]:
     outcome = dead.replay(everything=True, reason="benchmark")
     took = time.perf_counter() - started_at
     assert outcome.done == count, outcome
-    ready = dead.inspector.queue_stats("dlq-bench").ready
+    ready = ops.queues.stats("dlq-bench").ready
     assert ready == count, f"{ready} messages ready after the replay, expected {count}"
     result["replay_per_s"] = count / took
     result["replay_s"] = took
+    ops.close()
     return result
 
 

@@ -25,9 +25,9 @@ import redis
 from celery import Celery, Task
 
 from taskqueue_backend.headers import delivery_count
+from taskqueue_backend.selection import DEFAULT_REDIS_URL, TRANSPORT_PATH
 
-TRANSPORT = "taskqueue_backend.transport:Transport"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+TRANSPORT = TRANSPORT_PATH
 
 _recorder: redis.Redis | None = None
 _recorder_pid: int | None = None

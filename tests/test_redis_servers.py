@@ -54,7 +54,7 @@ def test_priorities_delays_requeue_and_ack_on_this_server(server: EmbeddedRedis)
         got = []
         for _ in range(4):
             message = simple.get(timeout=5)
-            got.append((message.payload["p"], message.headers.get("delivery_count")))
+            got.append((message.payload["p"], message.properties["tq_delivery_count"]))
             message.ack()
         simple.close()
     assert got == [(0, 2), (5, 1), (9, 1), ("eta", 1)], f"on redis {version}"

@@ -1,7 +1,8 @@
 """Helpers shared by the tests: real Redis discovery, condition waiting, worker subprocesses."""
 
+from taskqueue_backend.selection import DEFAULT_REDIS_URL
 from tests.support.operations import operations_for
-from tests.support.redis_service import DEFAULT_REDIS_URL, delete_keys_containing, ping_error
+from tests.support.redis_service import delete_keys_containing, ping_error
 from tests.support.waiting import wait_for
 from tests.support.workers import REPO_ROOT, StartWorker, WorkerProcess, worker_command
 

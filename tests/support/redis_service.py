@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import redis
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
 
 def ping_error(url: str) -> str | None:
     """None when a Redis at ``url`` answers PING, else a one-line description of why not."""
