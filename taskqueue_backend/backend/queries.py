@@ -1,4 +1,5 @@
-"""Every SQL statement of the result backend, named, in one place.
+"""The result backend's reads and writes, named, in one place (the PostgreSQL state write is
+spelled out in ``statements.py``, the operators' listings are in ``listing.py``).
 
 A state write is one statement on PostgreSQL (the upsert of the result row, the history rows
 and the completion NOTIFY in data-modifying CTEs: one round trip, one transaction) and one
@@ -22,7 +23,6 @@ from typing import Any, TypeVar
 import psycopg
 from sqlalchemy import (
     Engine,
-    Table,
     and_,
     bindparam,
     case,
@@ -39,24 +39,18 @@ from sqlalchemy.exc import DBAPIError
 
 from .. import lifecycle
 from .schema import Tables
-
-TERMINAL_STATES = ("SUCCESS", "FAILURE", "REVOKED")
-NOTIFY_CHANNEL = "tq_result_ready"
+from .statements import (
+    FIRST_COLUMNS,
+    LATEST_COLUMNS,
+    STATE_COLUMNS,
+    TERMINAL_STATES,
+    PostgresStatements,
+)
 
 T = TypeVar("T")
 
 #: key set on the history rows of a write that failed: it may have committed all the same
 UNSURE = "_unsure"
-
-#: result columns that follow the state (they change together, or not at all)
-STATE_COLUMNS = (
-    "state", "result", "children", "content_type", "content_encoding", "traceback",
-    "exception_type", "exception_message", "finished_at", "retries",
-)  # fmt: skip
-#: columns a later event fills in but never clears
-LATEST_COLUMNS = ("worker", "received_at", "started_at")
-#: columns set once (what the task is, where it came from)
-FIRST_COLUMNS = ("name", "args", "kwargs", "queue", "parent_id", "root_id", "group_id", "sent_at")
 
 
 class Store:
@@ -395,65 +389,3 @@ def _event_row(event: dict[str, Any]) -> dict[str, Any]:
 def _event_json(event: dict[str, Any]) -> dict[str, Any]:
     at = event["at"]
     return {**_event_row(event), "at": at.isoformat() if isinstance(at, datetime) else at}
-
-
-def _name(table: Table) -> str:
-    return f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
-
-
-class PostgresStatements:
-    """The state write as one hand-written statement (built once per table set).
-
-    Data-modifying CTEs run exactly once and commit together: the result upsert, the history
-    rows (a JSON array expanded by ``jsonb_to_recordset``), the worker's counters and the
-    NOTIFY that wakes ``get()``.
-    """
-
-    def __init__(self, tables: Tables) -> None:
-        results, events = _name(tables.results), _name(tables.events)
-        columns = list(tables.results.columns.keys())
-        terminal = ", ".join(f"'{s}'" for s in TERMINAL_STATES)
-        final = "'{" + ",".join(TERMINAL_STATES) + "}'"
-        # kept short: psycopg caches the conversion of statements under 4 kB only, so the
-        # condition is computed once and the state columns are set together
-        applies = (
-            f"r.state<>ALL({final})AND(EXCLUDED.state<>'PENDING'OR r.state='PENDING')"
-            f"AND(EXCLUDED.state=ANY({final})OR EXCLUDED.updated_at>=r.updated_at)"
-        )
-        picked = ",".join(f"CASE WHEN a THEN EXCLUDED.{c} ELSE r.{c} END" for c in STATE_COLUMNS)
-        sets = [f"({','.join(STATE_COLUMNS)})=(SELECT {picked} FROM(SELECT {applies} AS a)t)"]
-        sets += [f"{c}=COALESCE(EXCLUDED.{c},r.{c})" for c in LATEST_COLUMNS]
-        sets += [f"{c}=COALESCE(r.{c},EXCLUDED.{c})" for c in FIRST_COLUMNS]
-        sets.append("updated_at=GREATEST(EXCLUDED.updated_at,r.updated_at)")
-        insert_events = f"""
-            INSERT INTO {events} (task_id, event, state, at, worker, detail)
-            SELECT x.task_id, x.event, x.state, x.at, x.worker, x.detail
-            FROM jsonb_to_recordset(CAST(%(events)s AS jsonb)) AS x(
-                task_id text, event text, state text, at timestamptz, worker text, detail json)
-            {{only_new}}RETURNING 1"""
-        # a retried write: only the history rows its failed attempt did not commit
-        only_new = (f"WHERE NOT EXISTS (SELECT 1 FROM {events} e WHERE e.task_id=x.task_id "
-                    "AND e.event=x.event AND e.at=x.at) ")  # fmt: skip
-        self.events_only = insert_events.replace("{only_new}", "")
-        self.events_only_again = insert_events.replace("{only_new}", only_new)
-        state_write = f"""
-            WITH up AS (
-                INSERT INTO {results} AS r ({", ".join(columns)})
-                VALUES ({", ".join(f"%({c})s" for c in columns)})
-                ON CONFLICT (task_id) DO UPDATE SET {", ".join(sets)}
-                RETURNING r.state
-            ), ev AS ({{insert_events}}
-            ), notified AS (
-                SELECT pg_notify('{NOTIFY_CHANNEL}', %(task_id)s) FROM up
-                WHERE %(notify)s AND up.state IN ({terminal})
-            )
-            SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM ev),
-                   (SELECT count(*) FROM notified)"""
-        first, again = self.events_only, self.events_only_again
-        self.state_write = _compact(state_write.replace("{insert_events}", first))
-        self.state_write_again = _compact(state_write.replace("{insert_events}", again))
-        self.events_only, self.events_only_again = _compact(first), _compact(again)
-
-
-def _compact(sql: str) -> str:
-    return " ".join(sql.split())

@@ -16,7 +16,7 @@ from typing import Any
 from celery import states
 from celery.exceptions import TimeoutError
 
-from .queries import NOTIFY_CHANNEL
+from .statements import NOTIFY_CHANNEL
 
 SQLITE_POLL = 0.02
 _local = threading.local()

@@ -23,10 +23,11 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import lifecycle
-from ..clock import from_epoch, utcnow
+from ..clock import from_epoch
 from ..transport import fields, retention
 from ..transport.keys import QueueKeys
 from ..transport.replies import as_int, as_text
+from . import history
 from .data import Page
 from .dead_letter_entries import (
     BATCH,
@@ -278,7 +279,7 @@ class DeadLetters:
         if not pairs:
             return []
         entries = {e.id: e for e in batch}
-        self._reopen([
+        history.reopen(self.ops, [
             (task_id, {"actor": self.actor, "reason": reason, "queue": target, "from_queue": queue,
                        "dead_letter_reason": entries[message_id].reason})
             for message_id, task_id in pairs if task_id
@@ -343,7 +344,7 @@ class DeadLetters:
             outcome.skipped += len(batch) - len(pairs)
             outcome.task_ids += [t or m for m, t in pairs]
             detail = {"actor": self.actor, "reason": reason, "action": action, "queue": queue}
-            self._record(lifecycle.DEAD_LETTER_DELETED, [t for _, t in pairs if t], detail)
+            history.record(self.ops, lifecycle.DEAD_LETTER_DELETED, [t for _, t in pairs], detail)
             if progress is not None:
                 progress(len(batch))
         self._audit(action, outcome, reason, flt, ids)
@@ -383,29 +384,6 @@ class DeadLetters:
             if n:
                 trimmed[queue] = n
         return trimmed
-
-    # -- the history, through the result store this layer was given -------------------------
-
-    def _reopen(self, tasks: list[tuple[str, dict[str, Any]]]) -> None:
-        """Replayed tasks: back to PENDING with a ``replayed`` history row, before their
-        messages are released (so the new run's states are never taken for late events)."""
-        if self.ops.results is None or not tasks:
-            return
-        from ..backend.queries import event_row
-
-        now = utcnow()
-        rows = [event_row(t, lifecycle.REPLAYED, "PENDING", None, detail, now)
-                for t, detail in tasks]  # fmt: skip
-        self.ops.results.reopen(rows, now)
-
-    def _record(self, event: str, task_ids: list[str], detail: dict[str, Any]) -> None:
-        if self.ops.results is None or not task_ids:
-            return
-        from ..backend.queries import event_row
-
-        now = utcnow()
-        self.ops.results.write(None, [event_row(t, event, None, None, detail, now)
-                                      for t in task_ids])  # fmt: skip
 
 
 def _batches_per_queue(

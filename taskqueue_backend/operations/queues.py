@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from .. import lifecycle
-from ..clock import from_epoch_ms, utcnow
+from ..clock import from_epoch_ms
 from ..transport import fields, scheduled, stats
 from ..transport.channel import purge_waiting
 from ..transport.replies import as_text
+from . import history
 from .errors import InvalidRequest, NotFound
 
 if TYPE_CHECKING:
@@ -213,19 +213,11 @@ class Queues:
         return None if message_id is None else self.message(queue, as_text(message_id) or "")
 
     def _revoke_result(self, task_id: str, outcome: RemoveOutcome, reason: str) -> bool:
-        results = self.ops.results
-        if results is None:
-            return False
-        from ..backend.queries import event_row
-
-        now = utcnow()
         first = outcome.removed[0]
         detail = {"actor": self.ops.actor, "reason": reason, "removed_from": first.queue,
                   "was": first.state}  # fmt: skip
-        row = {"task_id": task_id, "state": "REVOKED", "name": first.task_name,
-               "queue": first.queue, "finished_at": now, "updated_at": now}  # fmt: skip
-        results.write(row, [event_row(task_id, lifecycle.REVOKED, "REVOKED", None, detail, now)])
-        return True
+        columns = {"name": first.task_name, "queue": first.queue}
+        return history.revoke(self.ops, task_id, columns, detail)
 
     def purge(self, queue: str, *, include_delayed: bool = True, reason: str = "") -> int:
         """Delete the queue's waiting messages (ready, and delayed unless told to keep them);

@@ -22,11 +22,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-from ..clock import from_epoch, from_epoch_ms, utcnow
+from ..clock import from_epoch, from_epoch_ms
 from ..transport import recovery
 from ..transport.replies import as_int, as_seconds, as_text
+from . import history
 from .errors import Conflict, InvalidRequest, NotFound
 
 if TYPE_CHECKING:
@@ -159,8 +161,9 @@ class Workers:
         """Return the messages of every stale worker now (live workers also do it on their
         heartbeat); the tasks' history and the audit log say who did it."""
         b = self.broker
+        notify = partial(history.record_broker_events, self.ops)
         done = recovery.reap_stale(b.client, b.scripts, b.prefix, b.options, self.ops.actor,
-                                   notify=self._record)  # fmt: skip
+                                   notify=notify)  # fmt: skip
         if done:
             target = ",".join(r.consumer_id for r in done)[:500]
             returned = sum(len(r.returned) for r in done)
@@ -168,18 +171,6 @@ class Workers:
             self.ops.audit.record(self.ops.actor, "worker.recover", target, reason,
                                   returned=returned, dead_lettered=buried)  # fmt: skip
         return [RecoveryOutcome(r.consumer_id, r.returned, r.dead_lettered) for r in done]
-
-    def _record(self, events: list[Any]) -> None:
-        """``returned``/``dead_lettered`` rows of a recovery, through the given result store."""
-        if self.ops.results is None or not events:
-            return
-        from ..backend.queries import event_row
-
-        rows = [event_row(e.task_id, e.event, None, e.worker,
-                          {"queue": e.queue, **e.detail}, from_epoch(e.at) or utcnow())
-                for e in events if e.task_id]  # fmt: skip
-        if rows:
-            self.ops.results.write(None, rows)
 
     def forget(self, ident: str, reason: str = "") -> list[str]:
         """Remove offline workers (by consumer id or node name) from every view and count."""

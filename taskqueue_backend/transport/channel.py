@@ -2,7 +2,8 @@
 
 Connection handling, fanout (PUB/SUB), bindings and Sentinel come from kombu's Redis
 channel; this class replaces its list queues with the sorted-set layout of ``keys.py``.
-Consuming (``consuming.py``) and dead-lettering (``burying.py``) are mixed in.
+Consuming (``consuming.py``), the registry (``membership.py``) and dead-lettering
+(``burying.py``) are mixed in.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .batch import ScriptBatch
 from .burying import DeadLetterMixin
 from .consuming import ConsumingMixin
 from .keys import GlobalKeys, QueueKeys
+from .membership import MembershipMixin
 from .messages import publish_fields
 from .options import BrokerOptions
 from .qos import LeaseQoS
@@ -49,7 +51,7 @@ else:
     _ChannelBase = object
 
 
-class TaskQueueChannel(ConsumingMixin, DeadLetterMixin, _ChannelBase):
+class TaskQueueChannel(ConsumingMixin, MembershipMixin, DeadLetterMixin, _ChannelBase):
     """Mixin placed before kombu's Redis channel (plain or Sentinel)."""
 
     QoS: Any = LeaseQoS
@@ -69,6 +71,7 @@ class TaskQueueChannel(ConsumingMixin, DeadLetterMixin, _ChannelBase):
         self._known_queues: set[str] = set()
         self._recent_dead: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._init_consuming()
+        self._init_membership()
 
     # -- clients -------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections import deque
 from time import monotonic
 from typing import TYPE_CHECKING, Any
@@ -24,8 +23,7 @@ from redis.exceptions import NoScriptError
 
 from .. import lifecycle
 from ..clock import now_ms
-from . import recovery, worker_info
-from .heartbeat import Heartbeat
+from . import worker_info
 from .keys import QueueKeys
 from .messages import Leased, MalformedMessage, for_delivery
 from .options import BrokerOptions
@@ -35,8 +33,6 @@ logger = logging.getLogger(__name__)
 Empty = virtual.Empty
 #: fields per message in a fetch reply: id, body, deliveries, published_at, replays
 FETCH_STRIDE = 5
-#: (prefix, node name, pid) of the worker processes whose failure count started here
-_counting_failures: set[tuple[str, str, int]] = set()
 
 
 class ConsumingMixin:
@@ -46,6 +42,8 @@ class ConsumingMixin:
     consumer_id: str
     global_keyprefix: str
     _owner_pid: int
+    _closing: bool
+    _handed_back: int
 
     if TYPE_CHECKING:  # provided by the channel and by kombu's Redis channel
         connection: Any
@@ -74,20 +72,19 @@ class ConsumingMixin:
 
         def Message(self, payload: Any, channel: Any = None) -> Any: ...  # noqa: N802
 
+        def _prepare_consumer(self, queue: str) -> None: ...
+
+        def _maybe_retire(self) -> None: ...
+
     def _init_consuming(self) -> None:
         self._leases: dict[str, str] = {}  # message id -> queue, for every lease held
-        self._held_queues: set[str] = set()
         self._no_ack_queues: set[str] = set()
-        self._heartbeat: Heartbeat | None = None
         self._pending: tuple[str, Any, int] | None = None
         self._fetch_queue: deque[str] = deque()
         self._next_due: dict[str, int] = {}
         self._buffered: deque[tuple[dict[str, Any], str]] = deque()
-        self._handed_back = 0  # messages returned while closing (counted as "returned")
-        self._closing = False
-        self._started_at = str(now_ms())
 
-    # -- registration ----------------------------------------------------------------------
+    # -- consuming ----------------------------------------------------------------------------
 
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         if no_ack:
@@ -98,43 +95,6 @@ class ConsumingMixin:
         if not no_ack:
             self._prepare_consumer(queue)  # an idle worker is in the registry too
         return tag
-
-    def _consuming(self) -> list[str]:
-        """The queues this consumer takes messages from now (what the registry shows)."""
-        return [q for q in self.active_queues if q not in self._no_ack_queues]
-
-    def _prepare_consumer(self, queue: str) -> None:
-        """Register this consumer (and the queue it leases from) before the first lease."""
-        if queue in self._held_queues and self._heartbeat is not None:
-            return
-        self._held_queues.add(queue)
-        info = self._consumer_info()
-        counter = (self.global_keyprefix, info["hostname"], os.getpid())
-        if counter not in _counting_failures:
-            _counting_failures.add(counter)
-            recovery.reset_failures(self.redis, *counter)
-        recovery.register(self.redis, self.global_keyprefix, self.consumer_id, info,
-                          self._consuming(), self._held_queues)  # fmt: skip
-        if self._heartbeat is None:
-            self._heartbeat = Heartbeat(
-                Redis(connection_pool=self.pool),
-                self.scripts,
-                self.global_keyprefix,
-                self.consumer_id,
-                self.options,
-                self._consumer_info,
-                self._consuming,
-                lambda: set(self._held_queues),
-            )
-            self._heartbeat.start()
-
-    def _consumer_info(self) -> dict[str, str]:
-        return {
-            "hostname": worker_info.WORKER_NODENAME or socket.gethostname(),
-            "pid": str(os.getpid()),
-            "started_at": self._started_at,
-            **worker_info.worker_stats(),
-        }
 
     # -- fetching --------------------------------------------------------------------------
 
@@ -368,71 +328,6 @@ class ConsumingMixin:
 
     def _restore_at_beginning(self, message: Any) -> None:
         self.requeue_lease(message.delivery_tag)
-
-    # -- stopping --------------------------------------------------------------------------
-
-    def _hand_back(self) -> None:
-        """Return every message this consumer still holds, then leave the registry.
-
-        A fetch reply still in flight is not read (its messages would reach Celery while
-        it shuts down); the script already ran, so those messages are held and go back
-        with the rest.
-        """
-        self._in_poll = None
-        if self._heartbeat is None:
-            return
-        self._closing, self._handed_back = True, 0
-        try:
-            self._return_buffered()
-            if self._qos is not None:
-                self._qos.restore_unacked_once()
-        except self.connection_errors as exc:
-            logger.warning("could not restore unacked messages at shutdown: %s", exc)
-        self._retire()
-
-    def _maybe_retire(self) -> None:
-        """A channel that stopped consuming and settled every lease stops heartbeating.
-
-        (A client that once read an ``inspect`` reply is not a worker to watch.)
-        """
-        pending_fetch = self._pending is not None and self._pending[0] == "fetch"
-        if (
-            self._heartbeat is not None
-            and not self._leases
-            and not self.active_queues
-            and not pending_fetch
-            and os.getpid() == self._owner_pid
-        ):
-            self._retire()
-
-    def _retire(self) -> None:
-        heartbeat, self._heartbeat = self._heartbeat, None
-        if heartbeat is None:
-            return
-        heartbeat.stop()
-        try:
-            returned = self._handed_back
-            for queue in self._held_queues:
-                back, _ = recovery.recover_queue(
-                    self.scripts,
-                    self.queue_keys(queue),
-                    self.consumer_id,
-                    self.options,
-                    died=False,
-                    client=self.redis,
-                )
-                returned += len(back)
-            recovery.mark_offline(self.scripts, self.global_keyprefix, self.consumer_id,
-                                  "stopped", returned=returned, client=self.redis)  # fmt: skip
-            self._held_queues.clear()
-            self._handed_back, self._closing = 0, False
-        except self.connection_errors as exc:
-            logger.warning(
-                "could not hand back this consumer's messages (%s); they return "
-                "to their queues after heartbeat_timeout=%ss",
-                exc,
-                self.options.heartbeat_timeout,
-            )
 
     def _basic_cancel(self, consumer_tag: str) -> Any:
         queue = self._tag_to_queue.get(consumer_tag)
