@@ -44,3 +44,9 @@ def delivered_at(request: Any) -> float | None:
     """When this package's broker leased the message to the worker (epoch seconds)."""
     value = properties_of(request).get(DELIVERED_AT)
     return float(value) if isinstance(value, int | float) else None
+
+
+def published_at(request: Any) -> float | None:
+    """When the message was first published to this package's broker (epoch seconds)."""
+    value = properties_of(request).get(PUBLISHED_AT)
+    return value / 1000 if isinstance(value, int | float) and value > 0 else None

@@ -196,6 +196,9 @@ def on_task_prerun(task_id: str | None = None, task: Any = None, **kwargs: Any) 
     if delivered is not None:
         received = datetime.fromtimestamp(delivered, UTC)
         row["received_at"] = received
+        published = delivery.published_at(request)
+        if published is not None:  # the broker's publish time: the queue wait starts there
+            row["sent_at"] = datetime.fromtimestamp(published, UTC)
         row["queue"] = (getattr(request, "delivery_info", None) or {}).get("routing_key")
         eta = getattr(request, "eta", None)
         detail = {"eta": str(eta)} if eta else None

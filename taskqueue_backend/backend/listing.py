@@ -14,10 +14,10 @@ import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.engine import Row
 
 from ..clock import as_utc
@@ -165,3 +165,99 @@ def history_of(store: Store, task_ids: Sequence[str]) -> dict[str, list[Row[Any]
         return found
 
     return store._retrying(run) if task_ids else {}
+
+
+def event_counts(
+    store: Store, events: Sequence[str], windows: Sequence[float], now: datetime
+) -> dict[str, list[int]]:
+    """How many of each event happened in each trailing window (seconds), one index range scan
+    over ``(event, at)`` for the longest window."""
+    e = store.tables.events
+    longest = now - timedelta(seconds=max(windows))
+    cells = [func.sum(case((e.c.at >= now - timedelta(seconds=w), 1), else_=0)) for w in windows]
+    statement = (
+        select(e.c.event, *cells)
+        .where(e.c.event.in_(list(events)), e.c.at >= longest)
+        .group_by(e.c.event)
+    )
+
+    def run() -> dict[str, list[int]]:
+        with store.engine.connect() as conn:
+            found = {row[0]: [int(v or 0) for v in row[1:]] for row in conn.execute(statement)}
+        return {event: found.get(event, [0] * len(windows)) for event in events}
+
+    return store._retrying(run)
+
+
+def states_since(store: Store, since: datetime) -> dict[str, int]:
+    """Results updated since ``since``, by state (the ``updated_at`` index bounds the scan)."""
+    r = store.tables.results
+    statement = select(r.c.state, func.count()).where(r.c.updated_at >= since).group_by(r.c.state)
+
+    def run() -> dict[str, int]:
+        with store.engine.connect() as conn:
+            return {str(state): int(n) for state, n in conn.execute(statement)}
+
+    return store._retrying(run)
+
+
+def recent_stages(
+    store: Store, since: datetime, limit: int = 10_000
+) -> list[tuple[datetime | None, datetime | None, datetime | None, str | None]]:
+    """(sent, started, finished, name) of the newest results finished since ``since``."""
+    r = store.tables.results
+    statement = (
+        select(r.c.sent_at, r.c.started_at, r.c.finished_at, r.c.name)
+        .where(r.c.finished_at >= since)
+        .order_by(r.c.finished_at.desc())
+        .limit(limit)
+    )
+
+    def run() -> list[Any]:
+        with store.engine.connect() as conn:
+            return [(as_utc(a), as_utc(b), as_utc(c), d) for a, b, c, d in conn.execute(statement)]
+
+    return store._retrying(run)
+
+
+def events_after(store: Store, last_id: int, limit: int = 200) -> list[Row[Any]]:
+    """History rows with an id above ``last_id``, in id order (the primary key)."""
+    e = store.tables.events
+    statement = select(e).where(e.c.id > last_id).order_by(e.c.id).limit(limit)
+
+    def run() -> list[Row[Any]]:
+        with store.engine.connect() as conn:
+            return list(conn.execute(statement))
+
+    return store._retrying(run)
+
+
+def last_event_id(store: Store) -> int:
+    e = store.tables.events
+
+    def run() -> int:
+        with store.engine.connect() as conn:
+            return int(conn.execute(select(func.max(e.c.id))).scalar() or 0)
+
+    return store._retrying(run)
+
+
+def events_by_name(
+    store: Store, events: Sequence[str], since: datetime
+) -> dict[tuple[str, str], int]:
+    """How many of each event each task name had since ``since`` (history rows in that range,
+    joined to their result rows by primary key)."""
+    e, r = store.tables.events, store.tables.results
+    name = func.coalesce(r.c.name, "(unknown)")
+    statement = (
+        select(e.c.event, name, func.count())
+        .select_from(e.outerjoin(r, r.c.task_id == e.c.task_id))
+        .where(e.c.event.in_(list(events)), e.c.at >= since)
+        .group_by(e.c.event, name)
+    )
+
+    def run() -> dict[tuple[str, str], int]:
+        with store.engine.connect() as conn:
+            return {(str(ev), str(n)): int(c) for ev, n, c in conn.execute(statement)}
+
+    return store._retrying(run)

@@ -17,7 +17,27 @@ from .options import parse_time
 from .session import Session, json_option, ops, reports_errors, session
 
 
-@click.group()
+class PluggableGroup(click.Group):
+    """The root group, plus the commands other installed parts add through the
+    ``taskqueue.commands`` entry point group (the control plane's), imported only when run."""
+
+    def _plugins(self) -> dict[str, Any]:
+        from importlib.metadata import entry_points
+
+        return {ep.name: ep for ep in entry_points(group="taskqueue.commands")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugins()})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        found = super().get_command(ctx, name)
+        if found is None and name in self._plugins():
+            loaded = self._plugins()[name].load()
+            return loaded if isinstance(loaded, click.Command) else None
+        return found
+
+
+@click.group(cls=PluggableGroup)
 @click.option("--broker-url", envvar="REDIS_URL", help="Broker URL (default: $REDIS_URL).")
 @click.option("--keyprefix", default="", help="The broker's global_keyprefix, if any.")
 @click.option("--database-url", envvar="DATABASE_URL",
@@ -70,9 +90,10 @@ def queues(ctx: click.Context) -> None:
         return
     output.table(
         [(s.queue, s.ready, _by_priority(s), s.delayed, output.due(s.next_due_at), s.inflight,
-          s.dead, s.consumers, output.duration(s.oldest_ready_age)) for s in found],
+          s.dead, s.consumers, output.duration(s.oldest_ready_age),
+          "paused" if s.paused else "") for s in found],
         ("queue", "ready", "by priority", "delayed", "next due", "in flight", "dead",
-         "consumers", "oldest ready"),
+         "consumers", "oldest ready", ""),
         empty="(no queue holds anything)",
     )  # fmt: skip
 
@@ -98,6 +119,36 @@ def purge_queue(ctx: click.Context, queue: str, keep_delayed: bool, note: str, y
         output.as_json({"queue": queue, "purged": gone, "include_delayed": not keep_delayed})
     else:
         click.echo(f"purged {gone} waiting message(s) of queue {queue}")
+
+
+@queues.command("pause")
+@click.argument("queue")
+@click.option("--note", default="", help="Why (kept in the audit log).")
+@json_option
+@click.pass_context
+@reports_errors
+def pause_queue(ctx: click.Context, queue: str, note: str) -> None:
+    """Stop every consumer from leasing from QUEUE (durable) until it is resumed."""
+    changed = ops(ctx).queues.pause(queue, reason=note)
+    if session(ctx).as_json:
+        output.as_json({"queue": queue, "paused": True, "changed": changed})
+    else:
+        click.echo(f"paused queue {queue}" if changed else f"queue {queue} was paused already")
+
+
+@queues.command("resume")
+@click.argument("queue")
+@click.option("--note", default="", help="Why (kept in the audit log).")
+@json_option
+@click.pass_context
+@reports_errors
+def resume_queue(ctx: click.Context, queue: str, note: str) -> None:
+    """Let consumers lease from QUEUE again."""
+    changed = ops(ctx).queues.resume(queue, reason=note)
+    if session(ctx).as_json:
+        output.as_json({"queue": queue, "paused": False, "changed": changed})
+    else:
+        click.echo(f"resumed queue {queue}" if changed else f"queue {queue} was not paused")
 
 
 @main.command()

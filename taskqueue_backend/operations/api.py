@@ -10,9 +10,12 @@ package's backend) or from URLs, with the acting operator's name for the audit l
     ops.workers.all("stale"); ops.audit.entries()
 
 One instance holds one broker connection pool and one database engine and may serve many
-threads; ``acting_as(name)`` gives a view for another operator sharing them. Every data object
-is a dataclass with one JSON shape (``to_json``), and failures are ``NotFound``,
-``InvalidRequest`` or ``Conflict``.
+threads; ``acting_as(name, role=..., request_id=...)`` gives a view for another operator
+sharing them (its audit entries carry that context). Publishing and Celery's remote control
+(submit, revoke of a running task, worker shutdown) go through the app the layer was built
+from, or a client app made from the same broker settings. Every data object is a dataclass
+with one JSON shape (``to_json``), and failures are ``NotFound``, ``InvalidRequest`` or
+``Conflict``.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from .audit import AuditLog, default_actor
 from .broker import BrokerAccess
 from .dead_letters import DeadLetters
 from .errors import InvalidRequest
+from .feed import ChangeFeed
 from .metrics import BrokerCollector
 from .queues import Queues
+from .stats import TaskStats, task_stats
 from .tasks import Tasks
 from .workers import Workers
 
@@ -52,13 +57,19 @@ def open_results(
 class Operations:
     """Tasks, queues, dead letters, workers and the audit log of one broker (and result store)."""
 
-    def __init__(self, broker: BrokerAccess | None, results: Store | None = None,
-                 actor: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, broker: BrokerAccess | None, results: Store | None = None, actor: str | None = None,
+        *, app: Any = None, context: dict[str, Any] | None = None,
+        shared: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
         if broker is None and results is None:
             raise InvalidRequest("give a broker, a result store, or both")
         self._broker = broker
         self.results = results
         self.actor = actor or default_actor()
+        #: recorded with every audit entry of this view (role, request id...)
+        self.context = dict(context or {})
+        self._shared = shared if shared is not None else {"app": app}
         self.queues = Queues(self)
         self.tasks = Tasks(self)
         self.dead_letters = DeadLetters(self)
@@ -77,7 +88,25 @@ class Operations:
 
     @property
     def audit(self) -> AuditLog:
-        return AuditLog(self.broker)
+        return AuditLog(self.broker, self.context)
+
+    @property
+    def celery(self) -> Any:
+        """The Celery app that publishes and sends remote control commands for this layer."""
+        app = self._shared.get("app")
+        if app is None:
+            from celery import Celery
+
+            app = Celery("taskqueue-operations", set_as_current=False)
+            app.conf.update(self.broker.celery_settings, task_ignore_result=True,
+                            broker_connection_retry_on_startup=True)  # fmt: skip
+            self._shared["app"] = app
+        return app
+
+    @property
+    def knows_tasks(self) -> bool:
+        """Whether this layer has the app's task registry (built from the app itself)."""
+        return bool(self._shared.get("from_app"))
 
     @classmethod
     def from_app(cls, app: Any, actor: str | None = None) -> Operations:
@@ -85,7 +114,8 @@ class Operations:
         package's, its result store."""
         broker = BrokerAccess.from_app(app)
         url = result_database_url(app)
-        return cls(broker, open_results(url, app.conf) if url else None, actor)
+        results = open_results(url, app.conf) if url else None
+        return cls(broker, results, actor, shared={"app": app, "from_app": True})
 
     @classmethod
     def from_urls(
@@ -110,13 +140,32 @@ class Operations:
                                    schema=schema)  # fmt: skip
         return cls(broker, results, actor)
 
-    def acting_as(self, actor: str) -> Operations:
-        """The same broker and result store, for another operator."""
-        return Operations(self._broker, self.results, actor)
+    def acting_as(self, actor: str, **context: Any) -> Operations:
+        """The same broker, result store and app, for another operator (``context`` goes into
+        each of its audit entries)."""
+        return Operations(self._broker, self.results, actor, context=context,
+                          shared=self._shared)  # fmt: skip
+
+    def stats(self) -> TaskStats:
+        """Counts, throughput, rates and percentiles from the history (``stats``)."""
+        return task_stats(self)
+
+    def feed(self, after: int | None = None) -> ChangeFeed:
+        """Changes since history id ``after`` (or from now on), for live views (``feed``)."""
+        return ChangeFeed(self, after)
 
     def collector(self) -> BrokerCollector:
         """A ``prometheus_client`` collector of the broker's queues and workers."""
         return BrokerCollector(self)
+
+    def collectors(self) -> list[Any]:
+        """Every ``prometheus_client`` collector this layer can feed (broker, history)."""
+        from .metrics import HistoryCollector
+
+        found: list[Any] = [BrokerCollector(self)] if self.has_broker else []
+        if self.results is not None:
+            found.append(HistoryCollector(self))
+        return found
 
     def describe_results(self) -> str:
         if self.results is None:
@@ -132,6 +181,9 @@ class Operations:
     def close(self) -> None:
         if self._broker is not None:
             self._broker.close()
+        app = self._shared.get("app")
+        if app is not None and not self._shared.get("from_app"):
+            app.close()
 
     def __enter__(self) -> Operations:
         return self

@@ -82,12 +82,14 @@ def _text(value: Any) -> str:
 class AuditLog:
     """Append to and read the audit log of one broker."""
 
-    def __init__(self, broker: BrokerAccess) -> None:
+    def __init__(self, broker: BrokerAccess, context: dict[str, Any] | None = None) -> None:
         self.broker = broker
+        self.context = context or {}
 
     def record(
         self, actor: str, action: str, target: str, reason: str = "", **detail: Any
     ) -> AuditEntry:
+        detail = {**self.context, **detail}
         entry_id, at = stream.record(
             self.broker.client, self.broker.prefix, actor, action, target, reason, **detail
         )

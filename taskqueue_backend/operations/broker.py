@@ -10,7 +10,7 @@ lends its connection pool (thread-safe, so one broker access serves every reques
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kombu import Connection
@@ -32,9 +32,13 @@ class BrokerAccess:
     prefix: str
     options: BrokerOptions
     scripts: Scripts
+    #: what a client Celery app needs to publish and to send remote control commands here
+    celery_settings: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, connection: Connection) -> BrokerAccess:
+    def open(
+        cls, connection: Connection, celery_settings: dict[str, Any] | None = None
+    ) -> BrokerAccess:
         from ..transport.channel import TaskQueueChannel
 
         channel = connection.default_channel
@@ -45,7 +49,7 @@ class BrokerAccess:
                 f"set broker_transport = {TRANSPORT_PATH!r}"
             )
         return cls(connection, channel.redis, channel.global_keyprefix, channel.options,
-                   channel.scripts)  # fmt: skip
+                   channel.scripts, dict(celery_settings or {}))  # fmt: skip
 
     @classmethod
     def from_url(
@@ -54,10 +58,12 @@ class BrokerAccess:
         transport_options: Mapping[str, Any] | None = None,
         ssl: Any = None,
     ) -> BrokerAccess:
+        options = dict(transport_options or {})
+        settings = {"broker_url": url, "broker_transport": TRANSPORT_PATH,
+                    "broker_transport_options": options, "broker_use_ssl": ssl}  # fmt: skip
         return cls.open(
-            Connection(url, transport=TRANSPORT_PATH,
-                       transport_options=dict(transport_options or {}), ssl=ssl)
-        )  # fmt: skip
+            Connection(url, transport=TRANSPORT_PATH, transport_options=options, ssl=ssl), settings
+        )
 
     @classmethod
     def from_app(cls, app: Any) -> BrokerAccess:

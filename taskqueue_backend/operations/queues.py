@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from ..clock import from_epoch_ms
+from ..clock import from_epoch_ms, now_ms
 from ..transport import fields, scheduled, stats
 from ..transport.channel import purge_waiting
 from ..transport.replies import as_text
@@ -34,10 +34,13 @@ class QueueStats:
     delayed: int = 0
     inflight: int = 0
     dead: int = 0
+    dead_by_reason: dict[str, int] = field(default_factory=dict)
     consumers: int = 0
     oldest_ready_age: float | None = None
     oldest_inflight_age: float | None = None
     next_due_at: datetime | None = None
+    paused: bool = False  # no consumer leases from it until it is resumed
+    paused_at: datetime | None = None
 
 
 @dataclass
@@ -118,10 +121,13 @@ class Queues:
             delayed=counts.delayed,
             inflight=counts.inflight,
             dead=counts.dead,
+            dead_by_reason=counts.dead_by_reason,
             consumers=consumers,
             oldest_ready_age=None if oldest is None else max(now - oldest, 0.0) / 1000,
             oldest_inflight_age=None if lease is None else max(now - lease, 0.0) / 1000,
             next_due_at=from_epoch_ms(counts.next_due_ms),
+            paused=counts.paused_since_ms is not None,
+            paused_at=from_epoch_ms(counts.paused_since_ms) if counts.paused_since_ms else None,
         )
 
     def _counts(self, queue: str) -> stats.QueueCounts:
@@ -136,8 +142,7 @@ class Queues:
         return [self._stats(self._counts(q), consumers.get(q, 0)) for q in names]
 
     def stats(self, queue: str) -> QueueStats:
-        if queue not in self.names():
-            raise NotFound(f"no queue named {queue!r} holds anything in {self.broker.describe()}")
+        self._known(queue)
         b = self.broker
         consumers = stats.consumers_per_queue(b.client, b.prefix, b.options, [queue])
         return self._stats(self._counts(queue), consumers.get(queue, 0))
@@ -219,11 +224,37 @@ class Queues:
         columns = {"name": first.task_name, "queue": first.queue}
         return history.revoke(self.ops, task_id, columns, detail)
 
+    def _known(self, queue: str) -> None:
+        if queue not in self.names():
+            raise NotFound(f"no queue named {queue!r} holds anything in {self.broker.describe()}")
+
+    def pause(self, queue: str, reason: str = "") -> bool:
+        """Stop every consumer from leasing from ``queue`` (durable, in the broker) until it is
+        resumed; publishing still works. False if it was paused already."""
+        self._known(queue)
+        keys = self.broker.queue_keys(queue)
+        done = bool(self.broker.scripts["pause"](
+            keys=[keys.state], args=[now_ms(), self.ops.actor, reason], client=self.broker.client
+        ))  # fmt: skip
+        self.ops.audit.record(self.ops.actor, "queue.pause", queue, reason, changed=done)
+        return done
+
+    def resume(self, queue: str, reason: str = "") -> bool:
+        """Let consumers lease from ``queue`` again (they are woken at once). False if it was
+        not paused."""
+        self._known(queue)
+        keys = self.broker.queue_keys(queue)
+        done = bool(self.broker.scripts["resume"](
+            keys=[keys.ready, keys.delayed, keys.signal, keys.state], args=[keys.base],
+            client=self.broker.client,
+        ))  # fmt: skip
+        self.ops.audit.record(self.ops.actor, "queue.resume", queue, reason, changed=done)
+        return done
+
     def purge(self, queue: str, *, include_delayed: bool = True, reason: str = "") -> int:
         """Delete the queue's waiting messages (ready, and delayed unless told to keep them);
         messages in flight stay with their workers, dead letters stay for an operator."""
-        if queue not in self.names():
-            raise NotFound(f"no queue named {queue!r} holds anything in {self.broker.describe()}")
+        self._known(queue)
         b = self.broker
         gone = purge_waiting(b.scripts, b.client, b.queue_keys(queue), include_delayed)
         self.ops.audit.record(self.ops.actor, "queue.purge", queue, reason, purged=gone,

@@ -20,6 +20,7 @@ from .data import Page
 from .dead_letter_entries import DeadLetter
 from .errors import Conflict, InvalidRequest, NotFound
 from .queues import MessageLocation
+from .task_actions import TaskActions
 
 if TYPE_CHECKING:
     from .api import Operations
@@ -128,8 +129,8 @@ def history_event(row: Any) -> HistoryEvent:
     return HistoryEvent(as_utc(row.at), row.event, row.state, row.worker, row.detail)
 
 
-class Tasks:
-    """Tasks across the broker and the result store."""
+class Tasks(TaskActions):
+    """Tasks across the broker and the result store (acting on them: ``task_actions``)."""
 
     def __init__(self, ops: Operations) -> None:
         self.ops = ops

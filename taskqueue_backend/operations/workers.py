@@ -172,6 +172,38 @@ class Workers:
                                   returned=returned, dead_lettered=buried)  # fmt: skip
         return [RecoveryOutcome(r.consumer_id, r.returned, r.dead_lettered) for r in done]
 
+    def recover(self, ident: str, reason: str = "") -> list[RecoveryOutcome]:
+        """Return the messages of this stale worker now (by node name or consumer id)."""
+        found = self.get(ident)
+        stale = [w for w in found if w.state == "stale"]
+        if not stale:
+            states = ", ".join(sorted({w.state for w in found}))
+            raise Conflict(f"{ident} is not stale ({states}): only a worker that missed its "
+                           "heartbeat window is recovered")  # fmt: skip
+        b = self.broker
+        notify = partial(history.record_broker_events, self.ops)
+        done = [
+            recovery.recover_consumer(
+                b.client, b.scripts, b.prefix, w.consumer_id, b.options, self.ops.actor, notify
+            )  # fmt: skip
+            for w in stale
+        ]
+        self.ops.audit.record(self.ops.actor, "worker.recover", ident, reason,
+                              returned=sum(len(r.returned) for r in done),
+                              dead_lettered=sum(len(r.dead_lettered) for r in done))  # fmt: skip
+        return [RecoveryOutcome(r.consumer_id, r.returned, r.dead_lettered) for r in done]
+
+    def shutdown(self, ident: str, reason: str = "") -> list[str]:
+        """Ask the live worker (node name or consumer id) to shut down warmly, through Celery's
+        remote control; its running tasks finish, its prefetched messages go back."""
+        alive = [w for w in self.get(ident) if w.state != "offline"]
+        if not alive:
+            raise Conflict(f"{ident} is offline: there is nothing to shut down")
+        nodes = sorted({w.hostname for w in alive if w.hostname})
+        self.ops.celery.control.shutdown(destination=nodes)
+        self.ops.audit.record(self.ops.actor, "worker.shutdown", ident, reason, nodes=nodes)
+        return nodes
+
     def forget(self, ident: str, reason: str = "") -> list[str]:
         """Remove offline workers (by consumer id or node name) from every view and count."""
         found = self.get(ident)

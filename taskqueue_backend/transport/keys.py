@@ -87,6 +87,10 @@ class GlobalKeys:
         """Sorted set: consumer id -> when it went offline (ms); its hash stays a while."""
         return f"{self.prefix}{{tq}}:offline"
 
+    def idempotency(self, digest: str) -> str:
+        """String: the task an ``Idempotency-Key`` (by its SHA-256) submitted, while it lasts."""
+        return f"{self.prefix}{{tq}}:idempotency:{digest}"
+
     def consumer(self, consumer_id: str) -> str:
         """Hash describing one consumer: hostname, pid, queues, held, started_at, counts."""
         return f"{self.prefix}{{tq}}:consumer:{consumer_id}"

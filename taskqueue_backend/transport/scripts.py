@@ -31,6 +31,8 @@ SCRIPT_NAMES = (
     "bury_rebuilt",
     "offline",
     "bury_copy",
+    "pause",
+    "resume",
 )
 
 

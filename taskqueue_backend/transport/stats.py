@@ -32,6 +32,8 @@ class QueueCounts:
     oldest_ready_published_ms: int | None = None
     oldest_lease_ms: int | None = None
     next_due_ms: int | None = None
+    paused_since_ms: int | None = None  # set while the queue is paused
+    dead_by_reason: dict[str, int] = field(default_factory=dict)
 
     @property
     def ready(self) -> int:
@@ -42,7 +44,7 @@ def read_counts(
     client: Redis, scripts: Scripts, prefix: str, options: BrokerOptions, queue: str
 ) -> QueueCounts:
     keys = QueueKeys(prefix, queue)
-    per_rank, delayed, inflight, dead, oldest, lease, due = scripts["stats"](
+    per_rank, delayed, inflight, dead, oldest, lease, due, paused, reasons = scripts["stats"](
         keys=[keys.ready, keys.delayed, keys.inflight, keys.dead],
         args=[keys.base, options.max_priority],
         client=client,
@@ -60,6 +62,10 @@ def read_counts(
         oldest_ready_published_ms=as_int(oldest),
         oldest_lease_ms=as_int(lease),
         next_due_ms=as_int(due),
+        paused_since_ms=None if as_text(paused) in (None, "") else as_int(paused) or 0,
+        dead_by_reason={
+            as_text(reasons[i]) or "": int(reasons[i + 1]) for i in range(0, len(reasons), 2)
+        },  # fmt: skip
     )
 
 
@@ -102,4 +108,5 @@ def flower_row(counts: QueueCounts, consumers: int) -> dict[str, Any]:
         "messages_delayed": counts.delayed,
         "dead_letters": counts.dead,
         "consumers": consumers,
+        "paused": counts.paused_since_ms is not None,
     }

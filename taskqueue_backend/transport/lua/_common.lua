@@ -61,12 +61,19 @@ local function touch(base, msgkey)
   end
 end
 
+-- dead letters are counted by reason in the queue's state hash ('dead:<reason>'), so the
+-- metrics read them without scanning the entries
+local function count_dead(base, reason, n)
+  redis.call('HINCRBY', base .. ':state', 'dead:' .. (reason or 'unknown'), n)
+end
+
 -- the message must already be out of ready/delayed/inflight
 local function bury(base, id, reason, detail, now)
   local mk = mkey(base, id)
   redis.call('HSET', mk, 'state', 'dead', 'owner', '', 'reason', reason,
              'detail', detail, 'dead_at', now)
   redis.call('ZADD', base .. ':dead', now, id)
+  count_dead(base, reason, 1)
 end
 
 -- release an owned in-flight message from its consumer's lease

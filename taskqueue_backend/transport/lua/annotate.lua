@@ -5,5 +5,7 @@ local mk = mkey(ARGV[1], ARGV[2])
 if redis.call('HGET', mk, 'state') ~= 'dead' then
   return 0
 end
+count_dead(ARGV[1], redis.call('HGET', mk, 'reason'), -1)
+count_dead(ARGV[1], ARGV[3], 1)
 redis.call('HSET', mk, 'reason', ARGV[3], 'detail', ARGV[4])
 return 1

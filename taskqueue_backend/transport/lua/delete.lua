@@ -19,5 +19,10 @@ end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6])
 if redis.call('ZCARD', base .. ':dead') == 0 then
   redis.call('DEL', KEYS[4])
+else
+  -- the dead letters stay: so do their counts by reason (kept in the state hash)
+  for _, id in ipairs(redis.call('ZRANGE', base .. ':dead', 0, -1)) do
+    count_dead(base, redis.call('HGET', mkey(base, id), 'reason'), 1)
+  end
 end
 return n

@@ -11,6 +11,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(
   if redis.call('EXISTS', mk) == 1 then
     redis.call('HSET', mk, 'state', 'dead')
     redis.call('ZADD', KEYS[1], redis.call('HGET', mk, 'dead_at') or now, id)
+    count_dead(base, redis.call('HGET', mk, 'reason'), 1)
   end
 end
 local out = {}
@@ -20,6 +21,7 @@ for i = 4, #ARGV do
     local mk = mkey(base, id)
     redis.call('HSET', mk, 'state', 'replaying')
     redis.call('ZADD', KEYS[2], now, id)
+    count_dead(base, redis.call('HGET', mk, 'reason'), -1)
     out[#out + 1] = id
     out[#out + 1] = redis.call('HGET', mk, 'task_id') or ''
   end

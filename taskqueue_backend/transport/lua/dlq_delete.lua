@@ -9,6 +9,7 @@ for i = 2, #ARGV do
   if redis.call('ZREM', KEYS[1], id) == 1 then
     local mk = mkey(base, id)
     local task_id = redis.call('HGET', mk, 'task_id') or ''
+    count_dead(base, redis.call('HGET', mk, 'reason'), -1)
     forget_task(base, id, task_id)
     redis.call('DEL', mk)
     out[#out + 1] = id

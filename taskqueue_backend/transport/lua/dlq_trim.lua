@@ -23,6 +23,7 @@ for _, id in ipairs(victims) do
   local mk = mkey(base, id)
   local f = redis.call('HMGET', mk, 'task_id', 'reason')
   redis.call('ZREM', KEYS[1], id)
+  count_dead(base, f[2], -1)
   forget_task(base, id, f[1])
   redis.call('DEL', mk)
   out[#out + 1] = id

@@ -1,4 +1,5 @@
--- Release due delayed messages, then lease up to `max` ready messages to one consumer.
+-- Release due delayed messages, then lease up to `max` ready messages to one consumer
+-- (nothing while the queue is paused).
 -- KEYS: ready, delayed, inflight, signal, state
 -- ARGV: base, consumer, max, now_ms, release_limit, no_ack ('1': hand over and forget, no lease)
 -- Returns {next_due_ms or '', {id, body, deliveries, published_at_ms, replays, ...}}
@@ -6,6 +7,13 @@
 local base, consumer = ARGV[1], ARGV[2]
 local max, now, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local no_ack = ARGV[6] == '1'
+
+-- a paused queue leases nothing (and releases nothing) until it is resumed; its wake-up token
+-- is not put back, so idle consumers wait for resume.lua instead of polling
+if redis.call('HGET', KEYS[5], 'paused') == '1' then
+  touch(base, nil)
+  return {'', {}}
+end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(due) do

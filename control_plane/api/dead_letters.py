@@ -1,0 +1,108 @@
+"""``/api/v1/dlq``: list, count, show, replay, delete and purge dead letters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiflask import APIBlueprint
+from flask import g
+
+from taskqueue_backend.operations import Filter
+
+from . import models as m
+from .security import bearer, requires
+
+bp = APIBlueprint("dead_letters", __name__, url_prefix="/api/v1", tag="Dead letters")
+
+
+def dead_letter_filter(given: m.DeadLetterFilter | None) -> Filter | None:
+    if given is None:
+        return None
+    return Filter(queue=given.queue, task_name=given.task,
+                  reason=given.reason.value if given.reason else None,
+                  exc_type=given.exception, text=given.text, since=given.since,
+                  until=given.until)  # fmt: skip
+
+
+@bp.get("/dlq")
+@bp.auth_required(bearer)
+@bp.input(m.DeadLetterQuery, location="query")
+@bp.output(m.DeadLetterPage)
+@requires("viewer")
+def list_dead_letters(query_data: m.DeadLetterQuery) -> Any:
+    """Dead letters, newest first (cursor pagination)."""
+    page = g.ops.dead_letters.page(dead_letter_filter(query_data), limit=query_data.limit,
+                                   cursor=query_data.cursor)  # fmt: skip
+    return {"items": page.items, "next_cursor": page.next_cursor}
+
+
+@bp.get("/dlq/stats")
+@bp.auth_required(bearer)
+@bp.output(m.DeadLetterStatsOut)
+@requires("viewer")
+def dead_letter_stats() -> Any:
+    """Counts by queue, task name, reason and exception type; the oldest age; retention trims."""
+    return g.ops.dead_letters.stats()
+
+
+@bp.get("/dlq/<ident>")
+@bp.auth_required(bearer)
+@bp.output(m.DeadLetterOut)
+@bp.doc(responses=[404])
+@requires("viewer")
+def get_dead_letter(ident: str) -> Any:
+    """One dead letter (task id, message id or a unique prefix), with its stored message."""
+    return g.ops.dead_letters.get(ident)
+
+
+@bp.post("/dlq/<ident>/replay")
+@bp.auth_required(bearer)
+@bp.input(m.ReplayOneIn, location="json")
+@bp.output(m.OutcomeOut)
+@bp.doc(responses=[404])
+@requires("operator")
+def replay_dead_letter(ident: str, json_data: m.ReplayOneIn) -> Any:
+    """Put one dead letter back on its queue (or ``to_queue``), body and priority unchanged."""
+    return g.ops.dead_letters.replay([ident], to_queue=json_data.to_queue,
+                                     reason=json_data.reason)  # fmt: skip
+
+
+@bp.post("/dlq/replay")
+@bp.auth_required(bearer)
+@bp.input(m.ReplayIn, location="json")
+@bp.output(m.OutcomeOut)
+@bp.doc(responses=[404, 422])
+@requires("operator")
+def replay_dead_letters(json_data: m.ReplayIn) -> Any:
+    """Replay dead letters by ids, by a filter, or all; optionally to another queue, at a
+    rate, or as a dry run that only counts."""
+    body = json_data
+    return g.ops.dead_letters.replay(body.ids, dead_letter_filter(body.filter), body.all,
+                                     to_queue=body.to_queue, rate=body.rate,
+                                     dry_run=body.dry_run, reason=body.reason)  # fmt: skip
+
+
+@bp.delete("/dlq/<ident>")
+@bp.auth_required(bearer)
+@bp.input(m.ReasonIn, location="query")
+@bp.output(m.OutcomeOut)
+@bp.doc(responses=[404])
+@requires("admin")
+def delete_dead_letter(ident: str, query_data: m.ReasonIn) -> Any:
+    """Delete one dead letter for good."""
+    return g.ops.dead_letters.delete([ident], reason=query_data.reason)
+
+
+@bp.post("/dlq/purge")
+@bp.auth_required(bearer)
+@bp.input(m.PurgeIn, location="json")
+@bp.output(m.OutcomeOut)
+@bp.doc(responses=[422])
+@requires("admin")
+def purge_dead_letters(json_data: m.PurgeIn) -> Any:
+    """Delete every dead letter matching the filter and/or older than ``older_than`` seconds
+    (or all); ``dry_run`` only counts."""
+    body = json_data
+    return g.ops.dead_letters.purge(dead_letter_filter(body.filter), older_than=body.older_than,
+                                    everything=body.all, dry_run=body.dry_run,
+                                    reason=body.reason)  # fmt: skip

@@ -1,0 +1,64 @@
+"""Who may call what: bearer tokens (``auth``) and the role each route needs.
+
+Every route of ``/api/v1`` needs a token (401 without one); a route that changes something
+needs at least ``operator`` or ``admin`` (403 naming the role). The view then acts through the
+operations layer as the token's name, and its audit entries carry the role and request id.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from apiflask import HTTPTokenAuth, abort
+from flask import current_app, g
+
+from taskqueue_backend.operations import Operations
+
+from ..auth import ROLES, Principal, TokenRegistry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+bearer = HTTPTokenAuth(
+    scheme="Bearer",
+    description="A token from `taskqueue token new NAME ROLE`; its SHA-256 is in TQ_API_TOKENS.",
+)
+
+
+@bearer.verify_token
+def verify(token: str) -> Principal | None:
+    tokens: TokenRegistry = current_app.extensions["taskqueue.tokens"]
+    return tokens.identify(token)
+
+
+def acting_ops() -> Operations:
+    """The operations layer acting as the caller of this request."""
+    from ..app import backends
+
+    principal: Principal = g.principal
+    return backends(current_app).ops().acting_as(principal.name, role=principal.role,
+                                                 request_id=g.request_id)  # fmt: skip
+
+
+def requires(role: str) -> Callable[[F], F]:
+    """The role a route needs (after ``auth_required``); the view gets ``g.ops``."""
+    assert role in ROLES
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            principal: Principal = bearer.current_user  # type: ignore[assignment]
+            if not principal.may(role):
+                abort(403, f"this needs the {role} role; {principal.name} is a {principal.role}",
+                      detail={"required_role": role, "role": principal.role})  # fmt: skip
+            g.principal = principal
+            g.ops = acting_ops()
+            return view(*args, **kwargs)
+
+        guarded.required_role = role  # type: ignore[attr-defined]
+        note = f"Needs the **{role}** role."
+        guarded.__doc__ = f"{(view.__doc__ or '').rstrip()}\n\n{note}"
+        return guarded  # type: ignore[return-value]
+
+    return decorate

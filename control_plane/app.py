@@ -1,0 +1,115 @@
+"""The control plane's app factory: ``create_app(settings=None)``.
+
+A thin Flask layer (APIFlask, so the OpenAPI document is generated from the same pydantic
+models that validate requests) over ``taskqueue_backend.operations``: each route parses its
+input, calls one operation acting as the caller, and returns its data object. Served in
+production by ``taskqueue control-plane`` (gunicorn) and in development by
+``flask --app control_plane run``.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+from apiflask import APIFlask
+from flask import Response, g, request
+
+from taskqueue_backend import __version__
+from taskqueue_backend.operations import Operations
+
+from . import auth, docs, errors
+from .settings import Settings
+
+API_PREFIX = "/api/v1"
+
+
+class Backends:
+    """The one operations layer of an app, opened on first use (a dependency that is down at
+    start-up does not keep the process from starting: requests answer 503 until it is up)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._ops: Operations | None = None
+        self._lock = threading.Lock()
+
+    def ops(self) -> Operations:
+        if self._ops is None:
+            with self._lock:
+                if self._ops is None:
+                    self._ops = self._open()
+        return self._ops
+
+    def _open(self) -> Operations:
+        s = self.settings
+        if s.celery_app:
+            from celery.app.utils import find_app
+
+            return Operations.from_app(find_app(s.celery_app), actor="control-plane")
+        return Operations.from_urls(
+            s.broker_url,
+            s.database_url,
+            transport_options={"global_keyprefix": s.broker_keyprefix},
+            table_prefix=s.table_prefix,
+            schema=s.db_schema,
+            actor="control-plane",
+        )
+
+    def close(self) -> None:
+        if self._ops is not None:
+            self._ops.close()
+            self._ops = None
+
+
+def create_app(settings: Settings | None = None) -> APIFlask:
+    """The control plane for ``settings`` (default: from the environment, see ``settings``)."""
+    settings = settings or Settings.from_env()
+    settings.check()
+    tokens = auth.TokenRegistry(settings.api_tokens)
+    app = APIFlask(
+        "control_plane",
+        title="taskqueue control plane",
+        version=__version__,
+        spec_path=f"{API_PREFIX}/openapi.json",
+        docs_path=f"{API_PREFIX}/docs",
+    )
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        VALIDATION_ERROR_STATUS_CODE=400,
+        VALIDATION_ERROR_SCHEMA=errors.ERROR_SCHEMA,
+        HTTP_ERROR_SCHEMA=errors.ERROR_SCHEMA,
+        AUTO_OPERATION_ID=True,
+        DESCRIPTION=(
+            "Tasks, queues, dead letters, workers and the audit log of a taskqueue broker and "
+            "result store. Every route needs a bearer token (`Authorization: Bearer <token>`) "
+            "of at least the role it names: viewer < operator < admin."
+        ),
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # fields in the models' order
+    app.extensions["taskqueue"] = Backends(settings)
+    app.extensions["taskqueue.settings"] = settings
+    app.extensions["taskqueue.tokens"] = tokens
+    docs.install(app)
+    errors.install(app)
+
+    @app.before_request
+    def identify_request() -> None:
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if 0 < len(given) <= 100 and given.isprintable() else uuid.uuid4().hex
+
+    @app.after_request
+    def tag_response(response: Response) -> Response:
+        response.headers["X-Request-ID"] = getattr(g, "request_id", "")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    from .api import register
+
+    register(app)
+    return app
+
+
+def backends(app: Any) -> Backends:
+    found: Backends = app.extensions["taskqueue"]
+    return found

@@ -1,0 +1,127 @@
+"""Every error as JSON: ``{"error": {"code", "message", "details"}}`` with the right status.
+
+Validation errors are 400 and name the bad fields; operations errors map to 404 (not found),
+422 (a well-formed request the operation cannot honour), 409 (conflict); a dependency that
+is down is 503 naming it. Nothing else escapes: an unexpected exception is logged with the
+request id and answered with a 500 that carries no stack trace, never an HTML page.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from apiflask import APIFlask, HTTPError
+from flask import g, request
+from werkzeug.exceptions import HTTPException
+
+from taskqueue_backend.operations import Conflict, InvalidRequest, NotFound, OperationError
+
+logger = logging.getLogger(__name__)
+
+CODES = {400: "invalid_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
+         405: "method_not_allowed", 409: "conflict", 413: "body_too_large",
+         415: "unsupported_media_type", 422: "unprocessable", 429: "too_many_requests",
+         500: "internal_error", 503: "unavailable"}  # fmt: skip
+
+#: the OpenAPI schema of every error body
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {},
+            },
+        }
+    },
+}
+
+
+def body(status: int, message: str, details: Any = None, code: str | None = None) -> dict:
+    return {"error": {"code": code or CODES.get(status, "error"), "message": message,
+                      "details": details}}  # fmt: skip
+
+
+class Unavailable(Exception):
+    """A dependency (Redis, the database) does not answer."""
+
+    def __init__(self, what: str, error: BaseException) -> None:
+        super().__init__(f"{what} is unreachable: {error}")
+        self.what = what
+
+
+def _dependency_down(exc: BaseException) -> str | None:
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
+    from sqlalchemy.exc import OperationalError as DatabaseError
+
+    if isinstance(exc, RedisConnectionError | RedisTimeout | BrokerError):
+        return "redis"
+    if isinstance(exc, DatabaseError):
+        return "database"
+    try:
+        import psycopg
+
+        if isinstance(exc, psycopg.OperationalError):
+            return "database"
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    return None
+
+
+def install(app: APIFlask) -> None:
+    @app.error_processor
+    def as_json(error: HTTPError) -> tuple[dict, int, Any]:
+        details = error.detail or None
+        message = error.message
+        if error.status_code == 400 and isinstance(details, dict):
+            fields = sorted(f"{loc}.{name}" for loc, found in details.items()
+                            if isinstance(found, dict) for name in found)  # fmt: skip
+            if fields:
+                message = f"invalid request: {', '.join(fields)}"
+        return (
+            body(error.status_code, message or "error", details),
+            error.status_code,
+            error.headers,
+        )
+
+    @app.errorhandler(NotFound)
+    def not_found(exc: NotFound) -> tuple[dict, int]:
+        return body(404, str(exc)), 404
+
+    @app.errorhandler(InvalidRequest)
+    def invalid(exc: InvalidRequest) -> tuple[dict, int]:
+        return body(422, str(exc)), 422
+
+    @app.errorhandler(Conflict)
+    def conflict(exc: Conflict) -> tuple[dict, int]:
+        return body(409, str(exc)), 409
+
+    @app.errorhandler(OperationError)
+    def other(exc: OperationError) -> tuple[dict, int]:  # pragma: no cover - subclasses above
+        return body(422, str(exc)), 422
+
+    @app.errorhandler(Unavailable)
+    def unavailable(exc: Unavailable) -> tuple[dict, int]:
+        return body(503, str(exc), {"down": [exc.what]}), 503
+
+    @app.errorhandler(HTTPException)
+    def http(exc: HTTPException) -> tuple[dict, int]:
+        status = exc.code or 500
+        return body(status, exc.description or exc.name or "error"), status
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> tuple[dict, int]:
+        down = _dependency_down(exc)
+        if down is not None:
+            return body(503, f"{down} is unreachable: {exc}", {"down": [down]}), 503
+        request_id = getattr(g, "request_id", "-")
+        logger.exception("request %s %s failed (request id %s)", request.method, request.path,
+                         request_id)  # fmt: skip
+        return body(500, f"internal error (request id {request_id}); see the server's log"), 500

@@ -1,0 +1,87 @@
+"""The control plane's settings: environment variables with typed defaults, in one place.
+
+| variable | default | meaning |
+|---|---|---|
+| ``TQ_CELERY_APP`` | none | ``module:app``: the broker, result store and tasks of an app |
+| ``TQ_BROKER_URL`` | ``$REDIS_URL`` | the broker (this package's transport), when no app is given |
+| ``TQ_BROKER_KEYPREFIX`` | ``""`` | the broker's ``global_keyprefix`` |
+| ``TQ_DATABASE_URL`` | ``$DATABASE_URL`` | SQLAlchemy URL of the result store (``tq+`` allowed) |
+| ``TQ_TABLE_PREFIX`` / ``TQ_DB_SCHEMA`` | ``tq_`` / none | where the result tables are |
+| ``TQ_API_TOKENS`` | none | ``name:role:sha256hex,...`` (see ``auth``) |
+| ``TQ_METRICS_PUBLIC`` | ``true`` | ``/metrics`` open (``false``: a viewer token is needed) |
+| ``TQ_MAX_BODY_BYTES`` | 1048576 | larger request bodies are refused with 413 |
+| ``TQ_STREAM_HEARTBEAT`` | 15 | seconds between keep-alive comments on ``/api/v1/stream`` |
+| ``TQ_STREAM_POLL`` | 0.5 | seconds between looks for new changes on the stream |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class SettingsError(ValueError):
+    """A setting has a value the control plane cannot use (the message names it)."""
+
+
+def _flag(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {value!r}")
+
+
+def _number(value: str, name: str) -> float:
+    try:
+        found = float(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+    if found <= 0:
+        raise SettingsError(f"{name} must be > 0, got {value!r}")
+    return found
+
+
+@dataclass(frozen=True)
+class Settings:
+    celery_app: str | None = None
+    broker_url: str | None = None
+    broker_keyprefix: str = ""
+    database_url: str | None = None
+    table_prefix: str | None = None
+    db_schema: str | None = None
+    api_tokens: str = ""
+    metrics_public: bool = True
+    max_body_bytes: int = 1024 * 1024
+    stream_heartbeat: float = 15.0
+    stream_poll: float = 0.5
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            celery_app=env.get("TQ_CELERY_APP") or None,
+            broker_url=env.get("TQ_BROKER_URL") or env.get("REDIS_URL") or None,
+            broker_keyprefix=env.get("TQ_BROKER_KEYPREFIX", ""),
+            database_url=env.get("TQ_DATABASE_URL") or env.get("DATABASE_URL") or None,
+            table_prefix=env.get("TQ_TABLE_PREFIX") or None,
+            db_schema=env.get("TQ_DB_SCHEMA") or None,
+            api_tokens=env.get("TQ_API_TOKENS", ""),
+            metrics_public=_flag(env.get("TQ_METRICS_PUBLIC", "true"), "TQ_METRICS_PUBLIC"),
+            max_body_bytes=int(
+                _number(env.get("TQ_MAX_BODY_BYTES", "1048576"), "TQ_MAX_BODY_BYTES")
+            ),  # fmt: skip
+            stream_heartbeat=_number(env.get("TQ_STREAM_HEARTBEAT", "15"), "TQ_STREAM_HEARTBEAT"),
+            stream_poll=_number(env.get("TQ_STREAM_POLL", "0.5"), "TQ_STREAM_POLL"),
+        )
+
+    def check(self) -> None:
+        if not (self.celery_app or self.broker_url or self.database_url):
+            raise SettingsError(
+                "the control plane needs a broker and/or a result store: set TQ_CELERY_APP "
+                "(module:app), or TQ_BROKER_URL (or REDIS_URL) and TQ_DATABASE_URL "
+                "(or DATABASE_URL)"
+            )
