@@ -13,7 +13,7 @@ import threading
 import uuid
 from typing import Any
 
-from apiflask import APIFlask
+from apiflask import APIFlask, abort
 from flask import Response, g, request
 
 from taskqueue_backend import __version__
@@ -73,6 +73,8 @@ def create_app(settings: Settings | None = None) -> APIFlask:
         version=__version__,
         spec_path=f"{API_PREFIX}/openapi.json",
         docs_path=f"{API_PREFIX}/docs",
+        docs_oauth2_redirect_path=None,
+        static_folder=None,  # type: ignore[arg-type]  # Flask accepts None: no /static route
     )
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -97,6 +99,21 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     def identify_request() -> None:
         given = request.headers.get("X-Request-ID", "")
         g.request_id = given if 0 < len(given) <= 100 and given.isprintable() else uuid.uuid4().hex
+
+    @app.before_request
+    def deny_by_default() -> None:
+        """A route of the API that does not name the role it needs is refused (so a route
+        added without one is never open by accident); the OpenAPI document and its docs page
+        are public: they describe the API, not its data."""
+        view = app.view_functions.get(request.endpoint or "")
+        if view is None or not request.path.startswith(API_PREFIX):
+            return
+        if request.endpoint and request.endpoint.startswith("openapi."):
+            return
+        if request.endpoint == "docs_asset":
+            return
+        if getattr(view, "required_role", None) is None:
+            abort(403, "this route names no role, so it is refused")
 
     @app.after_request
     def tag_response(response: Response) -> Response:

@@ -17,6 +17,7 @@ import uuid
 import warnings
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -241,3 +242,37 @@ def backend_env(
     else:
         env.update(TQ_TEST_RESULT_BACKEND=f"tq+sqlite:///{tmp_path / 'results.db'}")
     return env
+
+
+# -- the control plane ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api_env(
+    request: pytest.FixtureRequest, redis_url: str, keyprefix: str, tmp_path: Path
+) -> dict[str, str]:
+    """Environment for ``tests.backend_app`` workers sharing the control plane's result store:
+    PostgreSQL (a schema of this test's own), or SQLite when no PostgreSQL can be had."""
+    env = {"TQ_TEST_REDIS_URL": redis_url, "TQ_TEST_KEYPREFIX": keyprefix,
+           "TQ_TEST_TABLE_PREFIX": "tq_"}  # fmt: skip
+    database_url = request.getfixturevalue("database_url")
+    if database_url is not None:
+        schema = request.getfixturevalue("pg_schema")
+        env.update(TQ_TEST_RESULT_BACKEND=f"tq+{database_url}", TQ_TEST_DB_SCHEMA=schema)
+    else:
+        env.update(TQ_TEST_RESULT_BACKEND=f"tq+sqlite:///{tmp_path / 'results.db'}")
+    return env
+
+
+@pytest.fixture
+def api(api_env: dict[str, str]) -> Iterator[Any]:
+    """The control plane app on this test's broker prefix and result store (see
+    ``tests.support.control_plane``)."""
+    from tests.support.control_plane import make_api
+
+    yield from make_api(
+        api_env["TQ_TEST_REDIS_URL"],
+        api_env["TQ_TEST_KEYPREFIX"],
+        api_env["TQ_TEST_RESULT_BACKEND"],
+        api_env.get("TQ_TEST_DB_SCHEMA"),
+    )

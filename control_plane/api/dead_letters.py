@@ -26,9 +26,9 @@ def dead_letter_filter(given: m.DeadLetterFilter | None) -> Filter | None:
 
 @bp.get("/dlq")
 @bp.auth_required(bearer)
+@requires("viewer")
 @bp.input(m.DeadLetterQuery, location="query")
 @bp.output(m.DeadLetterPage)
-@requires("viewer")
 def list_dead_letters(query_data: m.DeadLetterQuery) -> Any:
     """Dead letters, newest first (cursor pagination)."""
     page = g.ops.dead_letters.page(dead_letter_filter(query_data), limit=query_data.limit,
@@ -38,8 +38,8 @@ def list_dead_letters(query_data: m.DeadLetterQuery) -> Any:
 
 @bp.get("/dlq/stats")
 @bp.auth_required(bearer)
-@bp.output(m.DeadLetterStatsOut)
 @requires("viewer")
+@bp.output(m.DeadLetterStatsOut)
 def dead_letter_stats() -> Any:
     """Counts by queue, task name, reason and exception type; the oldest age; retention trims."""
     return g.ops.dead_letters.stats()
@@ -47,9 +47,9 @@ def dead_letter_stats() -> Any:
 
 @bp.get("/dlq/<ident>")
 @bp.auth_required(bearer)
+@requires("viewer")
 @bp.output(m.DeadLetterOut)
 @bp.doc(responses=[404])
-@requires("viewer")
 def get_dead_letter(ident: str) -> Any:
     """One dead letter (task id, message id or a unique prefix), with its stored message."""
     return g.ops.dead_letters.get(ident)
@@ -57,10 +57,10 @@ def get_dead_letter(ident: str) -> Any:
 
 @bp.post("/dlq/<ident>/replay")
 @bp.auth_required(bearer)
+@requires("operator")
 @bp.input(m.ReplayOneIn, location="json")
 @bp.output(m.OutcomeOut)
 @bp.doc(responses=[404])
-@requires("operator")
 def replay_dead_letter(ident: str, json_data: m.ReplayOneIn) -> Any:
     """Put one dead letter back on its queue (or ``to_queue``), body and priority unchanged."""
     return g.ops.dead_letters.replay([ident], to_queue=json_data.to_queue,
@@ -69,10 +69,10 @@ def replay_dead_letter(ident: str, json_data: m.ReplayOneIn) -> Any:
 
 @bp.post("/dlq/replay")
 @bp.auth_required(bearer)
+@requires("operator")
 @bp.input(m.ReplayIn, location="json")
 @bp.output(m.OutcomeOut)
 @bp.doc(responses=[404, 422])
-@requires("operator")
 def replay_dead_letters(json_data: m.ReplayIn) -> Any:
     """Replay dead letters by ids, by a filter, or all; optionally to another queue, at a
     rate, or as a dry run that only counts."""
@@ -84,10 +84,10 @@ def replay_dead_letters(json_data: m.ReplayIn) -> Any:
 
 @bp.delete("/dlq/<ident>")
 @bp.auth_required(bearer)
+@requires("admin")
 @bp.input(m.ReasonIn, location="query")
 @bp.output(m.OutcomeOut)
 @bp.doc(responses=[404])
-@requires("admin")
 def delete_dead_letter(ident: str, query_data: m.ReasonIn) -> Any:
     """Delete one dead letter for good."""
     return g.ops.dead_letters.delete([ident], reason=query_data.reason)
@@ -95,10 +95,10 @@ def delete_dead_letter(ident: str, query_data: m.ReasonIn) -> Any:
 
 @bp.post("/dlq/purge")
 @bp.auth_required(bearer)
+@requires("admin")
 @bp.input(m.PurgeIn, location="json")
 @bp.output(m.OutcomeOut)
 @bp.doc(responses=[422])
-@requires("admin")
 def purge_dead_letters(json_data: m.PurgeIn) -> Any:
     """Delete every dead letter matching the filter and/or older than ``older_than`` seconds
     (or all); ``dry_run`` only counts."""

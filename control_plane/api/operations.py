@@ -20,8 +20,8 @@ bp = APIBlueprint("operations", __name__, url_prefix="/api/v1", tag="Operations"
 
 @bp.get("/stats")
 @bp.auth_required(bearer)
-@bp.output(m.StatsOut)
 @requires("viewer")
+@bp.output(m.StatsOut)
 def stats() -> Any:
     """Results by state (last hour), throughput over 1/5/15/60 minutes, retry and dead-letter
     rates, runtime and queue-wait percentiles — from the history, through its indexes."""
@@ -30,9 +30,9 @@ def stats() -> Any:
 
 @bp.get("/audit")
 @bp.auth_required(bearer)
+@requires("viewer")
 @bp.input(m.AuditQueryIn, location="query")
 @bp.output(m.AuditPage)
-@requires("viewer")
 def audit(query_data: m.AuditQueryIn) -> Any:
     """Who did what, newest first: every mutating call of the API, the CLI and the UI."""
     q = query_data
@@ -43,8 +43,8 @@ def audit(query_data: m.AuditQueryIn) -> Any:
 
 @bp.get("/me")
 @bp.auth_required(bearer)
-@bp.output(m.MeOut)
 @requires("viewer")
+@bp.output(m.MeOut)
 def me() -> Any:
     """The caller's name and role, and the roles that includes."""
     return {"name": g.principal.name, "role": g.principal.role, "may": g.principal.allowed}
@@ -70,10 +70,10 @@ def _event(kind: str, data: dict[str, Any], event_id: str | None) -> str:
 
 @bp.get("/stream")
 @bp.auth_required(bearer)
+@requires("viewer")
 @bp.input(m.LastEventHeader, location="headers", arg_name="headers")
 @bp.input(m.StreamQuery, location="query")
 @bp.doc(responses=STREAM_DOC)
-@requires("viewer")
 def stream(headers: m.LastEventHeader, query_data: m.StreamQuery) -> Response:
     """Live changes as server-sent events, resumable with ``Last-Event-ID``."""
     given = headers.last_event_id

@@ -15,8 +15,8 @@ bp = APIBlueprint("queues", __name__, url_prefix="/api/v1", tag="Queues")
 
 @bp.get("/queues")
 @bp.auth_required(bearer)
-@bp.output(m.QueuesOut)
 @requires("viewer")
+@bp.output(m.QueuesOut)
 def list_queues() -> Any:
     """Every queue: ready by priority, delayed, in flight, dead letters, oldest age, consumers,
     paused."""
@@ -25,9 +25,9 @@ def list_queues() -> Any:
 
 @bp.get("/queues/<name>")
 @bp.auth_required(bearer)
+@requires("viewer")
 @bp.output(m.QueueOut)
 @bp.doc(responses=[404])
-@requires("viewer")
 def get_queue(name: str) -> Any:
     """One queue's counts."""
     return g.ops.queues.stats(name)
@@ -35,10 +35,10 @@ def get_queue(name: str) -> Any:
 
 @bp.post("/queues/<name>/purge")
 @bp.auth_required(bearer)
+@requires("admin")
 @bp.input(m.QueuePurgeIn, location="json")
 @bp.output(m.QueuePurgedOut)
 @bp.doc(responses=[404])
-@requires("admin")
 def purge_queue(name: str, json_data: m.QueuePurgeIn) -> Any:
     """Delete a queue's waiting messages (ready, and delayed unless ``keep_delayed``). The
     ``confirm`` field must repeat the queue's name."""
@@ -52,10 +52,10 @@ def purge_queue(name: str, json_data: m.QueuePurgeIn) -> Any:
 
 @bp.post("/queues/<name>/pause")
 @bp.auth_required(bearer)
+@requires("operator")
 @bp.input(m.ReasonIn, location="json")
 @bp.output(m.PausedOut)
 @bp.doc(responses=[404])
-@requires("operator")
 def pause_queue(name: str, json_data: m.ReasonIn) -> Any:
     """Stop every consumer from leasing from the queue (durable); publishing still works."""
     changed = g.ops.queues.pause(name, reason=json_data.reason)
@@ -64,10 +64,10 @@ def pause_queue(name: str, json_data: m.ReasonIn) -> Any:
 
 @bp.post("/queues/<name>/resume")
 @bp.auth_required(bearer)
+@requires("operator")
 @bp.input(m.ReasonIn, location="json")
 @bp.output(m.PausedOut)
 @bp.doc(responses=[404])
-@requires("operator")
 def resume_queue(name: str, json_data: m.ReasonIn) -> Any:
     """Let consumers lease from the queue again."""
     changed = g.ops.queues.resume(name, reason=json_data.reason)

@@ -27,9 +27,9 @@ def task_query(given: m.TaskListQuery | m.TaskFilter, sort: str = "updated",
 
 @bp.get("/tasks")
 @bp.auth_required(bearer)
+@requires("viewer")
 @bp.input(m.TaskListQuery, location="query")
 @bp.output(m.TaskPage)
-@requires("viewer")
 def list_tasks(query_data: m.TaskListQuery) -> Any:
     """List results, newest first by the chosen time (cursor pagination)."""
     query = task_query(query_data, query_data.sort.value, query_data.order == m.Order.asc)
@@ -39,9 +39,9 @@ def list_tasks(query_data: m.TaskListQuery) -> Any:
 
 @bp.get("/tasks/<task_id>")
 @bp.auth_required(bearer)
+@requires("viewer")
 @bp.output(m.TaskStatusOut)
 @bp.doc(responses=[404])
-@requires("viewer")
 def get_task(task_id: str) -> Any:
     """Where a task is in the broker now, its result and its history (id prefixes allowed)."""
     return g.ops.tasks.status(task_id)
@@ -49,9 +49,9 @@ def get_task(task_id: str) -> Any:
 
 @bp.get("/tasks/<task_id>/events")
 @bp.auth_required(bearer)
+@requires("viewer")
 @bp.output(m.HistoryOut)
 @bp.doc(responses=[404])
-@requires("viewer")
 def task_events(task_id: str) -> Any:
     """A task's history (its timeline), oldest first."""
     full = g.ops.tasks.resolve(task_id)
@@ -60,6 +60,7 @@ def task_events(task_id: str) -> Any:
 
 @bp.post("/tasks")
 @bp.auth_required(bearer)
+@requires("operator")
 @bp.input(m.IdempotencyHeader, location="headers", arg_name="headers")
 @bp.input(m.SubmitIn, location="json")
 @bp.output(m.SubmittedOut, status_code=201)
@@ -70,7 +71,6 @@ def task_events(task_id: str) -> Any:
         422: "The task is not registered, or the request cannot be sent",
     }
 )
-@requires("operator")
 def submit_task(headers: m.IdempotencyHeader, json_data: m.SubmitIn) -> Any:
     """Publish a task by name, with arguments, queue, priority and countdown or ETA."""
     body = json_data
@@ -84,10 +84,10 @@ def submit_task(headers: m.IdempotencyHeader, json_data: m.SubmitIn) -> Any:
 
 @bp.post("/tasks/<task_id>/retry")
 @bp.auth_required(bearer)
+@requires("operator")
 @bp.input(m.ReasonIn, location="json")
 @bp.output(m.RetryOut)
 @bp.doc(responses=[404, 409, 422])
-@requires("operator")
 def retry_task(task_id: str, json_data: m.ReasonIn) -> Any:
     """Run a failed or revoked task again under the same id: from its dead letter when it has
     one (a dead-letter replay), else re-sent from its stored name, arguments and queue."""
@@ -96,10 +96,10 @@ def retry_task(task_id: str, json_data: m.ReasonIn) -> Any:
 
 @bp.post("/tasks/<task_id>/revoke")
 @bp.auth_required(bearer)
+@requires("operator")
 @bp.input(m.RevokeIn, location="json")
 @bp.output(m.RevokeOut)
 @bp.doc(responses=[404, 409])
-@requires("operator")
 def revoke_task(task_id: str, json_data: m.RevokeIn) -> Any:
     """Make sure a task never runs: a waiting message is deleted from the broker (REVOKED for
     good); a running one is revoked through remote control (``terminate`` kills it)."""
@@ -109,10 +109,10 @@ def revoke_task(task_id: str, json_data: m.RevokeIn) -> Any:
 
 @bp.post("/tasks/bulk")
 @bp.auth_required(bearer)
+@requires("operator")
 @bp.input(m.BulkIn, location="json")
 @bp.output(m.BulkOut)
 @bp.doc(responses=[404, 422])
-@requires("operator")
 def bulk_tasks(json_data: m.BulkIn) -> Any:
     """Retry or revoke tasks by ids or by a filter over the results (at most ``limit``)."""
     body = json_data

@@ -15,9 +15,9 @@ bp = APIBlueprint("workers", __name__, url_prefix="/api/v1", tag="Workers")
 
 @bp.get("/workers")
 @bp.auth_required(bearer)
+@requires("viewer")
 @bp.input(m.WorkersQuery, location="query")
 @bp.output(m.WorkersOut)
-@requires("viewer")
 def list_workers(query_data: m.WorkersQuery) -> Any:
     """Worker processes: online, stale (missed its window) or offline (gone)."""
     return g.ops.workers.all(query_data.status.value if query_data.status else None)
@@ -25,9 +25,9 @@ def list_workers(query_data: m.WorkersQuery) -> Any:
 
 @bp.get("/workers/<name>")
 @bp.auth_required(bearer)
+@requires("viewer")
 @bp.output(m.WorkersOut)
 @bp.doc(responses=[404])
-@requires("viewer")
 def get_worker(name: str) -> Any:
     """The worker processes of a node name (or one consumer id)."""
     return g.ops.workers.get(name)
@@ -35,10 +35,10 @@ def get_worker(name: str) -> Any:
 
 @bp.post("/workers/<name>/recover")
 @bp.auth_required(bearer)
+@requires("operator")
 @bp.input(m.ReasonIn, location="json")
 @bp.output(m.RecoveredOut)
 @bp.doc(responses=[404, 409])
-@requires("operator")
 def recover_worker(name: str, json_data: m.ReasonIn) -> Any:
     """Return a stale worker's messages to their queues now."""
     return g.ops.workers.recover(name, reason=json_data.reason)
@@ -46,10 +46,10 @@ def recover_worker(name: str, json_data: m.ReasonIn) -> Any:
 
 @bp.delete("/workers/<name>")
 @bp.auth_required(bearer)
+@requires("admin")
 @bp.input(m.ReasonIn, location="query")
 @bp.output(m.NamesOut)
 @bp.doc(responses=[404, 409])
-@requires("admin")
 def forget_worker(name: str, query_data: m.ReasonIn) -> Any:
     """Forget an offline worker: gone from every view and metric."""
     return {"names": g.ops.workers.forget(name, reason=query_data.reason)}
@@ -57,10 +57,10 @@ def forget_worker(name: str, query_data: m.ReasonIn) -> Any:
 
 @bp.post("/workers/<name>/shutdown")
 @bp.auth_required(bearer)
+@requires("admin")
 @bp.input(m.ReasonIn, location="json")
 @bp.output(m.NamesOut)
 @bp.doc(responses=[404, 409])
-@requires("admin")
 def shutdown_worker(name: str, json_data: m.ReasonIn) -> Any:
     """Ask a live worker to shut down warmly (remote control)."""
     return {"names": g.ops.workers.shutdown(name, reason=json_data.reason)}
