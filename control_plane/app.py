@@ -50,7 +50,7 @@ class Backends:
         return Operations.from_urls(
             s.broker_url,
             s.database_url,
-            transport_options={"global_keyprefix": s.broker_keyprefix},
+            transport_options={**s.transport_options, "global_keyprefix": s.broker_keyprefix},
             table_prefix=s.table_prefix,
             schema=s.db_schema,
             actor="control-plane",
@@ -124,6 +124,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     from .api import register
 
     register(app)
+    errors.document(app)
     return app
 
 

@@ -125,3 +125,48 @@ def install(app: APIFlask) -> None:
         logger.exception("request %s %s failed (request id %s)", request.method, request.path,
                          request_id)  # fmt: skip
         return body(500, f"internal error (request id {request_id}); see the server's log"), 500
+
+
+#: statuses any operation of the API may answer, whatever its own documentation says
+_COMMON = {422: "The request is well-formed but cannot be honoured (the message says why)",
+           503: "A dependency (Redis, the database) is down: `details.down` names it"}  # fmt: skip
+
+
+def document(app: APIFlask) -> None:
+    """Add to each operation of the OpenAPI document the errors every such route may answer:
+    403 (a role too low) where the route needs more than viewer, 404 where a path names
+    something, 413 where it takes a body, 422 and 503 everywhere; the JSON error body each."""
+    roles = {}
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions.get(rule.endpoint)
+        for method in rule.methods or ():
+            roles[(_openapi_path(rule.rule), method.lower())] = getattr(view, "required_role",
+                                                                        None)  # fmt: skip
+
+    @app.spec_processor
+    def add_error_responses(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
+        if not isinstance(spec, dict):
+            return spec
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPError"}}}
+        for path, operations in spec.get("paths", {}).items():
+            for method, operation in operations.items():
+                role = roles.get((path, method))
+                if role is None:
+                    continue
+                wanted = dict(_COMMON)
+                if role != "viewer":
+                    wanted[403] = f"The token's role is lower than {role}"
+                if "{" in path:
+                    wanted[404] = "Not found"
+                if "requestBody" in operation:
+                    wanted[413] = "The body is larger than TQ_MAX_BODY_BYTES"
+                responses = operation.setdefault("responses", {})
+                for status, text in sorted(wanted.items()):
+                    responses.setdefault(str(status), {"description": text, "content": error})
+        return spec
+
+
+def _openapi_path(rule: str) -> str:
+    import re
+
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)

@@ -5,6 +5,7 @@
 | ``TQ_CELERY_APP`` | none | ``module:app``: the broker, result store and tasks of an app |
 | ``TQ_BROKER_URL`` | ``$REDIS_URL`` | the broker (this package's transport), when no app is given |
 | ``TQ_BROKER_KEYPREFIX`` | ``""`` | the broker's ``global_keyprefix`` |
+| ``TQ_BROKER_TRANSPORT_OPTIONS`` | ``{}`` | further transport options as JSON, as the workers' |
 | ``TQ_DATABASE_URL`` | ``$DATABASE_URL`` | SQLAlchemy URL of the result store (``tq+`` allowed) |
 | ``TQ_TABLE_PREFIX`` / ``TQ_DB_SCHEMA`` | ``tq_`` / none | where the result tables are |
 | ``TQ_API_TOKENS`` | none | ``name:role:sha256hex,...`` (see ``auth``) |
@@ -16,9 +17,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class SettingsError(ValueError):
@@ -44,11 +47,23 @@ def _number(value: str, name: str) -> float:
     return found
 
 
+def _json_object(value: str, name: str) -> dict[str, Any]:
+    try:
+        found = json.loads(value or "{}")
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a JSON object: {exc}") from None
+    if not isinstance(found, dict):
+        raise SettingsError(f"{name} must be a JSON object, got {value!r}")
+    return found
+
+
 @dataclass(frozen=True)
 class Settings:
     celery_app: str | None = None
     broker_url: str | None = None
     broker_keyprefix: str = ""
+    #: e.g. ``{"heartbeat_timeout": 30}`` when the workers use other than the defaults
+    transport_options: dict[str, Any] = field(default_factory=dict)
     database_url: str | None = None
     table_prefix: str | None = None
     db_schema: str | None = None
@@ -57,7 +72,6 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     stream_heartbeat: float = 15.0
     stream_poll: float = 0.5
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -66,6 +80,9 @@ class Settings:
             celery_app=env.get("TQ_CELERY_APP") or None,
             broker_url=env.get("TQ_BROKER_URL") or env.get("REDIS_URL") or None,
             broker_keyprefix=env.get("TQ_BROKER_KEYPREFIX", ""),
+            transport_options=_json_object(
+                env.get("TQ_BROKER_TRANSPORT_OPTIONS", ""), "TQ_BROKER_TRANSPORT_OPTIONS"
+            ),  # fmt: skip
             database_url=env.get("TQ_DATABASE_URL") or env.get("DATABASE_URL") or None,
             table_prefix=env.get("TQ_TABLE_PREFIX") or None,
             db_schema=env.get("TQ_DB_SCHEMA") or None,

@@ -122,6 +122,21 @@ def register(app: Celery) -> None:
             client.close()
         return "fixed"
 
+    @app.task(name="bk.fail_until_fixed", shared=False)
+    def fail_until_fixed(flag_key: str) -> str:
+        """Raise until the Redis key ``flag_key`` exists (the "fix"), then succeed."""
+        import redis
+
+        client = redis.Redis.from_url(
+            os.environ.get("TQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+        )
+        try:
+            if not client.exists(flag_key):
+                raise ValueError(f"{flag_key} is not set yet")
+        finally:
+            client.close()
+        return "fixed"
+
     @app.task(name="bk.as_set", shared=False)
     def as_set(values: list[int]) -> set[int]:
         """A result only a serializer such as pickle keeps as a set."""

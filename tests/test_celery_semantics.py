@@ -208,7 +208,7 @@ def test_purging_a_queue_can_keep_its_delayed_tasks(redis_url: str, keyprefix: s
         [entry] = ops.audit.entries(limit=1).items
         assert (entry.action, entry.target, entry.reason) == ("queue.purge", "celery",
                                                                 "keep the ETAs")  # fmt: skip
-        assert entry.detail == {"purged": 1, "include_delayed": False}
+        assert entry.detail == {"outcome": "done", "purged": 1, "include_delayed": False}
     finally:
         ops.close()
         app.close()

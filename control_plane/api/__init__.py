@@ -6,7 +6,8 @@ from apiflask import APIFlask
 
 
 def register(app: APIFlask) -> None:
-    from . import dead_letters, health, operations, queues, tasks, workers
+    from . import dead_letters, health, operations, queues, refusals, tasks, workers
 
     for module in (tasks, dead_letters, workers, queues, operations, health):
         app.register_blueprint(module.bp)
+    refusals.install(app)

@@ -39,6 +39,10 @@ Limit = Field(default=50, ge=1, le=1000, description="At most this many items.")
 Cursor = Field(default=None, max_length=500, description="The `next_cursor` of the last page.")
 
 
+# A list response is returned as its model (``WorkersOut(found)``): APIFlask would validate
+# each item of a bare list against the list model.
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

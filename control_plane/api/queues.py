@@ -20,7 +20,7 @@ bp = APIBlueprint("queues", __name__, url_prefix="/api/v1", tag="Queues")
 def list_queues() -> Any:
     """Every queue: ready by priority, delayed, in flight, dead letters, oldest age, consumers,
     paused."""
-    return g.ops.queues.all()
+    return m.QueuesOut(g.ops.queues.all())
 
 
 @bp.get("/queues/<name>")

@@ -31,7 +31,8 @@ def task_query(given: m.TaskListQuery | m.TaskFilter, sort: str = "updated",
 @bp.input(m.TaskListQuery, location="query")
 @bp.output(m.TaskPage)
 def list_tasks(query_data: m.TaskListQuery) -> Any:
-    """List results, newest first by the chosen time (cursor pagination)."""
+    """List results, newest first by the chosen time (cursor pagination); each item without
+    its result payload (read one task for it)."""
     query = task_query(query_data, query_data.sort.value, query_data.order == m.Order.asc)
     page = g.ops.tasks.search(query, limit=query_data.limit, cursor=query_data.cursor)
     return {"items": page.items, "next_cursor": page.next_cursor}

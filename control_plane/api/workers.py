@@ -20,7 +20,7 @@ bp = APIBlueprint("workers", __name__, url_prefix="/api/v1", tag="Workers")
 @bp.output(m.WorkersOut)
 def list_workers(query_data: m.WorkersQuery) -> Any:
     """Worker processes: online, stale (missed its window) or offline (gone)."""
-    return g.ops.workers.all(query_data.status.value if query_data.status else None)
+    return m.WorkersOut(g.ops.workers.all(query_data.status.value if query_data.status else None))
 
 
 @bp.get("/workers/<name>")
@@ -30,7 +30,7 @@ def list_workers(query_data: m.WorkersQuery) -> Any:
 @bp.doc(responses=[404])
 def get_worker(name: str) -> Any:
     """The worker processes of a node name (or one consumer id)."""
-    return g.ops.workers.get(name)
+    return m.WorkersOut(g.ops.workers.get(name))
 
 
 @bp.post("/workers/<name>/recover")
@@ -41,7 +41,7 @@ def get_worker(name: str) -> Any:
 @bp.doc(responses=[404, 409])
 def recover_worker(name: str, json_data: m.ReasonIn) -> Any:
     """Return a stale worker's messages to their queues now."""
-    return g.ops.workers.recover(name, reason=json_data.reason)
+    return m.RecoveredOut(g.ops.workers.recover(name, reason=json_data.reason))
 
 
 @bp.delete("/workers/<name>")

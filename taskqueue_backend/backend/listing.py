@@ -70,6 +70,15 @@ def _like(pattern: str) -> str:
     return escaped.replace("*", "%")
 
 
+def _bytes_contain(store: Store, column: Any, raw: bytes) -> Any:
+    """``raw`` occurs in the binary ``column`` (``instr`` on SQLite; on PostgreSQL a ``bytea``
+    LIKE, its wildcards escaped)."""
+    if store.dialect == "sqlite":
+        return func.instr(column, raw) > 0
+    escaped = raw.replace(b"\\", b"\\\\").replace(b"%", b"\\%").replace(b"_", b"\\_")
+    return column.op("LIKE")(b"%" + escaped + b"%")
+
+
 def search(
     store: Store, query: ResultQuery, limit: int, cursor: str | None = None
 ) -> tuple[list[Row[Any]], str | None]:
@@ -99,12 +108,11 @@ def search(
     if query.text:
         needle = query.text.lower()
         raw = query.text.encode()
-        contains: Any = func.instr if store.dialect == "sqlite" else func.strpos
         conditions.append(or_(
             func.lower(r.c.exception_message).contains(needle, autoescape=True),
             func.lower(r.c.exception_type).contains(needle, autoescape=True),
-            contains(r.c.args, raw) > 0,
-            contains(r.c.kwargs, raw) > 0,
+            _bytes_contain(store, r.c.args, raw),
+            _bytes_contain(store, r.c.kwargs, raw),
         ))  # fmt: skip
     if cursor:
         moment, task_id = decode_cursor(cursor)

@@ -350,11 +350,12 @@ def event_row(
     detail: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> dict[str, Any]:
-    """One history row (``lifecycle`` names the events)."""
+    """One history row (``lifecycle`` names the events); text made safe for any database."""
     from ..clock import utcnow
+    from .text import clean_json, clean_text
 
     return {"task_id": task_id, "event": event, "state": state, "at": at or utcnow(),
-            "worker": worker, "detail": detail}  # fmt: skip
+            "worker": clean_text(worker), "detail": clean_json(detail)}  # fmt: skip
 
 
 def connection_lost(exc: BaseException) -> bool:

@@ -89,7 +89,7 @@ class AuditLog:
     def record(
         self, actor: str, action: str, target: str, reason: str = "", **detail: Any
     ) -> AuditEntry:
-        detail = {**self.context, **detail}
+        detail = {"outcome": "done", **self.context, **detail}
         entry_id, at = stream.record(
             self.broker.client, self.broker.prefix, actor, action, target, reason, **detail
         )
@@ -106,13 +106,16 @@ class AuditLog:
             raise InvalidRequest(f"invalid cursor {cursor!r}")
         query = query or AuditQuery()
         key = self.broker.global_keys.audit
+        if query.until is not None and query.until.timestamp() < 0:
+            return Page([], None)  # stream ids count milliseconds from 1970
         if cursor:
             high = f"({cursor}"
         elif query.until is not None:
             high = f"{int(query.until.timestamp() * 1000)}-18446744073709551615"
         else:
             high = "+"
-        low = "-" if query.since is None else str(int(query.since.timestamp() * 1000))
+        low = "-" if query.since is None or query.since.timestamp() <= 0 else \
+            str(int(query.since.timestamp() * 1000))  # fmt: skip
         found: list[AuditEntry] = []
         more = False
         while not more:

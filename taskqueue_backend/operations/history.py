@@ -3,8 +3,9 @@
 A replay reopens its tasks and records ``replayed``; deleting dead letters records
 ``dead_letter_deleted``; removing a waiting task records ``revoked`` (and the REVOKED result);
 recovering a stale worker records ``returned`` and ``dead_lettered`` (poison). Each row names
-the acting operator. Without a result store (an operations layer built from a broker URL only)
-nothing is written, and the callers say so where it matters.
+the acting operator, with the context of its audit entry (the API's role and request id).
+Without a result store (an operations layer built from a broker URL only) nothing is written,
+and the callers say so where it matters.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def record(ops: Operations, event: str, task_ids: Iterable[str], detail: dict[st
     if ops.results is None:
         return
     now = utcnow()
+    detail = {**ops.context, **detail}
     rows = [_row(t, event, None, None, detail, now) for t in task_ids if t]
     if rows:
         ops.results.write(None, rows)
@@ -51,7 +53,10 @@ def reopen(ops: Operations, tasks: list[tuple[str, dict[str, Any]]]) -> None:
     if ops.results is None or not tasks:
         return
     now = utcnow()
-    rows = [_row(t, lifecycle.REPLAYED, "PENDING", None, detail, now) for t, detail in tasks]
+    rows = [
+        _row(t, lifecycle.REPLAYED, "PENDING", None, {**ops.context, **detail}, now)
+        for t, detail in tasks
+    ]
     ops.results.reopen(rows, now)
 
 
@@ -62,5 +67,6 @@ def revoke(ops: Operations, task_id: str, columns: dict[str, Any], detail: dict[
     now = utcnow()
     row = {"task_id": task_id, "state": "REVOKED", "finished_at": now, "updated_at": now,
            **columns}  # fmt: skip
+    detail = {**ops.context, **detail}
     ops.results.write(row, [_row(task_id, lifecycle.REVOKED, "REVOKED", None, detail, now)])
     return True

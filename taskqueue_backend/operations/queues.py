@@ -230,11 +230,14 @@ class Queues:
 
     def pause(self, queue: str, reason: str = "") -> bool:
         """Stop every consumer from leasing from ``queue`` (durable, in the broker) until it is
-        resumed; publishing still works. False if it was paused already."""
-        self._known(queue)
+        resumed; publishing still works. A queue that holds nothing yet can be paused ahead
+        (before a deploy starts sending to it). False if it was paused already."""
+        if not queue or len(queue) > 255:
+            raise InvalidRequest("give the queue's name (at most 255 characters)")
         keys = self.broker.queue_keys(queue)
         done = bool(self.broker.scripts["pause"](
-            keys=[keys.state], args=[now_ms(), self.ops.actor, reason], client=self.broker.client
+            keys=[keys.state, self.broker.global_keys.queues],
+            args=[now_ms(), self.ops.actor, reason, queue], client=self.broker.client,
         ))  # fmt: skip
         self.ops.audit.record(self.ops.actor, "queue.pause", queue, reason, changed=done)
         return done

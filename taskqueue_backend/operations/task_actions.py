@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from .errors import Conflict, InvalidRequest, NotFound
 if TYPE_CHECKING:
     from .api import Operations
     from .tasks import TaskQuery
+
+logger = logging.getLogger(__name__)
 
 #: how long an idempotency key holds its task id (seconds)
 IDEMPOTENCY_WINDOW = 24 * 3600
@@ -192,15 +195,21 @@ class TaskActions:
         if self.ops.results is None:
             return
         from ..backend.queries import event_row
+        from ..backend.text import clean_text
 
         now = utcnow()
-        detail = {"actor": self.ops.actor, "reason": reason}
+        detail = {"actor": self.ops.actor, "reason": reason, **self.ops.context}
         if request["eta"]:
             detail["eta"] = request["eta"]
-        row = {"task_id": task_id, "state": "PENDING", "name": request["name"],
-               "queue": request["queue"], "sent_at": now, "updated_at": now}  # fmt: skip
-        self.ops.results.write(row, [event_row(task_id, lifecycle.SENT, "PENDING", None, detail,
-                                               now)])  # fmt: skip
+        row = {"task_id": task_id, "state": "PENDING", "name": clean_text(request["name"]),
+               "queue": clean_text(request["queue"]), "sent_at": now,
+               "updated_at": now}  # fmt: skip
+        try:
+            self.ops.results.write(row, [event_row(task_id, lifecycle.SENT, "PENDING", None,
+                                                   detail, now)])  # fmt: skip
+        except Exception as exc:  # sent already: the worker's own rows will record it
+            logger.warning("task %s was sent, but its sent row could not be written: %s",
+                           task_id, exc)  # fmt: skip
 
     # -- retry -----------------------------------------------------------------------------
 

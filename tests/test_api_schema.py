@@ -1,0 +1,78 @@
+"""The OpenAPI document is valid and the API keeps to it: schemathesis generates requests from
+``/api/v1/openapi.json`` (valid and invalid ones) and sends them to the real app, with an admin
+token, over a broker and result store that hold tasks, dead letters and a paused queue. No
+response may be a server error, and every response must match its documented schema, status
+and content type. ``/api/v1/stream`` is left out: it is an endless event stream (the serving
+tests cover it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import hypothesis
+import pytest
+import schemathesis
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.support.dead_letters import bury
+from tests.test_api_tasks import submit
+
+CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance,
+          content_type_conformance]  # fmt: skip
+
+
+@pytest.fixture
+def api_schema(api: Any) -> Iterator[Any]:
+    for i in range(3):
+        submit(api, "bk.add", i, i, queue="fuzzed", priority=i)
+    submit(api, "bk.add", 9, 9, countdown=3600)
+    api.post("/api/v1/queues/paused/pause", {"reason": "fuzzing"})
+    client = api.ops.celery
+    bury(client, "bk.add", (1, 2))
+    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", api.app)
+    yield schema.exclude(path="/api/v1/stream")
+
+
+def test_the_openapi_document_is_valid(api: Any) -> None:
+    from openapi_spec_validator import validate
+
+    document = api.get("/api/v1/openapi.json", role=None).json
+    validate(document)
+    assert document["openapi"].startswith("3.")
+    paths = set(document["paths"])
+    assert {"/api/v1/tasks", "/api/v1/tasks/{task_id}", "/api/v1/dlq/replay",
+            "/api/v1/queues/{name}/pause", "/api/v1/stream"} <= paths  # fmt: skip
+    assert document["components"]["securitySchemes"]["BearerAuth"]["scheme"].lower() == "bearer"
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+                         ids=["valid", "invalid"])  # fmt: skip
+def test_the_api_keeps_to_its_document(api: Any, api_schema: Any, mode: GenerationMode) -> None:
+    failures: dict[str, str] = {}
+    operations = [found.ok() for found in api_schema.get_all_operations()]
+    assert len(operations) > 25
+
+    for operation in operations:
+
+        @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
+        @hypothesis.settings(max_examples=12, deadline=None, derandomize=True, database=None,
+                             suppress_health_check=list(hypothesis.HealthCheck),
+                             phases=[hypothesis.Phase.generate])  # fmt: skip
+        def keeps_to_it(case: Any) -> None:
+            case.call_and_validate(headers=api.headers("admin"), checks=CHECKS)
+
+        try:
+            keeps_to_it()
+        except hypothesis.errors.Unsatisfiable:
+            continue  # no invalid request exists for an operation without inputs
+        except (Exception, BaseExceptionGroup) as exc:  # every operation is tried, all shown
+            failures[operation.label] = str(exc)[:2000]
+    assert not failures, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())
