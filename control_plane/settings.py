@@ -12,7 +12,7 @@
 | ``TQ_METRICS_PUBLIC`` | ``true`` | ``/metrics`` open (``false``: a viewer token is needed) |
 | ``TQ_MAX_BODY_BYTES`` | 1048576 | larger request bodies are refused with 413 |
 | ``TQ_STREAM_HEARTBEAT`` | 15 | seconds between keep-alive comments on ``/api/v1/stream`` |
-| ``TQ_STREAM_POLL`` | 0.5 | seconds between looks for new changes on the stream |
+| ``TQ_STREAM_POLL`` | 0.5 | seconds between looks for worker and DLQ changes on the stream |
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ def test_upgrade_from_empty_creates_every_table_at_head(database: Database) -> N
     upgrade(database.engine, "app_", database.schema)
 
     assert table_names(database) == {f"app_{t}" for t in (*TABLES, "alembic_version")}
-    assert current(database.engine, "app_", database.schema) == head() == "0002"
+    assert current(database.engine, "app_", database.schema) == head() == "0003"
 
 
 def test_migrated_tables_equal_schema_module(database: Database) -> None:

@@ -91,7 +91,7 @@ def stream(headers: m.LastEventHeader, query_data: m.StreamQuery) -> Response:
             if time.monotonic() - beat >= settings.stream_heartbeat:
                 beat = time.monotonic()
                 yield ": heartbeat\n\n"
-            time.sleep(settings.stream_poll)
+            feed.wait(min(settings.stream_poll, settings.stream_heartbeat))
 
     return Response(events(), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip

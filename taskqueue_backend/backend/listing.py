@@ -240,6 +240,18 @@ def events_after(store: Store, last_id: int, limit: int = 200) -> list[Row[Any]]
     return store._retrying(run)
 
 
+def events_with_ids(store: Store, ids: Sequence[int]) -> list[Row[Any]]:
+    """The history rows with these ids (those that exist), in id order."""
+    e = store.tables.events
+    statement = select(e).where(e.c.id.in_(list(ids))).order_by(e.c.id)
+
+    def run() -> list[Row[Any]]:
+        with store.engine.connect() as conn:
+            return list(conn.execute(statement))
+
+    return store._retrying(run) if ids else []
+
+
 def last_event_id(store: Store) -> int:
     e = store.tables.events
 

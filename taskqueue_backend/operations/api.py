@@ -20,6 +20,7 @@ with one JSON shape (``to_json``), and failures are ``NotFound``, ``InvalidReque
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +53,9 @@ def open_results(
             "schema": settings.schema if schema is None else (schema or None),
         })  # fmt: skip
     return open_store(url, settings)
+
+
+_listener_lock = threading.Lock()
 
 
 class Operations:
@@ -178,7 +182,22 @@ class Operations:
     def describe(self) -> str:
         return f"broker {self.describe_broker()}, results {self.describe_results()}"
 
+    def notifications(self) -> Any:
+        """The result store's history listener (``backend.notifications``), started on first
+        use and shared by every view of this layer; None where the store has none (SQLite)."""
+        if self.results is None:
+            return None
+        with _listener_lock:
+            if "notifications" not in self._shared:
+                from ..backend.notifications import for_store
+
+                self._shared["notifications"] = for_store(self.results)
+            return self._shared["notifications"]
+
     def close(self) -> None:
+        listener = self._shared.pop("notifications", None)
+        if listener is not None:
+            listener.stop()
         if self._broker is not None:
             self._broker.close()
         app = self._shared.get("app")

@@ -1,14 +1,22 @@
 """A feed of changes for live views: task events, worker status, dead-letter counts.
 
-``poll()`` returns what changed since the previous call:
+``poll()`` returns what changed since the previous call; ``wait(timeout)`` sleeps until there
+may be more (a history notification from PostgreSQL, see ``backend.notifications``) or the
+timeout passed:
 
 - ``task``: each new row of the history (its id is the feed position: a client resumes after
-  the last id it saw, as with SSE's ``Last-Event-ID``), read by primary key, never scanned;
+  the last id it saw, as with SSE's ``Last-Event-ID``), read by primary key, never scanned.
+  With PostgreSQL notifications the history is read when it was written to (and every
+  ``FALLBACK_SECONDS`` regardless); without them (SQLite, or while the listener reconnects)
+  on every poll. Ids are handed out when rows are inserted, not when they commit, so a row
+  can appear after a higher one was read: the ids skipped are looked for again for
+  ``GAP_SECONDS`` and sent when they show up (without an id of their own, so a reconnecting
+  client resumes from the highest);
 - ``worker``: a worker process that appeared, or changed state (online, stale, offline);
 - ``dlq``: a queue whose number of dead letters changed.
 
-Worker and dead-letter changes are found by comparing snapshots, so they carry no position; a
-client that reconnects gets the current state from the regular views.
+Worker and dead-letter changes are found by comparing snapshots of the broker, so they carry
+no position; a client that reconnects gets the current state from the regular views.
 """
 
 from __future__ import annotations
@@ -25,6 +33,13 @@ if TYPE_CHECKING:
 
 #: how often worker and dead-letter snapshots are compared (seconds)
 SNAPSHOT_INTERVAL = 1.0
+#: with notifications, the history is still read this often (a notification lost on a
+#: reconnect costs at most this long)
+FALLBACK_SECONDS = 5.0
+#: how long ids skipped in the history are looked for again (a transaction still open)
+GAP_SECONDS = 30.0
+#: a larger jump in ids is not tracked id by id (a sequence's cache, a bulk rollback)
+MAX_GAP = 1000
 
 
 @dataclass
@@ -42,12 +57,32 @@ class ChangeFeed:
         self._workers: dict[str, str] | None = None
         self._dead: dict[str, int] | None = None
         self._snapshot_at = 0.0
+        self._gaps: dict[int, float] = {}  # id skipped -> when it was first missed
+        self._generation = -1  # of the notifications the history was last read at
+        self._read_at = 0.0
 
     def _newest(self) -> int:
         return listing.last_event_id(self.ops.results) if self.ops.results is not None else 0
 
+    def wait(self, timeout: float) -> None:
+        """Sleep until the history may have grown or ``timeout`` seconds passed."""
+        listener = self.ops.notifications()
+        if listener is None or not listener.connected.is_set():
+            time.sleep(timeout)
+            return
+        listener.wait(self._generation, timeout)
+
+    def _history_due(self) -> bool:
+        listener = self.ops.notifications()
+        if listener is None or not listener.connected.is_set():
+            return True
+        if listener.generation != self._generation:
+            self._generation = listener.generation
+            return True
+        return time.monotonic() - self._read_at >= FALLBACK_SECONDS or bool(self._gaps)
+
     def poll(self) -> list[Change]:
-        changes = self._task_changes()
+        changes = self._task_changes() if self._history_due() else []
         if self.ops.has_broker and time.monotonic() - self._snapshot_at >= SNAPSHOT_INTERVAL:
             self._snapshot_at = time.monotonic()
             changes += self._worker_changes() + self._dead_letter_changes()
@@ -56,24 +91,20 @@ class ChangeFeed:
     def _task_changes(self) -> list[Change]:
         if self.ops.results is None:
             return []
+        self._read_at = now = time.monotonic()
+        late = listing.events_with_ids(self.ops.results, sorted(self._gaps))
+        for r in late:
+            self._gaps.pop(int(r.id), None)
+        self._gaps = {i: t for i, t in self._gaps.items() if now - t < GAP_SECONDS}
         rows = listing.events_after(self.ops.results, self.last_id)
+        expected = self.last_id + 1
+        for r in rows:
+            if int(r.id) - expected <= MAX_GAP:
+                self._gaps.update(dict.fromkeys(range(expected, int(r.id)), now))
+            expected = int(r.id) + 1
         if rows:
             self.last_id = int(rows[-1].id)
-        return [
-            Change(
-                "task",
-                {
-                    "task_id": r.task_id,
-                    "event": r.event,
-                    "state": r.state,
-                    "at": as_utc(r.at),
-                    "worker": r.worker,
-                    "detail": r.detail,
-                },
-                str(r.id),
-            )  # fmt: skip
-            for r in rows
-        ]
+        return [_task_change(r, None) for r in late] + [_task_change(r, str(r.id)) for r in rows]
 
     def _worker_changes(self) -> list[Change]:
         workers = {w.consumer_id: w for w in self.ops.workers.all()}
@@ -105,3 +136,9 @@ class ChangeFeed:
             for q, n in now.items()
             if before.get(q, 0) != n
         ]
+
+
+def _task_change(r: Any, position: str | None) -> Change:
+    return Change("task", {"id": int(r.id), "task_id": r.task_id, "event": r.event,
+                           "state": r.state, "at": as_utc(r.at), "worker": r.worker,
+                           "detail": r.detail}, position)  # fmt: skip

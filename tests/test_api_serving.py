@@ -1,0 +1,265 @@
+"""The control plane as deployed: ``taskqueue control-plane`` (gunicorn, threaded workers)
+with a real worker, Redis and PostgreSQL.
+
+- the event stream delivers a task's state change within a second of it being recorded (fed
+  by PostgreSQL notifications), resumes after ``Last-Event-ID`` without repeating what the
+  client saw, and does not keep other requests waiting;
+- ``/readyz`` turns 503 naming Redis or PostgreSQL while it is stopped (our own servers), the
+  API answers 503 naming it too, and both recover once it is back;
+- errors are JSON with the right status through the real server: an unknown route (404), a
+  wrong method (405), a body over the limit (413).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from alembic import command
+
+from control_plane.settings import Settings
+from taskqueue_backend.backend.migrate import make_config, upgrade
+from taskqueue_backend.embedded import EmbeddedRedis, free_port
+from tests.support import REPO_ROOT, StartWorker, wait_for
+from tests.support.control_plane import make_api, tokens_for_roles
+from tests.support.postgres import EmbeddedPostgres, find_bindir
+from tests.test_api_tasks import BACKEND_APP
+
+TASKQUEUE = Path(sys.executable).parent / "taskqueue"
+
+
+@dataclass
+class Server:
+    url: str
+    tokens: dict[str, str]
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def headers(self, role: str = "viewer", **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}", **extra}
+
+    def get(self, path: str, role: str = "viewer", **kwargs: Any) -> requests.Response:
+        return requests.get(self.url + path, headers=self.headers(role), timeout=10, **kwargs)
+
+    def post(self, path: str, body: Any, role: str = "operator") -> requests.Response:
+        return requests.post(self.url + path, json=body, headers=self.headers(role), timeout=10)
+
+
+def serve(env: dict[str, str], log: Path, *args: str) -> Iterator[Server]:
+    tokens, entries = tokens_for_roles()
+    port = free_port()
+    server_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TQ_API_TOKENS": entries, **env}
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [str(TASKQUEUE), "control-plane", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+             "--threads", "8", *args],
+            env=server_env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+        )  # fmt: skip
+    server = Server(f"http://127.0.0.1:{port}", tokens, process, log)
+
+    def answering() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited: {log.read_text()[-3000:]}")
+        try:
+            return requests.get(server.url + "/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(answering, timeout=30, interval=0.1, message="the server did not answer")
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def server(api_env: dict[str, str], tmp_path: Path, api: Any) -> Iterator[Server]:
+    """The production server on this test's broker prefix and result store (whose tables
+    ``api`` has created)."""
+    database = api_env["TQ_TEST_RESULT_BACKEND"]
+    env = {"TQ_BROKER_URL": api_env["TQ_TEST_REDIS_URL"],
+           "TQ_BROKER_KEYPREFIX": api_env["TQ_TEST_KEYPREFIX"],
+           "TQ_DATABASE_URL": database, "TQ_DB_SCHEMA": api_env.get("TQ_TEST_DB_SCHEMA", ""),
+           # a slow poll: only PostgreSQL's notifications can deliver within a second
+           "TQ_STREAM_HEARTBEAT": "1", "TQ_STREAM_POLL": "5"}  # fmt: skip
+    assert api.ops.results is not None  # opened and migrated before two servers race to
+    yield from serve(env, tmp_path / "control-plane.log")
+
+
+@dataclass
+class Stream:
+    """An open ``/api/v1/stream``, read by a thread: each event with the time it arrived."""
+
+    response: requests.Response
+    events: list[tuple[float, str, str | None, dict[str, Any]]] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+    opened: threading.Event = field(default_factory=threading.Event)
+
+    closed: threading.Event = field(default_factory=threading.Event)
+
+    def close(self) -> None:
+        self.closed.set()
+        self.response.close()
+
+    def read(self) -> None:
+        try:
+            self._read()
+        except Exception:
+            if not self.closed.is_set():
+                raise
+
+    def _read(self) -> None:
+        kind, ident, data = None, None, None
+        for line in self.response.iter_lines(decode_unicode=True):
+            if line.startswith("retry:"):
+                self.opened.set()
+            elif line.startswith(":"):
+                self.comments.append(line)
+            elif line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("id: "):
+                ident = line.removeprefix("id: ")
+            elif line.startswith("data: "):
+                data = json.loads(line.removeprefix("data: "))
+            elif line == "" and kind is not None and data is not None:
+                self.events.append((time.time(), kind, ident, data))
+                kind, ident, data = None, None, None
+
+    def of_task(self, task_id: str) -> list[tuple[float, str | None, dict[str, Any]]]:
+        return [(at, i, d) for at, k, i, d in list(self.events)
+                if k == "task" and d["task_id"] == task_id]  # fmt: skip
+
+
+def open_stream(server: Server, **headers: str) -> Stream:
+    response = requests.get(server.url + "/api/v1/stream", headers=server.headers(**headers),
+                            stream=True, timeout=(5, 30))  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    stream = Stream(response)
+    threading.Thread(target=stream.read, daemon=True).start()
+    assert stream.opened.wait(10), "the stream sent nothing"
+    return stream
+
+
+def test_the_stream_delivers_a_state_change_within_a_second(
+    server: Server, api_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    if "sqlite" in api_env["TQ_TEST_RESULT_BACKEND"]:
+        pytest.skip("PostgreSQL notifications feed the stream; SQLite is polled")
+    start_worker(app=BACKEND_APP, env=api_env).wait_ready()
+    stream = open_stream(server)
+    sent = server.post("/api/v1/tasks", {"name": "bk.stamp", "args": [0.2]})
+    assert sent.status_code == 201, sent.text
+    task_id = sent.json()["task_id"]
+
+    def finished() -> Any:
+        return [e for e in stream.of_task(task_id) if e[2]["event"] == "succeeded"]
+
+    [(arrived, position, change)] = wait_for(finished, timeout=30, message=lambda: (
+        f"no succeeded event: {stream.of_task(task_id)}"))  # fmt: skip
+    recorded = _epoch(change["at"])
+    assert arrived - recorded < 1.0, f"delivered {arrived - recorded:.3f} s after it happened"
+    assert [e[2]["event"] for e in stream.of_task(task_id)] == ["sent", "received", "started",
+                                                                "succeeded"]  # fmt: skip
+    started = time.monotonic()
+    assert server.get("/api/v1/me").json()["role"] == "viewer"
+    assert time.monotonic() - started < 2, "an open stream kept another request waiting"
+
+    first_position = stream.of_task(task_id)[0][1]
+    resumed = open_stream(server, **{"Last-Event-ID": str(first_position)})
+    wait_for(lambda: len(resumed.of_task(task_id)) == 3, timeout=10)
+    assert [e[2]["event"] for e in resumed.of_task(task_id)] == ["received", "started",
+                                                                 "succeeded"]  # fmt: skip
+    assert resumed.of_task(task_id)[-1][1] == position
+    wait_for(lambda: stream.comments, timeout=15, message="no heartbeat comment")
+    stream.close()
+    resumed.close()
+
+
+def _epoch(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
+
+
+def test_errors_are_json_through_the_real_server(server: Server) -> None:
+    unknown = server.get("/api/v1/nothing-here")
+    wrong = requests.put(server.url + "/api/v1/tasks", headers=server.headers(), timeout=10)
+    big = requests.post(server.url + "/api/v1/tasks", headers=server.headers("operator"),
+                        data=json.dumps({"name": "x" * 2_000_000}), timeout=10)  # fmt: skip
+    for response, status, code in ((unknown, 404, "not_found"),
+                                   (wrong, 405, "method_not_allowed"),
+                                   (big, 413, "body_too_large")):  # fmt: skip
+        assert response.status_code == status, response.text
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] == code
+        assert "Traceback" not in response.text and "<html" not in response.text.lower()
+
+
+def test_readyz_names_what_is_down_and_recovers(tmp_path: Path) -> None:
+    if find_bindir() is None:
+        pytest.skip("PostgreSQL binaries (initdb, postgres) are not installed: the database "
+                    "half of this test needs a server it may stop")  # fmt: skip
+    with EmbeddedRedis() as redis_server, EmbeddedPostgres() as postgres:
+        api = next(make_api(redis_server.url, "ready:", postgres.url))
+        try:
+            assert api.get("/readyz", role=None).json["checks"] == {
+                "redis": "ok", "database": "ok", "migrations": "ok"}  # fmt: skip
+            engine = api.ops.results.engine
+            with engine.begin() as connection:  # tables one migration behind this release
+                command.downgrade(make_config(connection, "tq_", None), "0002")
+            behind = api.get("/readyz", role=None)
+            assert behind.status_code == 503
+            assert behind.json["error"]["details"]["down"] == ["migrations"]
+            assert "taskqueue db upgrade" in behind.json["error"]["message"]
+            upgrade(engine, "tq_", None)
+            assert api.get("/readyz", role=None).status_code == 200
+
+            redis_server.kill()
+            down = api.get("/readyz", role=None)
+            assert down.status_code == 503 and down.json["error"]["details"]["down"] == ["redis"]
+            queues = api.get("/api/v1/queues")
+            assert queues.status_code == 503, queues.json
+            assert queues.json["error"]["details"]["down"] == ["redis"]
+            redis_server.start()
+            wait_for(lambda: api.get("/readyz", role=None).status_code == 200, timeout=15)
+
+            postgres.stop()
+            down = api.get("/readyz", role=None)
+            assert down.status_code == 503, down.json
+            assert down.json["error"]["details"]["down"] == ["database"]
+            tasks = api.get("/api/v1/tasks")
+            assert tasks.status_code == 503, tasks.json
+            assert tasks.json["error"]["details"]["down"] == ["database"]
+            postgres.start()
+            wait_for(lambda: api.get("/readyz", role=None).status_code == 200, timeout=15)
+            assert api.get("/api/v1/tasks").status_code == 200
+        finally:
+            api.ops.close()
+
+
+def test_the_server_refuses_to_start_with_bad_settings(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(TASKQUEUE), "control-plane", "--bind", f"127.0.0.1:{free_port()}"],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TQ_BROKER_URL": "redis://127.0.0.1:1/0",
+             "TQ_API_TOKENS": "someone:superuser:abc"},
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "superuser" in done.stderr and "Traceback" not in done.stderr
+    assert Settings.from_env({"TQ_BROKER_URL": "redis://x"}).metrics_public is True
