@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.engine import Row
 
+from .. import lifecycle
 from ..clock import as_utc
 from .queries import Store
 
@@ -262,22 +263,29 @@ def last_event_id(store: Store) -> int:
     return store._retrying(run)
 
 
-def events_by_name(
-    store: Store, events: Sequence[str], since: datetime
-) -> dict[tuple[str, str], int]:
-    """How many of each event each task name had since ``since`` (history rows in that range,
-    joined to their result rows by primary key)."""
+def counted_events(
+    store: Store, events: Sequence[str], after: int, upto: int
+) -> tuple[dict[tuple[str, str], int], list[tuple[datetime | None, ...]]]:
+    """For the history rows with ids in (``after``, ``upto``]: how many of each of ``events``
+    each task name had, and (sent, started, finished) of the tasks that finished among them
+    — a range of the primary key, joined to the results by theirs."""
     e, r = store.tables.events, store.tables.results
+    in_range = (e.c.id > after, e.c.id <= upto)
     name = func.coalesce(r.c.name, "(unknown)")
-    statement = (
-        select(e.c.event, name, func.count())
-        .select_from(e.outerjoin(r, r.c.task_id == e.c.task_id))
-        .where(e.c.event.in_(list(events)), e.c.at >= since)
-        .group_by(e.c.event, name)
-    )
+    joined = e.outerjoin(r, r.c.task_id == e.c.task_id)
+    counting = (select(e.c.event, name, func.count()).select_from(joined)
+                .where(*in_range, e.c.event.in_(list(events)))
+                .group_by(e.c.event, name))  # fmt: skip
+    finished = [lifecycle.SUCCEEDED, lifecycle.FAILED]
+    finishing = (select(r.c.sent_at, r.c.started_at, r.c.finished_at).select_from(joined)
+                 .where(*in_range, e.c.event.in_(finished)))  # fmt: skip
 
-    def run() -> dict[tuple[str, str], int]:
+    def run() -> tuple[dict[tuple[str, str], int], list[tuple[datetime | None, ...]]]:
         with store.engine.connect() as conn:
-            return {(str(ev), str(n)): int(c) for ev, n, c in conn.execute(statement)}
+            counts = {(str(ev), str(n)): int(c) for ev, n, c in conn.execute(counting)}
+            done: list[tuple[datetime | None, ...]] = [
+                (as_utc(a), as_utc(b), as_utc(c)) for a, b, c in conn.execute(finishing)
+            ]
+        return counts, done
 
     return store._retrying(run)

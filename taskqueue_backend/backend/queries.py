@@ -233,6 +233,19 @@ class Store:
 
         return self._retrying(run)
 
+    def read_with_history(self, task_id: str) -> tuple[Row[Any] | None, list[Row[Any]]]:
+        """A task's result row and its history, over one autocommit connection (two reads, no
+        transaction to begin and roll back)."""
+        r, e = self.tables.results, self.tables.events
+        history = select(e).where(e.c.task_id == task_id).order_by(e.c.at, e.c.id)
+
+        def run() -> tuple[Row[Any] | None, list[Row[Any]]]:
+            with self.autocommit.connect() as conn:
+                row = conn.execute(select(r).where(r.c.task_id == task_id)).first()
+                return row, list(conn.execute(history))
+
+        return self._retrying(run)
+
     def reopen(self, events: Sequence[dict[str, Any]], at: datetime) -> None:
         """Replayed tasks: back to PENDING (unless they already succeeded) with their
         history rows, in one transaction, so their next run's states apply."""

@@ -163,11 +163,12 @@ class Operations:
         return BrokerCollector(self)
 
     def collectors(self) -> list[Any]:
-        """Every ``prometheus_client`` collector this layer can feed (broker, history)."""
-        from .metrics import HistoryCollector
+        """Every ``prometheus_client`` collector this layer can feed: the broker's, and the
+        history's counters (kept in the broker, so they need both)."""
+        from .history_metrics import HistoryCollector
 
         found: list[Any] = [BrokerCollector(self)] if self.has_broker else []
-        if self.results is not None:
+        if self.results is not None and self.has_broker:
             found.append(HistoryCollector(self))
         return found
 

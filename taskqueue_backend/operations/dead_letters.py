@@ -17,10 +17,12 @@ URL only) the results of replayed tasks that use this package's backend stay as 
 from __future__ import annotations
 
 import fnmatch
+import heapq
+import itertools
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import lifecycle
 from ..clock import from_epoch
@@ -78,25 +80,37 @@ class DeadLetters:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _candidates(self, flt: Filter) -> list[tuple[int, str, str]]:
-        """(dead_at ms, id, queue) of every entry in the filter's queues and time range,
-        newest first."""
+    def _candidates(
+        self, flt: Filter, after: tuple[int, str] | None = None, chunk: int = BATCH
+    ) -> Iterator[tuple[int, str, str]]:
+        """(dead_at ms, id, queue) of the entries in the filter's queues and time range, newest
+        first (and below ``after``, a cursor's position), read from each queue's dead set
+        ``chunk`` at a time as they are consumed — a first page reads one chunk per queue,
+        whatever the number of entries."""
         queues = [
             q for q in self.ops.queues.names()
             if not flt.queue or fnmatch.fnmatchcase(q, flt.queue)
         ]  # fmt: skip
         low = "-inf" if flt.since is None else int(flt.since.timestamp() * 1000)
-        high = "+inf" if flt.until is None else int(flt.until.timestamp() * 1000)
-        pipe = self.client.pipeline(transaction=False)
-        for queue in queues:
-            pipe.zrevrangebyscore(self._keys(queue).dead, high, low, withscores=True)
-        found = [
-            (int(score), as_text(message_id) or "", queue)
-            for queue, members in zip(queues, pipe.execute(), strict=True)
-            for message_id, score in members
-        ]
-        found.sort(key=lambda c: (c[0], c[1]), reverse=True)
-        return found
+        high: int | str = "+inf" if flt.until is None else int(flt.until.timestamp() * 1000)
+        if after is not None:
+            high = after[0] if high == "+inf" else min(int(high), after[0])
+
+        def newest_first(queue: str) -> Iterator[tuple[int, str, str]]:
+            key, offset = self._keys(queue).dead, 0
+            while True:
+                members = cast(list[tuple[bytes, float]], self.client.zrevrangebyscore(
+                    key, high, low, start=offset, num=chunk, withscores=True))  # fmt: skip
+                for message_id, score in members:
+                    found = (int(score), as_text(message_id) or "", queue)
+                    if after is None or (found[0], found[1]) < after:
+                        yield found
+                if len(members) < chunk:
+                    return
+                offset += chunk
+
+        return heapq.merge(*(newest_first(q) for q in queues), key=lambda c: (c[0], c[1]),
+                           reverse=True)  # fmt: skip
 
     def _load(
         self, candidates: list[tuple[int, str, str]], with_body: bool = False
@@ -112,16 +126,14 @@ class DeadLetters:
         return loaded
 
     def matching(
-        self, flt: Filter | None = None, cursor: str | None = None
+        self, flt: Filter | None = None, cursor: str | None = None, batch: int = BATCH
     ) -> Iterator[DeadLetter]:
-        """Every matching entry, newest first, loaded in batches."""
+        """Every matching entry, newest first, loaded ``batch`` at a time as consumed."""
         flt = flt or Filter()
-        candidates = self._candidates(flt)
-        if cursor:
-            after = decode_cursor(cursor)
-            candidates = [c for c in candidates if (c[0], c[1]) < after]
-        for start in range(0, len(candidates), BATCH):
-            for entry in self._load(candidates[start : start + BATCH]):
+        after = decode_cursor(cursor) if cursor else None
+        candidates = self._candidates(flt, after, chunk=batch)
+        while chunk := list(itertools.islice(candidates, batch)):
+            for entry in self._load(chunk):
                 if flt.matches(entry):
                     yield entry
 
@@ -133,7 +145,9 @@ class DeadLetters:
             raise InvalidRequest(f"limit must be from 1 to 1000, got {limit}")
         items: list[DeadLetter] = []
         more = False
-        for entry in self.matching(flt, cursor):
+        exact = flt is None or not (flt.task_name or flt.reason or flt.exc_type or flt.text)
+        batch = limit + 1 if exact else BATCH  # without entry filters, every entry matches
+        for entry in self.matching(flt, cursor, batch):
             if len(items) == limit:
                 more = True
                 break

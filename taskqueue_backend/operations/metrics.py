@@ -14,88 +14,18 @@ script per queue, never from scanning messages.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
-    GaugeHistogramMetricFamily,
     GaugeMetricFamily,
 )
 from prometheus_client.registry import Collector
 
-from .. import lifecycle
 from ..transport.replies import as_int
 
 if TYPE_CHECKING:
     from .api import Operations
-
-
-class HistoryCollector(Collector):
-    """Task counts and durations from the result store's history, over the last hour (each a
-    snapshot: gauges, and gauge histograms for the durations), through the history's
-    indexes; task names beyond the ``TOP_NAMES`` busiest are summed as ``(other)``, so the
-    label set stays bounded."""
-
-    TOP_NAMES = 50
-    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-
-    def __init__(self, ops: Operations) -> None:
-        self.ops = ops
-
-    def collect(self) -> Iterator[Any]:
-        from ..backend import listing
-        from ..clock import utcnow
-
-        assert self.ops.results is not None
-        since = utcnow() - timedelta(hours=1)
-        events = GaugeMetricFamily(
-            "taskqueue_task_events_last_hour", "History events of the last hour by task name",
-            labels=["event", "task"],
-        )  # fmt: skip
-        counted = listing.events_by_name(self.ops.results, COUNTED_EVENTS, since)
-        busiest = {name for name, _ in sorted(
-            _totals(counted).items(), key=lambda item: -item[1])[: self.TOP_NAMES]}  # fmt: skip
-        folded: dict[tuple[str, str], int] = {}
-        for (event, name), n in counted.items():
-            key = (event, name if name in busiest else "(other)")
-            folded[key] = folded.get(key, 0) + n
-        for (event, name), n in sorted(folded.items()):
-            events.add_metric([event, name], n)
-        yield events
-        stages = listing.recent_stages(self.ops.results, since)
-        runs = [(e - s).total_seconds() for _, s, e, _ in stages if s and e]
-        waits = [(s - p).total_seconds() for p, s, _, _ in stages if p and s]
-        yield self._histogram(
-            "taskqueue_task_runtime_seconds",
-            "Started to finished, tasks finished in the last hour",
-            runs,
-        )
-        yield self._histogram(
-            "taskqueue_task_queue_wait_seconds",
-            "Published to started, tasks finished in the last hour",
-            waits,
-        )
-
-    def _histogram(self, name: str, documentation: str, values: list[float]) -> Any:
-        buckets = [(str(b), sum(1 for v in values if v <= b)) for b in self.BUCKETS]
-        buckets.append(("+Inf", len(values)))
-        return GaugeHistogramMetricFamily(
-            name, documentation, buckets=buckets, gsum_value=sum(max(v, 0.0) for v in values)
-        )
-
-
-def _totals(counted: dict[tuple[str, str], int]) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for (_, name), n in counted.items():
-        totals[name] = totals.get(name, 0) + n
-    return totals
-
-
-#: the history events the metrics count (redeliveries are the ``returned`` ones)
-COUNTED_EVENTS = (lifecycle.RECEIVED, lifecycle.STARTED, lifecycle.SUCCEEDED, lifecycle.FAILED,
-                  lifecycle.RETRIED, lifecycle.REVOKED, lifecycle.DEAD_LETTERED,
-                  lifecycle.RETURNED, lifecycle.REPLAYED)  # fmt: skip
 
 
 class BrokerCollector(Collector):

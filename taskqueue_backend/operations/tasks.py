@@ -201,19 +201,30 @@ class Tasks(TaskActions):
     # -- one task -----------------------------------------------------------------------------
 
     def status(self, ident: str) -> TaskStatus:
-        """Where the task is now and everything that happened to it."""
+        """Where the task is now and everything that happened to it. A whole task id is
+        looked up once; only an id nobody knows is tried as a prefix (``resolve``)."""
+        text = ident.strip().rstrip("…").rstrip(".")
+        found = self._status_of(text) if text else None
+        if found is not None:
+            return found
         task_id = self.resolve(ident)
+        found = self._status_of(task_id) if task_id != text else None
+        if found is None:
+            raise NotFound(self._nobody_knows(task_id))
+        return found
+
+    def _status_of(self, task_id: str) -> TaskStatus | None:
         broker = self.ops.queues.find(task_id) if self.ops.has_broker else []
         dead = self.ops.dead_letters.find(task_id) if any(
             m.state in ("dead", "replaying") for m in broker) else None  # fmt: skip
         result, history = None, []
         results = self.ops.results
         if results is not None:
-            row = results.read(task_id)
+            row, rows = results.read_with_history(task_id)
             result = result_of(row) if row is not None else None
-            history = [history_event(r) for r in results.history(task_id)]
+            history = [history_event(r) for r in rows]
         if not broker and result is None and not history:
-            raise NotFound(self._nobody_knows(task_id))
+            return None
         place = next((_PLACES.get(m.state, m.state) for m in broker), None)
         if place is None:
             place = result.state if result is not None else "unknown"

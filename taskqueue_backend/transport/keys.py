@@ -87,6 +87,11 @@ class GlobalKeys:
         """Sorted set: consumer id -> when it went offline (ms); its hash stays a while."""
         return f"{self.prefix}{{tq}}:offline"
 
+    def metrics(self, digest: str) -> str:
+        """Hash: the history's Prometheus totals of one result store (by a digest of its
+        table), with ``:names`` (its labelled task names) and ``:lock`` beside it."""
+        return f"{self.prefix}{{tq}}:metrics:{digest}"
+
     def idempotency(self, digest: str) -> str:
         """String: the task an ``Idempotency-Key`` (by its SHA-256) submitted, while it lasts."""
         return f"{self.prefix}{{tq}}:idempotency:{digest}"
