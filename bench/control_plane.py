@@ -108,8 +108,11 @@ def load_store(db_url: str, schema: str, tasks: int, events: int) -> None:
 
 def load_dead_letters(redis_url: str, prefix: str, count: int) -> None:
     """``count`` failed tasks stored as dead letters the way a worker stores them."""
+    import logging
+
     from kombu import Connection
 
+    logging.getLogger("taskqueue_backend").setLevel(logging.ERROR)  # one warning per entry
     started = time.monotonic()
     with Connection(redis_url, transport="taskqueue_backend.transport:Transport",
                     transport_options={"global_keyprefix": prefix}) as conn:  # fmt: skip

@@ -46,7 +46,8 @@ class Backends:
         if s.celery_app:
             from celery.app.utils import find_app
 
-            return Operations.from_app(find_app(s.celery_app), actor="control-plane")
+            return Operations.from_app(find_app(s.celery_app), actor="control-plane",
+                                       pool_size=s.db_pool_size)  # fmt: skip
         return Operations.from_urls(
             s.broker_url,
             s.database_url,
@@ -54,6 +55,7 @@ class Backends:
             table_prefix=s.table_prefix,
             schema=s.db_schema,
             actor="control-plane",
+            pool_size=s.db_pool_size,
         )
 
     def close(self) -> None:

@@ -54,9 +54,12 @@ def control_plane(bind: str, workers: int, threads: int, access_log: bool) -> No
 
     Settings come from the environment: TQ_CELERY_APP or TQ_BROKER_URL/TQ_DATABASE_URL,
     TQ_API_TOKENS, ... (see the README)."""
+    import os
+
     from .app import create_app
     from .settings import Settings, SettingsError
 
+    os.environ.setdefault("TQ_DB_POOL_SIZE", str(threads))  # a connection for every thread
     try:
         create_app(Settings.from_env())  # fail here, with the reason, not in every worker
     except (SettingsError, TokenError) as exc:

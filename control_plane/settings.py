@@ -8,6 +8,7 @@
 | ``TQ_BROKER_TRANSPORT_OPTIONS`` | ``{}`` | further transport options as JSON, as the workers' |
 | ``TQ_DATABASE_URL`` | ``$DATABASE_URL`` | SQLAlchemy URL of the result store (``tq+`` allowed) |
 | ``TQ_TABLE_PREFIX`` / ``TQ_DB_SCHEMA`` | ``tq_`` / none | where the result tables are |
+| ``TQ_DB_POOL_SIZE`` | 16 | database connections kept per process (at least its threads) |
 | ``TQ_API_TOKENS`` | none | ``name:role:sha256hex,...`` (see ``auth``) |
 | ``TQ_METRICS_PUBLIC`` | ``true`` | ``/metrics`` open (``false``: a viewer token is needed) |
 | ``TQ_MAX_BODY_BYTES`` | 1048576 | larger request bodies are refused with 413 |
@@ -67,6 +68,7 @@ class Settings:
     database_url: str | None = None
     table_prefix: str | None = None
     db_schema: str | None = None
+    db_pool_size: int = 16
     api_tokens: str = ""
     metrics_public: bool = True
     max_body_bytes: int = 1024 * 1024
@@ -86,6 +88,7 @@ class Settings:
             database_url=env.get("TQ_DATABASE_URL") or env.get("DATABASE_URL") or None,
             table_prefix=env.get("TQ_TABLE_PREFIX") or None,
             db_schema=env.get("TQ_DB_SCHEMA") or None,
+            db_pool_size=int(_number(env.get("TQ_DB_POOL_SIZE", "16"), "TQ_DB_POOL_SIZE")),
             api_tokens=env.get("TQ_API_TOKENS", ""),
             metrics_public=_flag(env.get("TQ_METRICS_PUBLIC", "true"), "TQ_METRICS_PUBLIC"),
             max_body_bytes=int(

@@ -39,19 +39,24 @@ from .workers import Workers
 
 
 def open_results(
-    url: str, conf: Any = None, *, table_prefix: str | None = None, schema: str | None = None
-) -> Store:
-    """The result store at ``url`` with an app's ``taskqueue_*`` settings (or the defaults)."""
+    url: str, conf: Any = None, *, table_prefix: str | None = None, schema: str | None = None,
+    pool_size: int | None = None,
+) -> Store:  # fmt: skip
+    """The result store at ``url`` with an app's ``taskqueue_*`` settings (or the defaults);
+    ``pool_size`` (connections kept, and as many more at most) for a many-threaded server."""
     from ..backend.opening import open_store
     from ..backend.settings import BackendSettings
 
     settings = BackendSettings.from_conf(conf or {})
-    if table_prefix is not None or schema is not None:
-        settings = BackendSettings(**{
-            **settings.__dict__,
-            "table_prefix": settings.table_prefix if table_prefix is None else table_prefix,
-            "schema": settings.schema if schema is None else (schema or None),
-        })  # fmt: skip
+    changed: dict[str, Any] = {}
+    if table_prefix is not None:
+        changed["table_prefix"] = table_prefix
+    if schema is not None:
+        changed["schema"] = schema or None
+    if pool_size is not None:
+        changed.update(pool_size=pool_size, max_overflow=pool_size)
+    if changed:
+        settings = BackendSettings(**{**settings.__dict__, **changed})
     return open_store(url, settings)
 
 
@@ -113,12 +118,14 @@ class Operations:
         return bool(self._shared.get("from_app"))
 
     @classmethod
-    def from_app(cls, app: Any, actor: str | None = None) -> Operations:
+    def from_app(
+        cls, app: Any, actor: str | None = None, *, pool_size: int | None = None
+    ) -> Operations:
         """The app's broker (this package's transport) and, when its ``result_backend`` is this
         package's, its result store."""
         broker = BrokerAccess.from_app(app)
         url = result_database_url(app)
-        results = open_results(url, app.conf) if url else None
+        results = open_results(url, app.conf, pool_size=pool_size) if url else None
         return cls(broker, results, actor, shared={"app": app, "from_app": True})
 
     @classmethod
@@ -132,6 +139,7 @@ class Operations:
         table_prefix: str | None = None,
         schema: str | None = None,
         actor: str | None = None,
+        pool_size: int | None = None,
     ) -> Operations:
         """A broker URL (any kombu Redis URL of this transport) and/or the result store's
         SQLAlchemy URL (``tq+`` prefix allowed)."""
@@ -141,7 +149,7 @@ class Operations:
             from ..selection import plain_database_url
 
             results = open_results(plain_database_url(database_url), table_prefix=table_prefix,
-                                   schema=schema)  # fmt: skip
+                                   schema=schema, pool_size=pool_size)  # fmt: skip
         return cls(broker, results, actor)
 
     def acting_as(self, actor: str, **context: Any) -> Operations:
