@@ -133,7 +133,7 @@ def test_flower_shows_true_queue_counts_and_every_view_works(
                  for i in range(3)]  # fmt: skip
         expected = {"name": "celery", "messages": 6, "messages_ready": 2,
                     "messages_unacknowledged": 1, "messages_delayed": 3, "dead_letters": 1,
-                    "consumers": 1}  # fmt: skip
+                    "consumers": 1, "paused": False}  # fmt: skip
         stats = ops.queues.stats("celery")
         assert (stats.ready, stats.inflight, stats.delayed, stats.dead) == (2, 1, 3, 1)
 

@@ -10,7 +10,8 @@ a ``flowerconfig.py``.
 
 Each queue reports ``messages`` (ready + delayed + in flight: everything that will still
 run), ``messages_ready``, ``messages_unacknowledged`` (in flight), ``messages_delayed``,
-``dead_letters`` and ``consumers`` (live consumers of the queue).
+``dead_letters``, ``consumers`` (live consumers of the queue) and ``paused`` (no consumer
+leases from the queue until it is resumed).
 """
 
 from __future__ import annotations

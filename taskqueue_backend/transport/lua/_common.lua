@@ -48,9 +48,12 @@ local function wake(base)
   end
 end
 
--- queues declared with x-expires (reply queues) keep all their keys alive together
-local function touch(base, msgkey)
-  local ttl = redis.call('HGET', base .. ':state', 'expires')
+-- queues declared with x-expires (reply queues) keep all their keys alive together; a caller
+-- that has read the queue's 'expires' field already passes it (false when the queue has none)
+local function touch(base, msgkey, ttl)
+  if ttl == nil then
+    ttl = redis.call('HGET', base .. ':state', 'expires')
+  end
   if ttl then
     for _, suffix in ipairs(QUEUE_SUFFIXES) do
       redis.call('PEXPIRE', base .. suffix, ttl)

@@ -10,20 +10,27 @@ local no_ack = ARGV[6] == '1'
 
 -- a paused queue leases nothing (and releases nothing) until it is resumed; its wake-up token
 -- is not put back, so idle consumers wait for resume.lua instead of polling
-if redis.call('HGET', KEYS[5], 'paused') == '1' then
-  touch(base, nil)
+local state = redis.call('HMGET', KEYS[5], 'paused', 'expires')
+if state[1] == '1' then
+  touch(base, nil, state[2])
   return {'', {}}
 end
 
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
-for _, id in ipairs(due) do
-  redis.call('ZREM', KEYS[2], id)
-  local mk = mkey(base, id)
-  local rank = redis.call('HGET', mk, 'rank')
-  if rank then
-    redis.call('HSET', mk, 'state', 'ready')
-    redis.call('ZADD', KEYS[1], tail_score(base, tonumber(rank)), id)
+-- an idle queue costs few commands per fetch: the delayed set is scanned only when its
+-- soonest message is due
+local nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if nxt[2] and tonumber(nxt[2]) <= now then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', KEYS[2], id)
+    local mk = mkey(base, id)
+    local rank = redis.call('HGET', mk, 'rank')
+    if rank then
+      redis.call('HSET', mk, 'state', 'ready')
+      redis.call('ZADD', KEYS[1], tail_score(base, tonumber(rank)), id)
+    end
   end
+  nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 end
 
 local out = {}
@@ -72,6 +79,5 @@ if redis.call('ZCARD', KEYS[1]) > 0 then
 else
   redis.call('DEL', KEYS[4])
 end
-touch(base, nil)
-local nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+touch(base, nil, state[2])
 return {nxt[2] or '', out}
