@@ -80,7 +80,6 @@ class Writer(threading.Thread):
 
     def __init__(self, backend: Any) -> None:
         super().__init__(name="tq-history-writer", daemon=True)
-        self.backend = backend
         self.pid = os.getpid()
         self.interval = backend.settings.history_flush_interval
         self._wake = threading.Event()
@@ -102,8 +101,8 @@ class Writer(threading.Thread):
             _pending_rows.clear()
         if not events and not rows:
             return
-        try:
-            self.backend.write_events(list(rows.values()), events)
+        try:  # through the newest backend, as the handlers that held these events use it
+            _backend.write_events(list(rows.values()), events)
         except Exception:
             logger.exception("could not write %d task history event(s); will retry", len(events))
             with _lock:  # keep them for the next round (or the task's next state write)
