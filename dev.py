@@ -11,11 +11,18 @@ test dependencies: the sdist of the installed kombu version, whose ``t/integrati
 run against this transport (unpacked into ``.venv/kombu-tests``), and the wheels of the
 project's run-time dependencies (``.venv/wheelhouse``), from which a test builds a fresh
 virtualenv without the test extras.
+
+The browser tests drive Debian's ``chromium`` (Playwright's own browser download is never
+used). When no ``chromium`` is on PATH, the test command installs it with
+``apt-get install -y chromium`` if it runs as root where apt-get exists (refreshing the package
+lists once if they are stale); otherwise it says that the browser tests will be skipped and
+goes on.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -31,6 +38,12 @@ WHEELHOUSE = VENV / "wheelhouse"
 DOWNLOADS = VENV / "downloads"
 PYPROJECT = ROOT / "pyproject.toml"
 PYTEST_NO_TESTS_COLLECTED = 5
+#: earlier dependencies whose module a current one provides (Swagger UI 4 -> 5)
+SUPERSEDED = ("swagger-ui-bundle",)
+CHROMIUM_INSTALL = ["apt-get", "install", "-y", "chromium"]
+#: what apt-get prints when its package lists are older than the archive it reads
+STALE_PACKAGE_LISTS = ("Unable to locate package", "has no installation candidate",
+                       "404  Not Found", "Unable to fetch some archives")  # fmt: skip
 USAGE = "usage: python3 dev.py demo | python3 dev.py test [pytest args...]"
 
 
@@ -65,6 +78,10 @@ def ensure_installed(python: Path) -> None:
         return
     reason = "first run" if not STAMP.exists() else "pyproject.toml changed"
     say(f"installing the project and test dependencies into .venv ({reason})")
+    for package in SUPERSEDED:  # an older dependency that installs the same module
+        if subprocess.run([str(python), "-m", "pip", "show", "-q", package],
+                          capture_output=True).returncode == 0:  # fmt: skip
+            pip(python, "uninstall", "-y", package)
     command = [str(python), "-m", "pip", "install", "-e", ".[test]"]
     say("running: " + " ".join(command))
     if subprocess.run(command, cwd=ROOT).returncode != 0:
@@ -112,6 +129,51 @@ def ensure_wheelhouse(python: Path) -> None:
     marker.touch()
 
 
+def apt_get(command: list[str]) -> tuple[int, str]:
+    """Run an apt-get command, showing its output as it comes; return its exit code and output."""
+    say("running: " + " ".join(command))
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, text=True, env=env)  # fmt: skip
+    assert process.stdout is not None
+    output = []
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        output.append(line)
+    return process.wait(), "".join(output)
+
+
+def chromium_blocker() -> str | None:
+    """Why this command cannot install chromium itself, or None when it can."""
+    if shutil.which("apt-get") is None:
+        return "there is no apt-get here"
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "installing it needs root"
+    return None
+
+
+def ensure_chromium() -> None:
+    """Debian's Chromium for the browser tests; without it they are skipped, not failed."""
+    if shutil.which("chromium"):
+        return
+    reason = chromium_blocker()
+    if reason is None:
+        say("chromium is not installed; installing Debian's package for the browser tests")
+        code, output = apt_get(CHROMIUM_INSTALL)
+        if code != 0 and any(marker in output for marker in STALE_PACKAGE_LISTS):
+            say("the package lists look stale; refreshing them (apt-get update) and trying again")
+            if apt_get(["apt-get", "update"])[0] == 0:
+                code, _ = apt_get(CHROMIUM_INSTALL)
+        found = shutil.which("chromium")
+        if code == 0 and found:
+            say(f"installed chromium at {found}")
+            return
+        reason = f"{' '.join(CHROMIUM_INSTALL)} failed, see above"
+    say(f"chromium is not installed ({reason}), so the browser tests will be skipped; to run "
+        "them, install Chromium so that `chromium` is on PATH (on Debian/Ubuntu, as root: "
+        f"{' '.join(CHROMIUM_INSTALL)})")  # fmt: skip
+
+
 def run(command: list[str]) -> int:
     """Run ``command`` in the repo root and return its exit code; Ctrl-C is left to the child."""
     say("running: " + " ".join(command))
@@ -135,6 +197,7 @@ def main(argv: list[str]) -> int:
         return run([str(python), "-m", "examples.demo", *argv[1:]])
     ensure_kombu_tests(python)
     ensure_wheelhouse(python)
+    ensure_chromium()
     code = run([str(python), "-m", "pytest", *argv[1:]])
     if code == PYTEST_NO_TESTS_COLLECTED:
         say("pytest collected no tests; treating that as a failure")

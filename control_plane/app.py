@@ -14,12 +14,13 @@ import uuid
 from typing import Any
 
 from apiflask import APIFlask, abort
-from flask import Response, g, request
+from flask import Response, current_app, g, request
 
 from taskqueue_backend import __version__
 from taskqueue_backend.operations import Operations
 
 from . import auth, docs, errors
+from .auth import Principal
 from .settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -123,9 +124,11 @@ def create_app(settings: Settings | None = None) -> APIFlask:
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    from .api import register
+    from . import api, refusals, ui
 
-    register(app)
+    api.register(app)
+    ui.register(app, settings)
+    refusals.install(app)
     errors.document(app)
     return app
 
@@ -133,3 +136,10 @@ def create_app(settings: Settings | None = None) -> APIFlask:
 def backends(app: Any) -> Backends:
     found: Backends = app.extensions["taskqueue"]
     return found
+
+
+def acting_ops(principal: Principal) -> Operations:
+    """The operations layer acting as ``principal`` for this request (its audit entries and
+    history rows carry the name, the role and the request id) — the API's and the UI's."""
+    return backends(current_app).ops().acting_as(principal.name, role=principal.role,
+                                                 request_id=g.request_id)  # fmt: skip

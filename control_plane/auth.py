@@ -83,6 +83,23 @@ class TokenRegistry:
     def __len__(self) -> int:
         return len(self._by_digest)
 
+    def fingerprint(self, principal: Principal) -> str:
+        """What an admin UI session keeps to recognise its token again: derived from the
+        token's digest (never the token or the digest itself), so a session ends when its
+        token is removed from or replaced in ``TQ_API_TOKENS``."""
+        for expected, known in self._by_digest:
+            if known == principal:
+                return hashlib.sha256(f"session:{expected}".encode()).hexdigest()[:32]
+        raise LookupError(principal.name)
+
+    def recognise(self, name: str, fingerprint: str) -> Principal | None:
+        """The principal a session names, if its token is still configured (same role)."""
+        for _, known in self._by_digest:
+            if known.name == name:
+                expected = self.fingerprint(known)
+                return known if hmac.compare_digest(expected, fingerprint) else None
+        return None
+
     def identify(self, token: str | None) -> Principal | None:
         """The principal of ``token``, comparing every digest in constant time."""
         if not token:

@@ -6,6 +6,7 @@ group, loaded only when named, so no other ``taskqueue`` or ``celery`` command i
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import click
@@ -50,7 +51,7 @@ class ControlPlaneServer:
 )
 @click.option("--access-log/--no-access-log", default=True, show_default=True)
 def control_plane(bind: str, workers: int, threads: int, access_log: bool) -> None:
-    """Serve the control plane (REST API, OpenAPI docs, /metrics) with gunicorn.
+    """Serve the control plane (admin UI, REST API, OpenAPI docs, /metrics) with gunicorn.
 
     Settings come from the environment: TQ_CELERY_APP or TQ_BROKER_URL/TQ_DATABASE_URL,
     TQ_API_TOKENS, ... (see the README)."""
@@ -60,6 +61,14 @@ def control_plane(bind: str, workers: int, threads: int, access_log: bool) -> No
     from .settings import Settings, SettingsError
 
     os.environ.setdefault("TQ_DB_POOL_SIZE", str(threads))  # a connection for every thread
+    if not os.environ.get("TQ_SECRET_KEY"):
+        # one key for every worker process (forked from here), so a UI login holds across them
+        os.environ["TQ_SECRET_KEY"] = secrets.token_hex(32)
+        click.echo(
+            "control-plane: TQ_SECRET_KEY is not set: admin UI logins end when this server "
+            "restarts (set it to keep them, and to share them between replicas)",
+            err=True,
+        )
     try:
         create_app(Settings.from_env())  # fail here, with the reason, not in every worker
     except (SettingsError, TokenError) as exc:

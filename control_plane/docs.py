@@ -1,8 +1,8 @@
 """The interactive API documentation, served from installed files only (no CDN).
 
 APIFlask renders Swagger UI at ``/api/v1/docs`` from the OpenAPI document at
-``/api/v1/openapi.json``; its scripts and styles come from the ``swagger-ui-bundle`` package
-and are served by the app itself, so the docs work offline.
+``/api/v1/openapi.json``; its scripts and styles come from the ``swagger-ui-bundle-v2`` package
+(Swagger UI 5) and are served by the app itself, so the docs work offline.
 """
 
 from __future__ import annotations

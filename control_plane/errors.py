@@ -1,4 +1,5 @@
-"""Every error as JSON: ``{"error": {"code", "message", "details"}}`` with the right status.
+"""Every error of the API as JSON: ``{"error": {"code", "message", "details"}}`` with the right
+status (a browser asking for an address outside the API gets the admin UI's error page).
 
 Validation errors are 400 and name the bad fields; operations errors map to 404 (not found),
 422 (a well-formed request the operation cannot honour), 409 (conflict); a dependency that
@@ -55,7 +56,7 @@ class Unavailable(Exception):
         self.what = what
 
 
-def _dependency_down(exc: BaseException) -> str | None:
+def dependency_down(exc: BaseException) -> str | None:
     from kombu.exceptions import OperationalError as BrokerError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeout
@@ -112,19 +113,30 @@ def install(app: APIFlask) -> None:
         return body(503, str(exc), {"down": [exc.what]}), 503
 
     @app.errorhandler(HTTPException)
-    def http(exc: HTTPException) -> tuple[dict, int]:
+    def http(exc: HTTPException) -> Any:
         status = exc.code or 500
+        page = app.extensions.get("taskqueue.error_page")
+        if page is not None and _wants_page():  # an address outside the API, from a browser
+            return page(status, exc.description or exc.name or "error")
         return body(status, exc.description or exc.name or "error"), status
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[dict, int]:
-        down = _dependency_down(exc)
+        down = dependency_down(exc)
         if down is not None:
             return body(503, f"{down} is unreachable: {exc}", {"down": [down]}), 503
         request_id = getattr(g, "request_id", "-")
         logger.exception("request %s %s failed (request id %s)", request.method, request.path,
                          request_id)  # fmt: skip
         return body(500, f"internal error (request id {request_id}); see the server's log"), 500
+
+
+def _wants_page() -> bool:
+    machine = ("/api/", "/metrics", "/healthz", "/readyz")
+    if request.path.startswith(machine):
+        return False
+    accepted = request.accept_mimetypes
+    return accepted.accept_html and accepted["text/html"] >= accepted["application/json"]
 
 
 #: statuses any operation of the API may answer, whatever its own documentation says

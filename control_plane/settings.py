@@ -14,6 +14,9 @@
 | ``TQ_MAX_BODY_BYTES`` | 1048576 | larger request bodies are refused with 413 |
 | ``TQ_STREAM_HEARTBEAT`` | 15 | seconds between keep-alive comments on ``/api/v1/stream`` |
 | ``TQ_STREAM_POLL`` | 0.5 | seconds between looks for worker and DLQ changes on the stream |
+| ``TQ_SECRET_KEY`` | random per start | signs the admin UI's session cookies and CSRF tokens |
+| ``TQ_SESSION_HOURS`` | 12 | how long an admin UI login lasts |
+| ``TQ_PROXY_HOPS`` | 0 | reverse proxies in front whose ``X-Forwarded-*`` headers are trusted |
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ def _number(value: str, name: str) -> float:
     return found
 
 
+def _count(value: str, name: str) -> int:
+    try:
+        found = int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {value!r}") from None
+    if found < 0:
+        raise SettingsError(f"{name} must be >= 0, got {value!r}")
+    return found
+
+
 def _json_object(value: str, name: str) -> dict[str, Any]:
     try:
         found = json.loads(value or "{}")
@@ -74,6 +87,11 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     stream_heartbeat: float = 15.0
     stream_poll: float = 0.5
+    #: empty: a random key per server start (``taskqueue control-plane`` makes one for all its
+    #: processes), so logins end with a restart and are not shared between replicas
+    secret_key: str = ""
+    session_hours: float = 12.0
+    proxy_hops: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -96,6 +114,9 @@ class Settings:
             ),  # fmt: skip
             stream_heartbeat=_number(env.get("TQ_STREAM_HEARTBEAT", "15"), "TQ_STREAM_HEARTBEAT"),
             stream_poll=_number(env.get("TQ_STREAM_POLL", "0.5"), "TQ_STREAM_POLL"),
+            secret_key=env.get("TQ_SECRET_KEY", ""),
+            session_hours=_number(env.get("TQ_SESSION_HOURS", "12"), "TQ_SESSION_HOURS"),
+            proxy_hops=_count(env.get("TQ_PROXY_HOPS", "0"), "TQ_PROXY_HOPS"),
         )
 
     def check(self) -> None:
@@ -104,4 +125,9 @@ class Settings:
                 "the control plane needs a broker and/or a result store: set TQ_CELERY_APP "
                 "(module:app), or TQ_BROKER_URL (or REDIS_URL) and TQ_DATABASE_URL "
                 "(or DATABASE_URL)"
+            )
+        if self.secret_key and len(self.secret_key) < 16:
+            raise SettingsError(
+                "TQ_SECRET_KEY must be at least 16 characters (e.g. the output "
+                "of `python -c 'import secrets; print(secrets.token_hex(32))'`)"
             )

@@ -5,8 +5,10 @@ worker (``-P solo -c 1``, prefetch 1) then runs them strictly by priority, lowes
 Then ``add(2, 3)`` with a 2 s countdown shows delayed delivery from the broker, a failing
 ``charge`` task lands in the dead letters and runs again once "fixed" by a replay (its whole
 history shows failed, dead-lettered, replayed, succeeded), and the worker registry lists the
-worker. Without ``REDIS_URL`` an embedded redis-server is started and removed afterwards; the
-commands printed at the end work after the demo has exited.
+worker. Then it serves the control plane (``examples.serving``: admin UI and REST API) over
+all of it, with a dead letter left to replay and a paused queue, and prints its URL and a
+login token until Ctrl-C. Without ``REDIS_URL`` an embedded redis-server is started and removed
+afterwards; the commands printed at the end work after the demo has exited.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, TypeVar
 import redis
 from kombu.exceptions import OperationalError
 
+from examples.serving import populate, serve_until_interrupted
 from taskqueue_backend.embedded import EmbeddedRedis
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -135,6 +138,8 @@ def run_demo(embedded: bool) -> None:
             print(f"    {event['at']:%H:%M:%S.%f}  {event['event']:<10} {event['worker'] or ''}")
         replayed = show_dead_letters(app, charge, queue, redis_client)
         show_workers(app)
+        populate(app, queue)
+        serve_until_interrupted(app)
     finally:
         stop_worker(worker)
         redis_client.delete(order_key, f"demo:{queue}:fixed")
@@ -211,7 +216,14 @@ def show_commands(app: Any, task_id: str, queue: str, embedded: bool) -> None:
         print(f"    {tool} {broker} queues")
 
 
+def stop_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM ends the demo as Ctrl-C does: the worker, the control plane and an embedded
+    Redis are stopped, not left behind."""
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     server: EmbeddedRedis | None = None
     try:
         if not os.environ.get("REDIS_URL"):

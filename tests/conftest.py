@@ -6,6 +6,12 @@
 - ``redis_client``: a plain ``redis.Redis`` on ``redis_url``.
 - ``start_worker``: starts real ``celery worker`` subprocesses, stopped at teardown; a failing
   test's report carries each worker's log tail.
+- ``serve_control_plane`` / ``control_plane_server``: the production server (gunicorn) on the
+  test's broker prefix and result store, stopped at teardown; a failing test's report carries
+  its log tail.
+- ``browser`` (session), ``browser_page``, ``open_browser_page``: Debian's headless Chromium
+  driven by Playwright (see ``tests.support.browser``); skipped, saying how to install it,
+  without it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import uuid
 import warnings
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -26,6 +32,8 @@ from taskqueue_backend.embedded import EmbeddedRedis
 from tests.support import (
     DEFAULT_REDIS_URL,
     REPO_ROOT,
+    BrowserPage,
+    OpenBrowserPage,
     StartWorker,
     WorkerProcess,
     delete_keys_containing,
@@ -33,7 +41,13 @@ from tests.support import (
     worker_command,
 )
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+    from tests.support.control_plane import ServeControlPlane, ServedControlPlane
+
 WORKERS_KEY = pytest.StashKey[list[WorkerProcess]]()
+SERVERS_KEY = pytest.StashKey[list["ServedControlPlane"]]()
 
 
 def _announce(config: pytest.Config, text: str) -> None:
@@ -157,6 +171,10 @@ def pytest_runtest_makereport(
             report.sections.append(
                 (f"worker {worker.hostname} log tail ({worker.log_path})", worker.log_tail())
             )
+        for server in item.stash.get(SERVERS_KEY, []):
+            report.sections.append(
+                (f"control plane {server.url} log tail ({server.log_path})", server.log_tail())
+            )
     return report
 
 
@@ -276,3 +294,72 @@ def api(api_env: dict[str, str]) -> Iterator[Any]:
         api_env["TQ_TEST_RESULT_BACKEND"],
         api_env.get("TQ_TEST_DB_SCHEMA"),
     )
+
+
+@pytest.fixture
+def serve_control_plane(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[ServeControlPlane]:
+    """Start ``taskqueue control-plane`` (gunicorn) on an ``api_env``'s broker prefix and
+    result store, with further ``TQ_*`` settings; each server is stopped at teardown."""
+    from tests.support.control_plane import ServedControlPlane, served_settings
+
+    servers = request.node.stash.setdefault(SERVERS_KEY, [])
+
+    def serve(
+        api_env: Mapping[str, str], workers: int = 1, threads: int = 8, **settings: str
+    ) -> ServedControlPlane:
+        log = tmp_path / f"control-plane-{len(servers) + 1}.log"
+        server = ServedControlPlane(served_settings(api_env, **settings), log, workers, threads)
+        servers.append(server)
+        return server.start()
+
+    yield serve
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def control_plane_server(
+    api_env: dict[str, str], serve_control_plane: ServeControlPlane
+) -> ServedControlPlane:
+    """The production server (one process, eight threads) on this test's broker prefix and
+    result store; ``.url`` and ``.tokens[role]`` for viewer, operator and admin."""
+    return serve_control_plane(api_env)
+
+
+# -- browser tests ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium for the session; tests needing it skip without it."""
+    from tests.support.browser import running_chromium
+
+    with running_chromium() as found:
+        yield found
+
+
+@pytest.fixture
+def open_browser_page(
+    request: pytest.FixtureRequest, browser: Browser
+) -> Iterator[OpenBrowserPage]:
+    """Open a ``BrowserPage`` (``viewport="desktop"``, 1280x900, or ``"phone"``, 390x844)
+    in a fresh context; all are closed at teardown."""
+    pages: list[BrowserPage] = []
+
+    def open_page(viewport: str = "desktop", base_url: str | None = None) -> BrowserPage:
+        page = BrowserPage(browser, request.node.name, viewport, base_url)
+        pages.append(page)
+        return page
+
+    yield open_page
+    for page in pages:
+        page.close()
+
+
+@pytest.fixture
+def browser_page(request: pytest.FixtureRequest, open_browser_page: OpenBrowserPage) -> BrowserPage:
+    """A desktop ``BrowserPage``; ``@pytest.mark.parametrize("browser_page", ["phone"],
+    indirect=True)`` asks for the phone's width."""
+    return open_browser_page(getattr(request, "param", "desktop"))

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,74 +30,22 @@ from control_plane.settings import Settings
 from taskqueue_backend.backend.migrate import make_config, upgrade
 from taskqueue_backend.embedded import EmbeddedRedis, free_port
 from tests.support import REPO_ROOT, StartWorker, wait_for
-from tests.support.control_plane import make_api, tokens_for_roles
+from tests.support.control_plane import ServeControlPlane, ServedControlPlane, make_api
 from tests.support.postgres import EmbeddedPostgres, find_bindir
 from tests.test_api_tasks import BACKEND_APP
 
 TASKQUEUE = Path(sys.executable).parent / "taskqueue"
 
 
-@dataclass
-class Server:
-    url: str
-    tokens: dict[str, str]
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def headers(self, role: str = "viewer", **extra: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[role]}", **extra}
-
-    def get(self, path: str, role: str = "viewer", **kwargs: Any) -> requests.Response:
-        return requests.get(self.url + path, headers=self.headers(role), timeout=10, **kwargs)
-
-    def post(self, path: str, body: Any, role: str = "operator") -> requests.Response:
-        return requests.post(self.url + path, json=body, headers=self.headers(role), timeout=10)
-
-
-def serve(env: dict[str, str], log: Path, *args: str) -> Iterator[Server]:
-    tokens, entries = tokens_for_roles()
-    port = free_port()
-    server_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TQ_API_TOKENS": entries, **env}
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [str(TASKQUEUE), "control-plane", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-             "--threads", "8", *args],
-            env=server_env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-        )  # fmt: skip
-    server = Server(f"http://127.0.0.1:{port}", tokens, process, log)
-
-    def answering() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited: {log.read_text()[-3000:]}")
-        try:
-            return requests.get(server.url + "/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    try:
-        wait_for(answering, timeout=30, interval=0.1, message="the server did not answer")
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture
-def server(api_env: dict[str, str], tmp_path: Path, api: Any) -> Iterator[Server]:
-    """The production server on this test's broker prefix and result store (whose tables
-    ``api`` has created)."""
-    database = api_env["TQ_TEST_RESULT_BACKEND"]
-    env = {"TQ_BROKER_URL": api_env["TQ_TEST_REDIS_URL"],
-           "TQ_BROKER_KEYPREFIX": api_env["TQ_TEST_KEYPREFIX"],
-           "TQ_DATABASE_URL": database, "TQ_DB_SCHEMA": api_env.get("TQ_TEST_DB_SCHEMA", ""),
-           # a slow poll: only PostgreSQL's notifications can deliver within a second
-           "TQ_STREAM_HEARTBEAT": "1", "TQ_STREAM_POLL": "5"}  # fmt: skip
+def server(
+    api_env: dict[str, str], api: Any, serve_control_plane: ServeControlPlane
+) -> ServedControlPlane:
+    """The production server, two worker processes, on this test's broker prefix and result
+    store (whose tables ``api`` has created)."""
     assert api.ops.results is not None  # opened and migrated before two servers race to
-    yield from serve(env, tmp_path / "control-plane.log")
+    # a slow poll: only PostgreSQL's notifications can deliver within a second
+    return serve_control_plane(api_env, workers=2, TQ_STREAM_HEARTBEAT="1", TQ_STREAM_POLL="5")
 
 
 @dataclass
@@ -145,7 +92,7 @@ class Stream:
                 if k == "task" and d["task_id"] == task_id]  # fmt: skip
 
 
-def open_stream(server: Server, **headers: str) -> Stream:
+def open_stream(server: ServedControlPlane, **headers: str) -> Stream:
     response = requests.get(server.url + "/api/v1/stream", headers=server.headers(**headers),
                             stream=True, timeout=(5, 30))  # fmt: skip
     assert response.status_code == 200, response.text
@@ -157,7 +104,7 @@ def open_stream(server: Server, **headers: str) -> Stream:
 
 
 def test_the_stream_delivers_a_state_change_within_a_second(
-    server: Server, api_env: dict[str, str], start_worker: StartWorker
+    server: ServedControlPlane, api_env: dict[str, str], start_worker: StartWorker
 ) -> None:
     if "sqlite" in api_env["TQ_TEST_RESULT_BACKEND"]:
         pytest.skip("PostgreSQL notifications feed the stream; SQLite is polled")
@@ -197,7 +144,7 @@ def _epoch(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def test_errors_are_json_through_the_real_server(server: Server) -> None:
+def test_errors_are_json_through_the_real_server(server: ServedControlPlane) -> None:
     unknown = server.get("/api/v1/nothing-here")
     wrong = requests.put(server.url + "/api/v1/tasks", headers=server.headers(), timeout=10)
     big = requests.post(server.url + "/api/v1/tasks", headers=server.headers("operator"),

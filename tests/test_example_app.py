@@ -1,16 +1,23 @@
-"""The example project (a stock Celery app that only changes configuration) runs its demo."""
+"""The example project (a stock Celery app that only changes configuration) runs its demo, then
+serves the admin UI over what it ran until Ctrl-C."""
 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
-from tests.support import REPO_ROOT
+import requests
+
+from tests.support import REPO_ROOT, wait_for
+from tests.support.ui import csrf_of
 
 
-def test_demo_runs_tasks_in_priority_order_and_delays_the_countdown(
+def test_demo_runs_tasks_then_serves_a_populated_ui_until_ctrl_c(
     redis_url: str, keyprefix: str, tmp_path: Path
 ) -> None:
     env = {
@@ -19,17 +26,39 @@ def test_demo_runs_tasks_in_priority_order_and_delays_the_countdown(
         "BROKER_KEYPREFIX": keyprefix,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}",
     }
-    done = subprocess.run(
+    demo = subprocess.Popen(
         [sys.executable, "-m", "examples.demo"],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,  # the worker's log in its place among the demo's lines
         text=True,
-        timeout=180,
     )
-    output = done.stdout
-    assert done.returncode == 0, output
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(demo.stdout or []), daemon=True)
+    reader.start()
+    try:
+        served = wait_for(
+            lambda: next((line for line in list(lines) if "sign in with this token" in line),
+                         None) or (demo.poll() is not None and "exited"),
+            timeout=180, message=lambda: "".join(lines),
+        )  # fmt: skip
+        assert served != "exited", "".join(lines)
+        output = "".join(lines)
+        url = re.search(r"admin UI: (http://127\.0\.0\.1:\d+)/", output).group(1)  # type: ignore[union-attr]
+        token = served.rsplit(": ", 1)[1].strip()
+        check_the_ui(url, token)
+    finally:
+        demo.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            demo.wait(60)
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+        reader.join(10)
+    output = "".join(lines)
+    assert demo.returncode == 0, output
+    assert "Ctrl-C: stopping" in output
     assert "strict priority order: lowest number first" in output
     assert "add(2, 3) = 5" in output
     assert "succeeded" in output, "the demo prints the task's history from the result backend"
@@ -53,3 +82,31 @@ def test_demo_runs_tasks_in_priority_order_and_delays_the_countdown(
                              text=True, timeout=60)  # fmt: skip
         assert ran.returncode == 0, (command, ran.stdout, ran.stderr)
         assert ran.stdout.strip(), command
+
+
+def check_the_ui(url: str, token: str) -> None:
+    """The served UI holds what the demo promises: recent tasks, a replayed and a failed one,
+    dead letters, a live worker and a paused queue."""
+    browser = requests.Session()
+    login = browser.get(f"{url}/login", timeout=10)
+    signed = browser.post(f"{url}/login", data={"token": token, "csrf_token": csrf_of(login.text)},
+                          headers={"Referer": f"{url}/login"}, timeout=10)  # fmt: skip
+    assert signed.status_code == 200 and "demo-admin" in signed.text, signed.text[:2000]
+
+    def page(path: str) -> str:
+        answer = browser.get(url + path, timeout=10)
+        assert answer.status_code == 200, (path, answer.status_code, answer.text[:2000])
+        return answer.text
+
+    queues = page("/queues")
+    assert re.search(r"-emails <span class=\"badge paused\"", queues), queues
+    dead = page("/dlq")
+    assert "examples.proj.tasks.charge" in dead and "examples.proj.tasks.refund" in dead
+    assert "RuntimeError" in dead
+    assert "worker-online" in page("/workers")
+    charges = page("/tasks?name=examples.proj.tasks.charge&state=SUCCESS")
+    replayed = re.search(r'href="/tasks/([0-9a-f-]{36})"', charges)
+    assert replayed, charges
+    history = page(f"/tasks/{replayed.group(1)}")
+    assert "event-replayed" in history and "event-succeeded" in history
+    assert "examples.proj.tasks.report" in page("/tasks")

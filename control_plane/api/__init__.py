@@ -6,8 +6,7 @@ from apiflask import APIFlask
 
 
 def register(app: APIFlask) -> None:
-    from . import dead_letters, health, operations, queues, refusals, tasks, workers
+    from . import dead_letters, health, operations, queues, tasks, workers
 
     for module in (tasks, dead_letters, workers, queues, operations, health):
         app.register_blueprint(module.bp)
-    refusals.install(app)

@@ -26,7 +26,7 @@ from taskqueue_backend.operations import (
     TaskStatus,
     WorkerInfo,
 )
-from taskqueue_backend.operations.stats import TaskStats
+from taskqueue_backend.operations.stats import TaskStats, Timeline
 from taskqueue_backend.operations.task_actions import (
     BulkOutcome,
     RetryOutcome,
@@ -295,6 +295,15 @@ class RemovedOut(RootModel[RemoveOutcome]):
 
 
 class StatsOut(RootModel[TaskStats]):
+    pass
+
+
+class TimelineQuery(Strict):
+    minutes: int = Field(60, ge=1, le=1440, description="How far back.")
+    width_seconds: int = Field(60, ge=1, le=3600, description="The width of each interval.")
+
+
+class TimelineOut(RootModel[Timeline]):
     pass
 
 

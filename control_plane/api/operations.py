@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterator
 from typing import Any
 
 from apiflask import APIBlueprint
 from flask import Response, current_app, g
 
-from taskqueue_backend.operations import AuditQuery, to_json
+from taskqueue_backend.operations import AuditQuery
 
+from ..streaming import resume_position, stream_response
 from . import models as m
 from .security import bearer, requires
 
@@ -26,6 +24,17 @@ def stats() -> Any:
     """Results by state (last hour), throughput over 1/5/15/60 minutes, retry and dead-letter
     rates, runtime and queue-wait percentiles — from the history, through its indexes."""
     return g.ops.stats()
+
+
+@bp.get("/stats/timeline")
+@bp.auth_required(bearer)
+@requires("viewer")
+@bp.input(m.TimelineQuery, location="query")
+@bp.output(m.TimelineOut)
+def timeline(query_data: m.TimelineQuery) -> Any:
+    """Succeeded, failed, retried and dead-lettered tasks per interval over the last
+    ``minutes`` (``series[event][i]`` counts ``[start + i*width, start + (i+1)*width)``)."""
+    return g.ops.timeline(query_data.minutes, query_data.width_seconds)
 
 
 @bp.get("/audit")
@@ -60,14 +69,6 @@ STREAM_DOC: Any = {
 }
 
 
-def _event(kind: str, data: dict[str, Any], event_id: str | None) -> str:
-    lines = [f"event: {kind}"]
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    lines.append("data: " + json.dumps(to_json(data), separators=(",", ":")))
-    return "\n".join(lines) + "\n\n"
-
-
 @bp.get("/stream")
 @bp.auth_required(bearer)
 @requires("viewer")
@@ -76,22 +77,6 @@ def _event(kind: str, data: dict[str, Any], event_id: str | None) -> str:
 @bp.doc(responses=STREAM_DOC)
 def stream(headers: m.LastEventHeader, query_data: m.StreamQuery) -> Response:
     """Live changes as server-sent events, resumable with ``Last-Event-ID``."""
-    given = headers.last_event_id
-    after = int(given) if given and given.isdigit() else None
-    feed = g.ops.feed(after)
     settings = current_app.extensions["taskqueue.settings"]
-    until = time.monotonic() + query_data.max_seconds if query_data.max_seconds else None
-
-    def events() -> Iterator[str]:
-        yield "retry: 2000\n\n"
-        beat = time.monotonic()
-        while until is None or time.monotonic() < until:
-            for change in feed.poll():
-                yield _event(change.kind, change.data, change.id)
-            if time.monotonic() - beat >= settings.stream_heartbeat:
-                beat = time.monotonic()
-                yield ": heartbeat\n\n"
-            feed.wait(min(settings.stream_poll, settings.stream_heartbeat))
-
-    return Response(events(), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+    return stream_response(g.ops, resume_position(headers.last_event_id), settings,
+                           query_data.max_seconds)  # fmt: skip

@@ -14,8 +14,7 @@ from typing import Any, TypeVar
 from apiflask import HTTPTokenAuth, abort
 from flask import current_app, g
 
-from taskqueue_backend.operations import Operations
-
+from ..app import acting_ops
 from ..auth import ROLES, Principal, TokenRegistry
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,15 +31,6 @@ def verify(token: str) -> Principal | None:
     return tokens.identify(token)
 
 
-def acting_ops() -> Operations:
-    """The operations layer acting as the caller of this request."""
-    from ..app import backends
-
-    principal: Principal = g.principal
-    return backends(current_app).ops().acting_as(principal.name, role=principal.role,
-                                                 request_id=g.request_id)  # fmt: skip
-
-
 def requires(role: str) -> Callable[[F], F]:
     """The role a route needs (after ``auth_required``); the view gets ``g.ops``."""
     assert role in ROLES
@@ -53,7 +43,7 @@ def requires(role: str) -> Callable[[F], F]:
                 abort(403, f"this needs the {role} role; {principal.name} is a {principal.role}",
                       detail={"required_role": role, "role": principal.role})  # fmt: skip
             g.principal = principal
-            g.ops = acting_ops()
+            g.ops = acting_ops(principal)
             return view(*args, **kwargs)
 
         guarded.required_role = role  # type: ignore[attr-defined]

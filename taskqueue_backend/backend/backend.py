@@ -183,7 +183,8 @@ class DatabaseBackend(BaseBackend):
         # a held event of the same kind (task_prerun's "started" when Celery also stores
         # STARTED) is this one
         held, held_row = history.take_pending(task_id)
-        for column in ("received_at", "started_at"):  # stages only the held row knows
+        # stages only the held row knows (sent_at: the broker's publish time, when it says)
+        for column in ("sent_at", "received_at", "started_at"):
             if held_row and held_row.get(column) and not row.get(column):
                 row[column] = held_row[column]
         pending = [e for e in held if e["event"] != event["event"]]

@@ -33,7 +33,7 @@ from .errors import InvalidRequest
 from .feed import ChangeFeed
 from .metrics import BrokerCollector
 from .queues import Queues
-from .stats import TaskStats, task_stats
+from .stats import TaskStats, Timeline, task_stats, task_timeline
 from .tasks import Tasks
 from .workers import Workers
 
@@ -161,6 +161,10 @@ class Operations:
     def stats(self) -> TaskStats:
         """Counts, throughput, rates and percentiles from the history (``stats``)."""
         return task_stats(self)
+
+    def timeline(self, minutes: int = 60, width_seconds: int = 60) -> Timeline:
+        """Succeeded, failed, retried and dead-lettered tasks per interval (``stats``)."""
+        return task_timeline(self, minutes, width_seconds)
 
     def feed(self, after: int | None = None) -> ChangeFeed:
         """Changes since history id ``after`` (or from now on), for live views (``feed``)."""

@@ -9,13 +9,15 @@ Every figure is read over a trailing window through an index (``task_events (eve
 - ``retry_rate`` and ``dead_letter_rate``: retried and dead-lettered per finished task over the
   last hour;
 - ``runtime`` (started → finished) and ``queue_wait`` (published → started) percentiles of the
-  newest 10,000 tasks finished in the last hour.
+  newest 10,000 tasks finished in the last hour;
+- ``timeline``: succeeded, failed, retried and dead-lettered tasks per minute over the last
+  hour (the overview's charts).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from .. import lifecycle
@@ -61,6 +63,35 @@ class TaskStats:
     dead_letter_rate: float | None = None
     runtime: Percentiles = field(default_factory=Percentiles)
     queue_wait: Percentiles = field(default_factory=Percentiles)
+
+
+@dataclass
+class Timeline:
+    """Events per interval: ``series[event][i]`` happened in ``[start + i*width, start +
+    (i+1)*width)``; the last interval ends now."""
+
+    start: datetime
+    width_seconds: float
+    series: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def buckets(self) -> int:
+        return len(next(iter(self.series.values()), []))
+
+
+TIMELINE_EVENTS = (lifecycle.SUCCEEDED, lifecycle.FAILED, lifecycle.RETRIED,
+                   lifecycle.DEAD_LETTERED)  # fmt: skip
+
+
+def task_timeline(ops: Operations, minutes: int = 60, width_seconds: int = 60) -> Timeline:
+    if ops.results is None:
+        raise InvalidRequest("no result store was given: the timeline comes from the history")
+    if not 1 <= minutes <= 24 * 60 or not 1 <= width_seconds <= 3600:
+        raise InvalidRequest("minutes must be 1 to 1440 and width_seconds 1 to 3600")
+    buckets = max(1, minutes * 60 // width_seconds)
+    start = utcnow() - timedelta(seconds=buckets * width_seconds)
+    series = listing.event_timeline(ops.results, TIMELINE_EVENTS, start, buckets, width_seconds)
+    return Timeline(start, float(width_seconds), series)
 
 
 def percentiles(values: list[float]) -> Percentiles:

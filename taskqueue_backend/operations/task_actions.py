@@ -174,9 +174,10 @@ class TaskActions:
                 options[option] = request[option]
         if eta is not None:
             options["eta"] = eta
+        sent_at = utcnow()  # before publishing: a worker may receive it before the row is written
         self.ops.celery.send_task(request["name"], request["args"], request["kwargs"], **options)
         queue = request["queue"]
-        self._record_sent(task_id, request, reason)
+        self._record_sent(task_id, request, reason, sent_at)
         self.ops.audit.record(self.ops.actor, "task.submit", task_id, reason, name=request["name"],
                               queue=request["queue"], idempotency_key=idempotency_key)  # fmt: skip
         return Submitted(task_id, request["name"], queue, eta)
@@ -190,14 +191,15 @@ class TaskActions:
         except Exception:  # routing is the app's business; the answer is informative only
             return None
 
-    def _record_sent(self, task_id: str, request: dict[str, Any], reason: str) -> None:
+    def _record_sent(
+        self, task_id: str, request: dict[str, Any], reason: str, now: datetime
+    ) -> None:
         """A PENDING row and a ``sent`` history row, so the task's page exists at once."""
         if self.ops.results is None:
             return
         from ..backend.queries import event_row
         from ..backend.text import clean_text
 
-        now = utcnow()
         detail = {"actor": self.ops.actor, "reason": reason, **self.ops.context}
         if request["eta"]:
             detail["eta"] = request["eta"]

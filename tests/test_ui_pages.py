@@ -1,0 +1,265 @@
+"""The admin UI's pages through the real app (Flask test client) on real Redis and a real
+result store: who may open and post what (from one table), sign-in and the session cookie,
+CSRF, the confirmation of destructive actions, hidden actions, escaping and the page headers.
+Browser behaviour (live updates, scripts, layout) is in ``test_ui_browser.py``."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+
+from control_plane import create_app
+from control_plane.auth import ROLES, new_token
+from control_plane.settings import Settings
+from tests.support import StartWorker, wait_for
+from tests.support.ui import UiClient, csrf_of
+
+PAGES = {
+    ("GET", "/"): "viewer",
+    ("GET", "/tasks"): "viewer",
+    ("GET", "/tasks/<task_id>"): "viewer",
+    ("POST", "/tasks/<task_id>/retry"): "operator",
+    ("POST", "/tasks/<task_id>/revoke"): "operator",
+    ("GET", "/queues"): "viewer",
+    ("POST", "/queues/<name>/pause"): "operator",
+    ("POST", "/queues/<name>/resume"): "operator",
+    ("POST", "/queues/<name>/purge"): "admin",
+    ("GET", "/dlq"): "viewer",
+    ("GET", "/dlq/<ident>"): "viewer",
+    ("POST", "/dlq/replay"): "operator",
+    ("POST", "/dlq/delete"): "admin",
+    ("GET", "/workers"): "viewer",
+    ("POST", "/workers/<name>/recover"): "operator",
+    ("POST", "/workers/<name>/shutdown"): "admin",
+    ("POST", "/workers/<name>/forget"): "admin",
+    ("GET", "/audit"): "viewer",
+    ("GET", "/ui/stream"): "viewer",
+}  # fmt: skip
+OPEN = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout"),
+        ("GET", "/ui/static/<path:filename>")}  # fmt: skip
+
+
+def ui_routes(app: Any) -> dict[tuple[str, str], Any]:
+    return {
+        (method, rule.rule): app.view_functions[rule.endpoint]
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+        if rule.endpoint.startswith("ui.")
+    }
+
+
+def concrete(rule: str) -> str:
+    return rule.replace("<task_id>", "no-such-task").replace("<ident>", "no-such-entry") \
+        .replace("<name>", "no-such-name")  # fmt: skip
+
+
+def test_the_table_names_every_page_and_the_role_each_declares(api: Any) -> None:
+    found = ui_routes(api.app)
+    assert set(found) == set(PAGES) | OPEN
+    assert {route: getattr(found[route], "required_role", None) for route in PAGES} == PAGES
+
+
+@pytest.mark.parametrize(("method", "rule"), sorted(PAGES), ids=lambda v: str(v))
+def test_each_role_on_each_page(api: Any, method: str, rule: str) -> None:
+    needed = PAGES[(method, rule)]
+    path = concrete(rule)
+    anonymous = UiClient.signed_in(api.app, None)
+    answer = anonymous.get(path) if method == "GET" else anonymous.post(path, {})
+    if rule == "/ui/stream":
+        assert answer.status_code == 401
+    else:
+        assert answer.status_code == 302 and "/login" in answer.headers["Location"]
+    for role in ROLES:
+        ui = UiClient.signed_in(api.app, api.tokens[role])
+        if rule == "/ui/stream":  # the event stream stays open: only its status is read
+            answer = ui.get(path, buffered=False)
+            answer.close()
+        else:
+            answer = ui.get(path) if method == "GET" else ui.post(path, {})
+        body = answer.get_data(as_text=True) if rule != "/ui/stream" else ""
+        if ROLES.index(role) < ROLES.index(needed):
+            assert answer.status_code == 403, (role, body[:500])
+            assert f"needs the {needed} role" in body
+        else:
+            assert answer.status_code not in (302, 401, 403), (role, answer.status_code)
+            assert answer.status_code < 500, body[:2000]
+
+
+def test_signing_in_sets_a_guarded_cookie_and_removing_the_token_ends_the_session(
+    api: Any, redis_url: str, keyprefix: str
+) -> None:
+    ui = UiClient.signed_in(api.app, None)
+    wrong = ui.post("/login", {"token": "not-a-token"})
+    assert wrong.status_code == 401 and "not one of TQ_API_TOKENS" in wrong.get_data(as_text=True)
+    signed = ui.post("/login", {"token": api.tokens["operator"], "next": "https://evil.example/"})
+    assert signed.status_code == 302 and signed.headers["Location"] == "/"  # never off-site
+    cookie = signed.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    assert api.tokens["operator"] not in cookie
+    ui._csrf = None
+    assert "operator-user" in ui.text("/")
+
+    out = ui.post("/logout", {})
+    assert out.status_code == 302
+    assert ui.get("/").status_code == 302
+
+    # the same secret, the operator's token removed from the configuration: sessions end
+    again = UiClient.signed_in(api.app, api.tokens["operator"])
+    _, entry = new_token("someone-else", "admin")
+    others = ",".join(e for e in api.settings.api_tokens.split(",") if "operator-user" not in e)
+    settings = Settings(**{**api.settings.__dict__, "api_tokens": f"{others},{entry}",
+                           "secret_key": api.app.secret_key})  # fmt: skip
+    renewed = create_app(settings)
+    again.client.application = renewed  # the same browser, the reconfigured server
+    try:
+        assert again.get("/").status_code == 302
+    finally:
+        from control_plane.app import backends
+
+        backends(renewed).close()
+
+
+def test_the_session_cookie_is_secure_over_tls(api: Any) -> None:
+    ui = UiClient(api.app.test_client())
+    ui.base_url = "https://localhost"
+    answer = ui.post("/login", {"token": api.tokens["viewer"]})
+    assert answer.status_code == 302
+    assert "Secure" in answer.headers["Set-Cookie"]
+
+
+def test_a_post_without_the_csrf_token_is_refused_and_audited(api: Any) -> None:
+    ui = UiClient.signed_in(api.app, api.tokens["operator"])
+    refused = ui.post("/queues/held/pause", {}, csrf=False)
+    assert refused.status_code == 400
+    assert "security token" in refused.get_data(as_text=True)
+    forged = ui.post("/queues/held/pause", {"csrf_token": "forged"}, csrf=False)
+    assert forged.status_code == 400
+    assert not any(q.paused for q in api.ops.queues.all())
+    entries = api.ops.audit.entries().items
+    assert [(e.action, e.actor, e.detail["status"]) for e in entries[:2]] == [
+        ("request.refused", "operator-user", 400)] * 2  # fmt: skip
+
+    done = ui.post("/queues/held/pause", {"reason": "deploying"})
+    assert done.status_code == 303
+    assert api.ops.queues.stats("held").paused
+    assert "Queue held paused" in ui.text("/queues")
+    entry = api.ops.audit.entries().items[0]
+    assert (entry.action, entry.actor, entry.reason) == (
+        "queue.pause", "operator-user", "deploying")  # fmt: skip
+    assert entry.detail["role"] == "operator"
+
+
+def test_a_viewer_sees_no_action_and_a_forged_post_is_refused(api: Any) -> None:
+    api.ops.queues.pause("held")
+    viewer = UiClient.signed_in(api.app, api.tokens["viewer"])
+    page = viewer.text("/queues")
+    assert "held" in page and "Resume" not in page and "Purge" not in page
+    forged = viewer.post("/queues/held/resume", {})
+    assert forged.status_code == 403 and "needs the operator role" in forged.get_data(as_text=True)
+    assert api.ops.queues.stats("held").paused
+    refusal = api.ops.audit.entries().items[0]
+    assert (refusal.action, refusal.actor, refusal.detail["status"]) == (
+        "request.refused", "viewer-user", 403)  # fmt: skip
+
+    operator = UiClient.signed_in(api.app, api.tokens["operator"]).text("/queues")
+    assert "Resume" in operator and "Purge" not in operator
+    admin = UiClient.signed_in(api.app, api.tokens["admin"]).text("/queues")
+    assert "Resume" in admin and "Purge" in admin
+
+
+def test_purging_a_queue_shows_the_count_and_needs_its_name_and_a_reason(
+    api: Any, api_env: dict[str, str]
+) -> None:
+    from tests.backend_app import make_app
+
+    client = make_app(api_env)
+    try:
+        for i in range(3):
+            client.send_task("bk.add", (i, i), queue="doomed")
+        client.send_task("bk.add", (9, 9), queue="doomed", countdown=600)
+    finally:
+        client.close()
+    admin = UiClient.signed_in(api.app, api.tokens["admin"])
+    first = admin.post("/queues/doomed/purge", {})
+    page = first.get_data(as_text=True)
+    assert first.status_code == 200
+    assert re.search(r"<strong>4</strong> items would be affected", page)
+    assert 'name="confirmed" value="1"' in page and "Type <strong>doomed</strong>" in page
+    untyped = admin.post("/queues/doomed/purge", {"confirmed": "1", "reason": "bad deploy"})
+    assert untyped.status_code == 400 and "Type doomed to confirm" in untyped.get_data(as_text=True)
+    no_reason = admin.post("/queues/doomed/purge", {"confirmed": "1", "typed": "doomed"})
+    assert no_reason.status_code == 400 and "Give a reason" in no_reason.get_data(as_text=True)
+    stats = api.ops.queues.stats("doomed")
+    assert (stats.ready, stats.delayed) == (3, 1), "nothing was deleted before the confirmation"
+
+    done = admin.post("/queues/doomed/purge",
+                      {"confirmed": "1", "typed": "doomed", "reason": "bad deploy"})  # fmt: skip
+    assert done.status_code == 303
+    assert "4 messages deleted" in admin.text("/queues")
+    stats = api.ops.queues.stats("doomed")
+    assert (stats.ready, stats.delayed) == (0, 0)
+    entry = api.ops.audit.entries().items[0]
+    assert (entry.action, entry.actor, entry.reason) == ("queue.purge", "admin-user", "bad deploy")
+
+
+class TagAudit(HTMLParser):
+    """The elements of a page and any inline event-handler attributes (``onerror=``...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: set[str] = set()
+        self.handlers: list[tuple[str, str]] = []
+
+    @classmethod
+    def of(cls, html: str) -> TagAudit:
+        audit = cls()
+        audit.feed(html)
+        return audit
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        self.handlers += [(tag, name) for name, _ in attrs if name.startswith("on")]
+
+
+XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=1</script>'
+
+
+def test_user_data_is_escaped_on_every_page_and_no_page_has_inline_script(
+    api: Any, api_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    from tests.backend_app import make_app
+
+    start_worker(app="tests.backend_app", env=api_env).wait_ready()
+    client = make_app(api_env)
+    try:
+        sent = client.send_task("bk.fail", kwargs={"message": XSS})
+        named = client.send_task(XSS, (XSS,), {"note": XSS})
+    finally:
+        client.close()
+    for task_id in (sent.id, named.id):
+        wait_for(lambda t=task_id: api.ops.dead_letters.find(t), timeout=30,
+                 message=f"{task_id} was not dead-lettered")  # fmt: skip
+    admin = UiClient.signed_in(api.app, api.tokens["admin"])
+    pages = ["/", "/tasks", f"/tasks/{sent.id}", f"/tasks/{named.id}", "/queues",
+             "/dlq", "/workers", "/audit", f"/dlq?task={XSS}", f"/tasks?q={XSS}"]  # fmt: skip
+    for path in pages:
+        answer = admin.get(path)
+        assert answer.status_code in (200, 400), (path, answer.status_code)
+        html = answer.get_data(as_text=True)
+        assert "<img src=x" not in html and "<script>window" not in html, path
+        assert not re.search(r"<script(?![^>]*\bsrc=)", html), f"inline script on {path}"
+        assert not TagAudit.of(html).handlers, f"inline event handler on {path}"
+        assert "img" not in TagAudit.of(html).tags, f"an <img> element on {path}"
+        policy = answer.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+        assert answer.headers["X-Frame-Options"] == "DENY"
+    assert "&lt;img src=x" in admin.text(f"/tasks/{sent.id}")  # its kwargs and exception
+    assert "&lt;img src=x" in admin.text("/dlq")  # the unknown task's name
+
+
+def test_login_page_is_a_form_with_a_csrf_token(api: Any) -> None:
+    page = UiClient.signed_in(api.app, None).text("/login")
+    assert csrf_of(page) and 'type="password"' in page and 'autocomplete="current-password"' in page
