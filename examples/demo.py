@@ -206,7 +206,7 @@ def show_commands(app: Any, task_id: str, queue: str, embedded: bool) -> None:
     tool = os.path.relpath(Path(sys.executable).with_name("taskqueue"), Path.cwd())
     say("try it yourself (these work after the demo has exited):")
     print(f"    {tool} --database-url {database} status {task_id[:8]}")
-    print(f"    {tool} --database-url {database} tasks --name 'proj.tasks.*'")
+    print(f"    {tool} --database-url {database} tasks --name 'examples.proj.tasks.*'")
     if not embedded:
         broker = f"--broker-url {app.conf.broker_url}"
         prefix = app.conf.broker_transport_options.get("global_keyprefix")
@@ -224,6 +224,8 @@ def stop_on_sigterm(signum: int, frame: Any) -> None:
 
 def main() -> int:
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    # Ctrl-C stops the demo even where it was started with SIGINT ignored (a background job)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     server: EmbeddedRedis | None = None
     try:
         if not os.environ.get("REDIS_URL"):

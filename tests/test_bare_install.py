@@ -1,4 +1,5 @@
-"""A bare install (no test extras) runs a worker, a task with a result, and the CLI.
+"""A bare install (no test extras) runs a worker, a task with a result, the CLI and the control
+plane (its API, admin UI pages with their templates and static files, and the API docs).
 
 The test extras can hide a missing run-time dependency (pytest brings ``packaging``, which
 kombu's Redis transport imports), so this builds the project's wheel from the current tree and
@@ -22,7 +23,7 @@ import pytest
 from tests.support import REPO_ROOT, wait_for
 
 WHEELHOUSE = REPO_ROOT / ".venv" / "wheelhouse"
-SOURCES = ("pyproject.toml", "setup.cfg", "README.md", "taskqueue_backend")
+SOURCES = ("pyproject.toml", "setup.cfg", "README.md", "taskqueue_backend", "control_plane")
 
 APP = """
 import os
@@ -50,7 +51,7 @@ def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 300
     return done.stdout
 
 
-def test_a_bare_install_runs_a_worker_a_task_with_a_result_and_the_cli(
+def test_a_bare_install_runs_a_worker_a_task_with_a_result_the_cli_and_the_control_plane(
     redis_url: str, keyprefix: str, tmp_path: Path
 ) -> None:
     if not (WHEELHOUSE / ".complete").exists():
@@ -118,6 +119,56 @@ def test_a_bare_install_runs_a_worker_a_task_with_a_result_and_the_cli(
         assert [(w["hostname"], w["state"]) for w in workers] == [("bare@localhost", "online")]
         run([taskqueue, "-A", "bareapp", "dlq", "stats"], project, app_env)
         assert "ModuleNotFoundError" not in log.read_text()
+        check_the_control_plane(taskqueue, project, app_env, task_id, tmp_path)
     finally:
         worker.terminate()
         worker.wait(30)
+
+
+def check_the_control_plane(
+    taskqueue: str, project: Path, env: dict[str, str], task_id: str, tmp_path: Path
+) -> None:
+    """``taskqueue control-plane`` of the bare install answers the API, the admin UI (its
+    templates and static files are in the wheel) and the API docs (Swagger UI's files)."""
+    import requests
+
+    from control_plane.auth import new_token
+    from taskqueue_backend.embedded import free_port
+    from tests.support.ui import csrf_of
+
+    token, entry = new_token("bare-viewer", "viewer")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "control-plane.log"
+    served = {**env, "TQ_CELERY_APP": "bareapp:app", "TQ_API_TOKENS": entry}
+    with log.open("wb") as out:
+        server = subprocess.Popen([taskqueue, "control-plane", "--bind", f"127.0.0.1:{port}",
+                                   "--workers", "1", "--threads", "4"], cwd=project, env=served,
+                                  stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+
+    def ready() -> bool:
+        assert server.poll() is None, log.read_text()[-3000:]
+        try:
+            return requests.get(f"{base}/readyz", timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(ready, timeout=60, message=lambda: log.read_text()[-3000:])
+        found = requests.get(f"{base}/api/v1/tasks/{task_id}", timeout=10,
+                             headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        assert found.status_code == 200 and found.json()["result"]["state"] == "SUCCESS"
+        browser = requests.Session()
+        login = browser.get(f"{base}/login", timeout=10)
+        assert login.status_code == 200
+        signed = browser.post(f"{base}/login", timeout=10,
+                              data={"token": token, "csrf_token": csrf_of(login.text)})  # fmt: skip
+        assert signed.status_code == 200 and "bare-viewer" in signed.text
+        assert task_id in browser.get(f"{base}/tasks/{task_id}", timeout=10).text
+        for asset in ("/ui/static/ui.css", "/ui/static/live.js",
+                      "/api/v1/docs/assets/swagger-ui-bundle.js"):  # fmt: skip
+            assert requests.get(base + asset, timeout=10).status_code == 200, asset
+        assert "ModuleNotFoundError" not in log.read_text()
+    finally:
+        server.terminate()
+        server.wait(30)

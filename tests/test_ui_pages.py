@@ -263,3 +263,64 @@ def test_user_data_is_escaped_on_every_page_and_no_page_has_inline_script(
 def test_login_page_is_a_form_with_a_csrf_token(api: Any) -> None:
     page = UiClient.signed_in(api.app, None).text("/login")
     assert csrf_of(page) and 'type="password"' in page and 'autocomplete="current-password"' in page
+
+
+def test_revoking_a_waiting_task_from_its_page_removes_it_for_good(
+    api: Any, api_env: dict[str, str]
+) -> None:
+    from tests.backend_app import make_app
+
+    client = make_app(api_env)
+    try:
+        task_id = client.send_task("bk.add", (1, 2), countdown=600).id
+    finally:
+        client.close()
+    operator = UiClient.signed_in(api.app, api.tokens["operator"])
+    short = operator.get(f"/tasks/{task_id[:8]}")  # a prefix is enough
+    assert short.status_code == 302 and short.headers["Location"] == f"/tasks/{task_id}"
+    page = operator.text(f"/tasks/{task_id}")
+    assert "delayed" in page and "Revoke…" in page and ">Retry<" not in page
+    asked = operator.post(f"/tasks/{task_id}/revoke", {})
+    assert asked.status_code == 200 and "can never run" in asked.get_data(as_text=True)
+    assert api.ops.queues.find(task_id), "nothing happens before the confirmation"
+    done = operator.post(f"/tasks/{task_id}/revoke", {"confirmed": "1", "reason": "sent twice"})
+    assert done.status_code == 303
+    page = operator.text(f"/tasks/{task_id}")
+    assert "its waiting message was deleted" in page and "REVOKED" in page
+    assert api.ops.queues.find(task_id) == []
+    assert "Revoke…" not in page and ">Retry<" in page
+
+
+def test_deleting_dead_letters_from_the_list_needs_an_admin_and_a_reason(
+    api: Any, api_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    from tests.backend_app import make_app
+
+    start_worker(app="tests.backend_app", env=api_env).wait_ready()
+    client = make_app(api_env)
+    try:
+        ids = [client.send_task("bk.fail", (f"boom {i}",)).id for i in range(3)]
+    finally:
+        client.close()
+    for task_id in ids:
+        wait_for(lambda t=task_id: api.ops.dead_letters.find(t), timeout=30)
+    operator = UiClient.signed_in(api.app, api.tokens["operator"])
+    assert "Delete selected" not in operator.text("/dlq")
+    assert operator.post("/dlq/delete", {"ids": ids[0], "scope": "selected"}).status_code == 403
+    admin = UiClient.signed_in(api.app, api.tokens["admin"])
+    listed = admin.text("/dlq")
+    assert "Delete selected" in listed and "Purge all matching" in listed
+    chosen = [api.ops.dead_letters.find(t).id for t in ids[:2]]  # type: ignore[union-attr]
+    asked = admin.post("/dlq/delete", {"ids": chosen, "scope": "selected"})
+    assert re.search(r"<strong>2</strong> items would be affected", asked.get_data(as_text=True))
+    done = admin.post("/dlq/delete", {"ids": chosen, "scope": "selected", "confirmed": "1",
+                                      "reason": "known bad input"})  # fmt: skip
+    assert done.status_code == 303
+    assert "Deleted 2 of 2 dead letter(s)." in admin.text("/dlq")
+    assert [api.ops.dead_letters.find(t) is None for t in ids] == [True, True, False]
+    # every match of a filter: a dry-run count first, then the purge
+    matching = {"scope": "matching", "f_exception": "ValueError"}
+    asked = admin.post("/dlq/delete", matching)
+    assert re.search(r"<strong>1</strong> item would be affected", asked.get_data(as_text=True))
+    admin.post("/dlq/delete", {**matching, "confirmed": "1", "reason": "cleanup"})
+    assert api.ops.dead_letters.stats().total == 0
