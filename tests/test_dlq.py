@@ -111,6 +111,13 @@ def test_list_filters_and_pages_newest_first(
     assert stats.by_task == {"tests.app.record": 5, "proj.billing.charge": 1}
     assert stats.by_queue == {QUEUE: 6}
     assert stats.oldest_age is not None and stats.oldest_age >= 0
+    assert stats.scanned == 6
+    # a large dead-letter queue is counted by task, reason and exception over its newest
+    # entries only; totals, queues and the oldest age stay exact
+    newest = dead.stats(scan_limit=2)
+    assert (newest.total, newest.by_queue, newest.scanned) == (6, {QUEUE: 6}, 2)
+    assert newest.by_task == {"proj.billing.charge": 1, "tests.app.record": 1}
+    assert newest.oldest_age is not None and newest.oldest_age >= stats.oldest_age
 
 
 def test_bad_requests_get_clear_errors(redis_url: str, keyprefix: str, client: Celery) -> None:

@@ -39,10 +39,13 @@ def list_dead_letters(query_data: m.DeadLetterQuery) -> Any:
 @bp.get("/dlq/stats")
 @bp.auth_required(bearer)
 @requires("viewer")
+@bp.input(m.DeadLetterStatsQuery, location="query")
 @bp.output(m.DeadLetterStatsOut)
-def dead_letter_stats() -> Any:
-    """Counts by queue, task name, reason and exception type; the oldest age; retention trims."""
-    return g.ops.dead_letters.stats()
+def dead_letter_stats(query_data: m.DeadLetterStatsQuery) -> Any:
+    """Counts by queue, task name, reason and exception type; the oldest age; retention trims.
+    With ``scan_limit``, the counts by task, reason and exception cover the newest entries
+    only (``scanned`` says how many)."""
+    return g.ops.dead_letters.stats(query_data.scan_limit)
 
 
 @bp.get("/dlq/<ident>")

@@ -228,6 +228,14 @@ class DeadLetterOut(RootModel[DeadLetter]):
     pass
 
 
+class DeadLetterStatsQuery(Strict):
+    scan_limit: int | None = Field(
+        None, ge=1, le=10_000_000,
+        description="Count by task, reason and exception over this many newest entries only "
+        "(totals, counts per queue and the oldest age stay exact); all entries when absent.",
+    )  # fmt: skip
+
+
 class DeadLetterStatsOut(RootModel[Stats]):
     pass
 

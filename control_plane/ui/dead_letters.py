@@ -20,6 +20,9 @@ from .blueprint import bp
 from .session import page
 
 FILTER_FIELDS = ("queue", "task", "reason", "exception", "text", "since", "until")
+#: the page counts by task, reason and exception over this many newest entries (totals and
+#: counts per queue are exact whatever the size of the dead letters)
+STATS_SCAN = 10_000
 
 
 @bp.get("/dlq")
@@ -41,7 +44,7 @@ def dead_letters() -> Any:
     filtered = {k: v for k, v in forms.args_without("cursor", "limit").items()
                 if k in FILTER_FIELDS}  # fmt: skip
     return render_template(
-        "ui/dlq.html", section="dlq", page=found, stats=g.ops.dead_letters.stats(),
+        "ui/dlq.html", section="dlq", page=found, stats=g.ops.dead_letters.stats(STATS_SCAN),
         given=given, errors=errors, reasons=REASONS, filtered=filtered, next_url=next_url,
         first_url=first_url,
     ), 400 if errors else 200  # fmt: skip

@@ -113,6 +113,10 @@ class Filter:
 
 @dataclass
 class Stats:
+    """Dead letters in all: ``total``, ``by_queue``, ``oldest_age`` and ``replaying`` are exact
+    (read from each queue's counts); ``by_task``, ``by_reason`` and ``by_exception`` count the
+    ``scanned`` newest entries — every entry unless a scan limit was given."""
+
     total: int = 0
     replaying: int = 0
     oldest_age: float | None = None
@@ -121,6 +125,7 @@ class Stats:
     by_reason: dict[str, int] = field(default_factory=dict)
     by_exception: dict[str, int] = field(default_factory=dict)
     trimmed: dict[str, int] = field(default_factory=dict)
+    scanned: int = 0
 
 
 @dataclass

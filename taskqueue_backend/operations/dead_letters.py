@@ -188,36 +188,50 @@ class DeadLetters:
                     return found[0]
         return None
 
-    def stats(self) -> Stats:
+    def stats(self, scan_limit: int | None = None) -> Stats:
+        """Counts of the dead letters (see ``Stats``): totals per queue and the oldest age from
+        each queue's dead set, counts by task, reason and exception from the newest
+        ``scan_limit`` entries (all when None)."""
+        if scan_limit is not None and scan_limit < 1:
+            raise InvalidRequest(f"scan_limit must be at least 1, got {scan_limit}")
         stats = Stats()
         now = time.time()
+        queues = self.ops.queues.names()
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            keys = self._keys(queue)
+            pipe.zcard(keys.dead)
+            pipe.zrange(keys.dead, 0, 0, withscores=True)
+            pipe.hget(keys.state, "dead_trimmed")
+            pipe.zcard(keys.replaying)
+        replies = pipe.execute()
+        oldest_ms: float | None = None
+        for i, queue in enumerate(queues):
+            dead, first, trimmed, replaying = replies[4 * i : 4 * i + 4]
+            if dead:
+                stats.by_queue[queue] = int(dead)
+                stats.total += int(dead)
+            if first:
+                score = float(first[0][1])
+                oldest_ms = score if oldest_ms is None else min(oldest_ms, score)
+            if as_int(trimmed):
+                stats.trimmed[queue] = as_int(trimmed) or 0
+            stats.replaying += int(replaying)
+        if oldest_ms is not None:
+            stats.oldest_age = max(now - oldest_ms / 1000, 0.0)
         by_task: Counter[str] = Counter()
         by_reason: Counter[str] = Counter()
         by_exception: Counter[str] = Counter()
-        for entry in self.matching():
-            stats.total += 1
-            stats.by_queue[entry.queue] = stats.by_queue.get(entry.queue, 0) + 1
+        entries = self.matching()
+        for entry in entries if scan_limit is None else itertools.islice(entries, scan_limit):
+            stats.scanned += 1
             by_task[entry.task_name or "(unknown)"] += 1
             by_reason[entry.reason] += 1
             if entry.exc_type:
                 by_exception[entry.exc_type] += 1
-            died = entry.dead_at.timestamp() if entry.dead_at else now
-            age = max(now - died, 0.0)
-            stats.oldest_age = age if stats.oldest_age is None else max(stats.oldest_age, age)
         stats.by_task = dict(by_task.most_common())
         stats.by_reason = dict(by_reason.most_common())
         stats.by_exception = dict(by_exception.most_common())
-        queues = self.ops.queues.names()
-        pipe = self.client.pipeline(transaction=False)
-        for queue in queues:
-            pipe.hget(self._keys(queue).state, "dead_trimmed")
-            pipe.zcard(self._keys(queue).replaying)
-        replies = pipe.execute()
-        for i, queue in enumerate(queues):
-            trimmed, replaying = as_int(replies[2 * i]), int(replies[2 * i + 1])
-            if trimmed:
-                stats.trimmed[queue] = trimmed
-            stats.replaying += replaying
         return stats
 
     # -- selecting what a bulk operation applies to ------------------------------------------
