@@ -256,3 +256,6 @@ def install(backend: Any) -> None:
                                     dispatch_uid="tq-worker-exit")  # fmt: skip
     lifecycle.subscribe(on_broker_events)
     atexit.register(_flush_at_exit)
+    from .. import worker_metrics
+
+    worker_metrics.connect()  # a worker on another broker may ask for its exporter too

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from redis import Redis
 from redis.exceptions import RedisError
 
-from . import recovery, retention
+from . import recovery, retention, worker_info
 from .options import BrokerOptions
 from .scripts import Scripts
 
@@ -62,6 +62,7 @@ class Heartbeat(threading.Thread):
                 self.consumer_id,
             )
         self._beaten = True
+        worker_info.heartbeat_succeeded(self.options.heartbeat_timeout)
         recovery.reap_stale(
             self.client, self.scripts, self.prefix, self.options, info.get("hostname")
         )

@@ -85,6 +85,7 @@ def install() -> None:
         from celery import signals
     except ImportError:  # kombu used without Celery
         return
+    from .. import worker_metrics
     from . import failures
 
     signals.worker_init.connect(on_worker_init, weak=False, dispatch_uid="tq-worker-init")
@@ -95,3 +96,4 @@ def install() -> None:
     signals.task_unknown.connect(on_task_unknown, weak=False, dispatch_uid="tq-task-unknown")
     signals.task_rejected.connect(on_task_rejected, weak=False, dispatch_uid="tq-task-rejected")
     failures.install()
+    worker_metrics.connect()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 #: set by the Celery hooks to the worker's node name, shown in the consumer registry
 WORKER_NODENAME: str | None = None
@@ -13,12 +14,26 @@ WORKER_CONCURRENCY: int | None = None
 _SELECTED_IN = os.getpid()
 #: set in a prefork pool process: the pid of the worker's main process (its consumer's pid)
 _MAIN_PID: int | None = None
+#: when a consumer of this process last heartbeat (monotonic), and its window in seconds: the
+#: worker's liveness (``worker_metrics``' ``/healthz``); None until the first beat
+LAST_BEAT: float | None = None
+HEARTBEAT_TIMEOUT: float | None = None
+
+
+def heartbeat_succeeded(window: float) -> None:
+    global LAST_BEAT, HEARTBEAT_TIMEOUT
+    LAST_BEAT, HEARTBEAT_TIMEOUT = time.monotonic(), float(window)
+
+
+#: whether this process selected the transport at all (a worker on another broker has no
+#: consumer heartbeat to judge its liveness by)
+SELECTED = False
 
 
 def selected_here() -> None:
     """Called when the transport is selected in this process (``hooks.install``)."""
-    global _SELECTED_IN
-    _SELECTED_IN = os.getpid()
+    global _SELECTED_IN, SELECTED
+    _SELECTED_IN, SELECTED = os.getpid(), True
 
 
 def entered_pool_process() -> None:

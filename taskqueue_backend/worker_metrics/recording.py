@@ -1,0 +1,163 @@
+"""What a worker records, where its tasks run (the pool processes under prefork, the main
+process for solo and threads), and the main process's own gauges.
+
+The metric objects are made on first use after ``enable`` (once the multiprocess directory is
+in the environment), never at import. Task names become labels up to ``MAX_TASK_LABELS`` per
+process; further names count as ``(other)``, so a flood of unknown names cannot grow the
+series without bound.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from .. import headers as delivery
+
+MAX_TASK_LABELS = 200
+OTHER = "(other)"
+#: Celery's states as this exporter's ``state`` label
+STATES = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried",
+          "REVOKED": "revoked", "REJECTED": "rejected"}  # fmt: skip
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+           float("inf"))  # fmt: skip
+
+_enabled = False
+_metrics: dict[str, Any] = {}
+_started: dict[str, float] = {}  # task id -> when it started here (monotonic)
+_names: set[str] = set()
+_lock = threading.Lock()
+
+
+def enable() -> None:
+    """Record from now on (the worker asked for its exporter)."""
+    global _enabled
+    _enabled = True
+
+
+def metrics() -> dict[str, Any]:
+    with _lock:
+        if not _metrics:
+            from prometheus_client import Counter, Histogram
+
+            _metrics["tasks"] = Counter(
+                "taskqueue_worker_tasks", "Tasks this worker finished, by how they ended",
+                ["task", "state"], registry=None,
+            )  # fmt: skip
+            _metrics["runtime"] = Histogram(
+                "taskqueue_worker_task_runtime_seconds", "Started to finished, in this worker",
+                ["task"], buckets=BUCKETS, registry=None,
+            )  # fmt: skip
+            _metrics["wait"] = Histogram(
+                "taskqueue_worker_task_queue_wait_seconds",
+                "Published to started (this package's broker stamps the publish time)",
+                ["task"], buckets=BUCKETS, registry=None,
+            )  # fmt: skip
+            _metrics["redeliveries"] = Counter(
+                "taskqueue_worker_task_redeliveries",
+                "Tasks this worker started on a second or later delivery of their message",
+                ["task"], registry=None,
+            )  # fmt: skip
+        return _metrics
+
+
+def task_label(name: Any) -> str:
+    text = str(name or "(unknown)")
+    with _lock:
+        if text in _names:
+            return text
+        if len(_names) < MAX_TASK_LABELS:
+            _names.add(text)
+            return text
+    return OTHER
+
+
+# -- signal handlers ---------------------------------------------------------------------------
+
+
+def on_prerun(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
+    if not _enabled or not task_id:
+        return
+    _started[task_id] = time.monotonic()
+    request = getattr(task, "request", None)
+    name = task_label(getattr(task, "name", None))
+    published = delivery.published_at(request)
+    if published is not None:
+        metrics()["wait"].labels(name).observe(max(time.time() - published, 0.0))
+    if delivery.delivery_count(request) > 1:
+        metrics()["redeliveries"].labels(name).inc()
+
+
+def on_postrun(task_id: str | None = None, task: Any = None, state: str | None = None,
+               **kwargs: Any) -> None:  # fmt: skip
+    if not _enabled or not task_id:
+        return
+    started = _started.pop(task_id, None)
+    name = task_label(getattr(task, "name", None))
+    if started is not None:
+        metrics()["runtime"].labels(name).observe(time.monotonic() - started)
+    ended = STATES.get(str(state))
+    if ended is not None and ended != "revoked":  # revoked ones are counted by task_revoked
+        metrics()["tasks"].labels(name, ended).inc()
+
+
+def on_revoked(request: Any = None, **kwargs: Any) -> None:
+    if _enabled:
+        name = getattr(request, "task_name", None) or getattr(request, "name", None)
+        metrics()["tasks"].labels(task_label(name), "revoked").inc()
+
+
+def on_rejected(message: Any = None, **kwargs: Any) -> None:
+    if _enabled:
+        found = getattr(message, "headers", None) or {}
+        metrics()["tasks"].labels(task_label(found.get("task")), "rejected").inc()
+
+
+def on_unknown(name: Any = None, **kwargs: Any) -> None:
+    if _enabled:
+        metrics()["tasks"].labels(task_label(name), "rejected").inc()
+
+
+def on_process_exit(**kwargs: Any) -> None:
+    """A pool process ends: its live gauges go (counters and histograms stay counted)."""
+    if _enabled and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
+
+
+def connect(signals: Any) -> None:
+    pairs = [(signals.task_prerun, on_prerun), (signals.task_postrun, on_postrun),
+             (signals.task_revoked, on_revoked), (signals.task_rejected, on_rejected),
+             (signals.task_unknown, on_unknown),
+             (signals.worker_process_shutdown, on_process_exit)]  # fmt: skip
+    for signal, handler in pairs:
+        signal.connect(handler, weak=False, dispatch_uid=f"tq-metrics-{handler.__name__}")
+
+
+# -- the main process's gauges -----------------------------------------------------------------
+
+
+class WorkerCollector:
+    """Prefetched (received, not running yet) and running tasks of this worker, read from
+    Celery's worker state in the main process at each scrape."""
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+
+    def collect(self) -> Iterator[Any]:
+        from celery.worker import state
+        from prometheus_client.core import GaugeMetricFamily
+
+        running = len(state.active_requests)
+        prefetched = max(len(state.reserved_requests) - running, 0)
+        for name, text, value in (
+            ("taskqueue_worker_prefetched_tasks", "Tasks received and waiting to run", prefetched),
+            ("taskqueue_worker_running_tasks", "Tasks running now", running),
+        ):
+            family = GaugeMetricFamily(name, text, labels=["worker"])
+            family.add_metric([self.hostname], value)
+            yield family
