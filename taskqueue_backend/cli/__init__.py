@@ -7,6 +7,7 @@ Importing this package imports click and the command modules only.
 
 from . import database  # noqa: F401 - registers ``taskqueue db``
 from .dlq import dlq
+from .loadtest import loadtest
 from .main import main
 from .status import history, status
 from .workers import workers
@@ -15,5 +16,6 @@ main.add_command(dlq)
 main.add_command(workers)
 main.add_command(status)
 main.add_command(history)
+main.add_command(loadtest)
 
 __all__ = ["dlq", "main"]

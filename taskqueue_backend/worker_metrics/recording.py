@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import headers as delivery
+from .. import lifecycle
 
 MAX_TASK_LABELS = 200
 OTHER = "(other)"
 #: Celery's states as this exporter's ``state`` label
-STATES = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried",
-          "REVOKED": "revoked", "REJECTED": "rejected"}  # fmt: skip
+STATES = {"SUCCESS": lifecycle.SUCCEEDED, "FAILURE": lifecycle.FAILED, "RETRY": lifecycle.RETRIED,
+          "REVOKED": lifecycle.REVOKED, "REJECTED": lifecycle.REJECTED}  # fmt: skip
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
            float("inf"))  # fmt: skip
 
@@ -100,25 +101,25 @@ def on_postrun(task_id: str | None = None, task: Any = None, state: str | None =
     if started is not None:
         metrics()["runtime"].labels(name).observe(time.monotonic() - started)
     ended = STATES.get(str(state))
-    if ended is not None and ended != "revoked":  # revoked ones are counted by task_revoked
+    if ended is not None and ended != lifecycle.REVOKED:  # counted by task_revoked
         metrics()["tasks"].labels(name, ended).inc()
 
 
 def on_revoked(request: Any = None, **kwargs: Any) -> None:
     if _enabled:
         name = getattr(request, "task_name", None) or getattr(request, "name", None)
-        metrics()["tasks"].labels(task_label(name), "revoked").inc()
+        metrics()["tasks"].labels(task_label(name), lifecycle.REVOKED).inc()
 
 
 def on_rejected(message: Any = None, **kwargs: Any) -> None:
     if _enabled:
         found = getattr(message, "headers", None) or {}
-        metrics()["tasks"].labels(task_label(found.get("task")), "rejected").inc()
+        metrics()["tasks"].labels(task_label(found.get("task")), lifecycle.REJECTED).inc()
 
 
 def on_unknown(name: Any = None, **kwargs: Any) -> None:
     if _enabled:
-        metrics()["tasks"].labels(task_label(name), "rejected").inc()
+        metrics()["tasks"].labels(task_label(name), lifecycle.REJECTED).inc()
 
 
 def on_process_exit(**kwargs: Any) -> None:
