@@ -9,6 +9,8 @@
 - ``serve_control_plane`` / ``control_plane_server``: the production server (gunicorn) on the
   test's broker prefix and result store, stopped at teardown; a failing test's report carries
   its log tail.
+- ``exported_metrics``: the sample names the control plane's and a worker's exporters serve,
+  scraped from real processes once per session (see ``tests.support.exported_metrics``).
 - ``browser`` (session), ``browser_page``, ``open_browser_page``: Debian's headless Chromium
   driven by Playwright (see ``tests.support.browser``); skipped, saying how to install it,
   without it.
@@ -45,9 +47,11 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
     from tests.support.control_plane import ServeControlPlane, ServedControlPlane
+    from tests.support.exported_metrics import ExportedMetrics
 
 WORKERS_KEY = pytest.StashKey[list[WorkerProcess]]()
 SERVERS_KEY = pytest.StashKey[list["ServedControlPlane"]]()
+EXPORTED_METRICS_KEY = pytest.StashKey["ExportedMetrics"]()
 
 
 def _announce(config: pytest.Config, text: str) -> None:
@@ -326,6 +330,25 @@ def control_plane_server(
     """The production server (one process, eight threads) on this test's broker prefix and
     result store; ``.url`` and ``.tokens[role]`` for viewer, operator and admin."""
     return serve_control_plane(api_env)
+
+
+@pytest.fixture
+def exported_metrics(request: pytest.FixtureRequest) -> ExportedMetrics:
+    """The sample names the exporters serve (``.control_plane``, ``.worker``; ``.names`` adds
+    ``up``). The first test that asks makes the data and scrapes, with its own ``api``, workers
+    and key prefix; later tests of the session reuse the names."""
+    found = request.config.stash.get(EXPORTED_METRICS_KEY, None)
+    if found is None:
+        from tests.support.exported_metrics import scrape_exporters
+
+        found = scrape_exporters(
+            request.getfixturevalue("api"),
+            request.getfixturevalue("api_env"),
+            request.getfixturevalue("start_worker"),
+            request.getfixturevalue("tmp_path") / "worker-metrics",
+        )
+        request.config.stash[EXPORTED_METRICS_KEY] = found
+    return found
 
 
 # -- browser tests ----------------------------------------------------------------------------

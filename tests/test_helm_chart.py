@@ -6,7 +6,9 @@ Kubernetes API schemas of ``kubernetes-validate`` (strict: unknown fields are er
 chart's minimum Kubernetes version and at the newest one the package ships. The custom
 resources (ServiceMonitor, PrometheusRule, ScaledObject) are not in those schemas: they are
 checked for their apiVersion, kind and the fields their operators require. Then the properties
-the deployment relies on are pinned, and bad values must be refused by ``values.schema.json``.
+the deployment relies on are pinned — the PrometheusRule's and the KEDA triggers' queries read
+only metrics the exporters served in this session (the ``exported_metrics`` fixture, read with
+``tests.support.promql``) — and bad values must be refused by ``values.schema.json``.
 
 The tests that run helm need a Helm 3 binary: ``.venv/tools/helm`` (``python3 dev.py test``
 fetches it) or ``helm`` on PATH. Without one they are skipped, saying so; the checks of the
@@ -28,6 +30,9 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.support.exported_metrics import ExportedMetrics
+from tests.support.promql import metric_names
+
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "taskqueue"
 ALL_ON = Path(__file__).resolve().parent / "data" / "helm-all-on.yaml"
@@ -46,6 +51,9 @@ RENDERINGS: dict[str, tuple[Path | dict[str, Any], ...]] = {
     "existing-secret": (ALL_ON, EXISTING_SECRET),
 }
 LINTED = ["defaults", "all-on"]
+#: the templates of the alert rules and the KEDA triggers, named in the metric-name check
+RULE_TEMPLATE = (CHART / "templates" / "prometheusrule.yaml").relative_to(ROOT)
+SCALER_TEMPLATE = (CHART / "templates" / "worker-scaledobject.yaml").relative_to(ROOT)
 
 Manifest = dict[str, Any]
 Render = Callable[..., list[Manifest]]
@@ -390,15 +398,9 @@ def test_pod_disruption_budgets(render: Render) -> None:
     assert all(("minAvailable" in b) != ("maxUnavailable" in b) for b in all_on.values())
 
 
-def exported_metric_names() -> set[str]:
-    """The metric names spelled in the package's collectors and exporters."""
-    found: set[str] = set()
-    for path in [*ROOT.glob("taskqueue_backend/**/*.py"), *ROOT.glob("control_plane/**/*.py")]:
-        found.update(re.findall(r"[\"'](taskqueue_[a-z_]+)[\"']", path.read_text()))
-    return found
-
-
-def test_alerts_and_scalers_query_metrics_the_package_exports(render: Render) -> None:
+def test_alerts_and_scalers_query_metrics_the_package_exports(
+    render: Render, exported_metrics: ExportedMetrics
+) -> None:
     manifests = render(ALL_ON)
     (rule,) = by_name(manifests, "PrometheusRule").values()
     rules = rule["spec"]["groups"][0]["rules"]
@@ -410,14 +412,16 @@ def test_alerts_and_scalers_query_metrics_the_package_exports(render: Render) ->
     # prometheusRule.oldestReadyAge.thresholdSeconds of the all-on file
     assert alerts["TaskqueueOldestReadyMessageTooOld"].endswith("> 600")
     (scaled,) = by_name(manifests, "ScaledObject").values()
-    queries = [*alerts.values(), *(t["metadata"]["query"] for t in scaled["spec"]["triggers"])]
-    used = {
-        re.sub(r"_(total|bucket|sum|count)$", "", name)
-        for query in queries
-        for name in re.findall(r"\b(taskqueue_[a-z_]+)\s*\{", query)
-    }
-    assert used, "no metric found in the queries"
-    assert used <= exported_metric_names(), used - exported_metric_names()
+    # the chart's own rules come from its template, extraRules from the values file
+    extra = {r["alert"] for r in load_yaml(ALL_ON)["metrics"]["prometheusRule"]["extraRules"]}
+    queries = [(f"{ALL_ON.relative_to(ROOT) if name in extra else RULE_TEMPLATE}, alert {name}",
+                expr) for name, expr in alerts.items()]  # fmt: skip
+    queries += [(f"{SCALER_TEMPLATE}, {scaled['metadata']['name']} trigger {number}",
+                 trigger["metadata"]["query"])
+                for number, trigger in enumerate(scaled["spec"]["triggers"], 1)]  # fmt: skip
+    assert {name for _, expr in queries for name in metric_names(expr)}, "no metric found"
+    unserved = exported_metrics.unserved(queries)
+    assert not unserved, "metrics no exporter served in this session:\n" + "\n".join(unserved)
 
 
 def test_service_monitors_scrape_the_control_plane_and_the_worker_exporters(
