@@ -89,15 +89,15 @@ class TokenRegistry:
         token is removed from or replaced in ``TQ_API_TOKENS``."""
         for expected, known in self._by_digest:
             if known == principal:
-                return hashlib.sha256(f"session:{expected}".encode()).hexdigest()[:32]
+                return _session_fingerprint(expected)
         raise LookupError(principal.name)
 
     def recognise(self, name: str, fingerprint: str) -> Principal | None:
         """The principal a session names, if its token is still configured (same role)."""
-        for _, known in self._by_digest:
+        for expected, known in self._by_digest:
             if known.name == name:
-                expected = self.fingerprint(known)
-                return known if hmac.compare_digest(expected, fingerprint) else None
+                found = hmac.compare_digest(_session_fingerprint(expected), fingerprint)
+                return known if found else None
         return None
 
     def identify(self, token: str | None) -> Principal | None:
@@ -110,3 +110,7 @@ class TokenRegistry:
             if hmac.compare_digest(given, expected):
                 found = principal
         return found
+
+
+def _session_fingerprint(hexdigest: str) -> str:
+    return hashlib.sha256(f"session:{hexdigest}".encode()).hexdigest()[:32]

@@ -114,6 +114,12 @@ def test_submit_fail_dead_letter_retry_succeed_through_the_api(
     assert [t["task_id"] for t in listed["items"]] == [task_id]
     counts = api.get("/api/v1/stats").json
     assert counts["states"].get("SUCCESS", 0) >= 1, counts
+    # the throughput windows are the last minutes of the per-minute timeline
+    timeline = api.get("/api/v1/stats/timeline").json
+    hour = {w["minutes"]: w for w in counts["throughput"]}[60]
+    for event in ("received", "succeeded", "failed", "dead_lettered"):
+        assert hour[event] == sum(timeline["series"][event]), (event, hour, timeline)
+    assert hour["succeeded"] >= 1 and hour["failed"] >= 1
 
 
 def test_a_task_without_a_dead_letter_is_retried_from_its_stored_request(

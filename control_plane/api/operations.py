@@ -32,7 +32,7 @@ def stats() -> Any:
 @bp.input(m.TimelineQuery, location="query")
 @bp.output(m.TimelineOut)
 def timeline(query_data: m.TimelineQuery) -> Any:
-    """Succeeded, failed, retried and dead-lettered tasks per interval over the last
+    """Received, succeeded, failed, retried and dead-lettered tasks per interval over the last
     ``minutes`` (``series[event][i]`` counts ``[start + i*width, start + (i+1)*width)``)."""
     return g.ops.timeline(query_data.minutes, query_data.width_seconds)
 

@@ -24,12 +24,10 @@ M = TypeVar("M", bound=BaseModel)
 CONTROL_FIELDS = frozenset({"csrf_token", "reason", "confirmed", "typed"})
 
 
-def query(model: type[M], fields: tuple[str, ...] | None = None) -> tuple[M, dict[str, str]]:
+def query(model: type[M]) -> tuple[M, dict[str, str]]:
     """``model`` from the query string (empty fields dropped), and the fields it refused
     (field name -> message); a refused field is left at its default."""
     given = {k: v.strip() for k, v in request.args.items() if v.strip()}
-    if fields is not None:
-        given = {k: v for k, v in given.items() if k in fields}
     errors: dict[str, str] = {}
     while True:
         try:

@@ -16,7 +16,7 @@ MAX_SECONDS = 300.0
 
 
 @bp.get("/ui/stream")
-@page("viewer")
+@page("viewer", redirect_to_login=False)  # an EventSource cannot follow a login page
 def live_stream() -> Response:
     settings = current_app.extensions["taskqueue.settings"]
     return stream_response(g.ops, None, settings, MAX_SECONDS)

@@ -11,14 +11,14 @@ from flask import g, render_template
 
 from taskqueue_backend import lifecycle
 from taskqueue_backend.operations import Operations
+from taskqueue_backend.operations.stats import Timeline
 
 from .blueprint import bp
 from .charts import Chart, line_chart
 from .session import page
 
 
-def charts(ops: Operations) -> list[Chart]:
-    timeline = ops.timeline(minutes=60, width_seconds=60)
+def charts(timeline: Timeline) -> list[Chart]:
     ok = [float(n) for n in timeline.series[lifecycle.SUCCEEDED]]
     failed = [float(n) for n in timeline.series[lifecycle.FAILED]]
     rate = [100.0 * f / (s + f) if s + f else 0.0 for s, f in zip(ok, failed, strict=True)]
@@ -43,8 +43,9 @@ def overview_data(ops: Operations) -> dict[str, Any]:
     found: dict[str, Any] = {"stats": None, "charts": [], "queues": None, "workers": None,
                              "dead": None}  # fmt: skip
     if ops.results is not None:
-        found["stats"] = ops.stats()
-        found["charts"] = charts(ops)
+        timeline = ops.timeline(minutes=60, width_seconds=60)  # read once: charts and stats
+        found["stats"] = ops.stats(timeline)
+        found["charts"] = charts(timeline)
     if ops.has_broker:
         queues = ops.queues.all()
         found["queues"] = queues

@@ -37,11 +37,11 @@ from werkzeug.wrappers import Response
 
 from ..app import acting_ops
 from ..auth import ROLES, Principal, TokenRegistry
+from ..refusals import MUTATING
 from ..settings import Settings
 from .blueprint import bp
 
 F = TypeVar("F", bound=Callable[..., Any])
-MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 csrf = CSRFProtect()
 
 
@@ -99,9 +99,10 @@ def check_csrf() -> None:
         csrf.protect()
 
 
-def page(role: str = "viewer") -> Callable[[F], F]:
-    """A page or action that needs ``role``: anonymous visitors are sent to the login page,
-    lower roles are refused (403). The view gets ``g.ops`` acting as the signed-in user."""
+def page(role: str = "viewer", redirect_to_login: bool = True) -> Callable[[F], F]:
+    """A page or action that needs ``role``: anonymous visitors are sent to the login page
+    (or refused with 401 where a redirect means nothing, as for an event stream), lower roles
+    are refused (403). The view gets ``g.ops`` acting as the signed-in user."""
     assert role in ROLES
 
     def decorate(view: F) -> F:
@@ -109,7 +110,7 @@ def page(role: str = "viewer") -> Callable[[F], F]:
         def guarded(*args: Any, **kwargs: Any) -> Any:
             principal: Principal | None = g.principal
             if principal is None:
-                if request.endpoint == "ui.live_stream":
+                if not redirect_to_login:
                     abort(401, "sign in again")
                 return redirect(url_for("ui.login", next=_here()))
             if not principal.may(role):

@@ -176,42 +176,22 @@ def history_of(store: Store, task_ids: Sequence[str]) -> dict[str, list[Row[Any]
     return store._retrying(run) if task_ids else {}
 
 
-def event_counts(
-    store: Store, events: Sequence[str], windows: Sequence[float], now: datetime
-) -> dict[str, list[int]]:
-    """How many of each event happened in each trailing window (seconds), one index range scan
-    over ``(event, at)`` for the longest window."""
-    e = store.tables.events
-    longest = now - timedelta(seconds=max(windows))
-    cells = [func.sum(case((e.c.at >= now - timedelta(seconds=w), 1), else_=0)) for w in windows]
-    statement = (
-        select(e.c.event, *cells)
-        .where(e.c.event.in_(list(events)), e.c.at >= longest)
-        .group_by(e.c.event)
-    )
-
-    def run() -> dict[str, list[int]]:
-        with store.engine.connect() as conn:
-            found = {row[0]: [int(v or 0) for v in row[1:]] for row in conn.execute(statement)}
-        return {event: found.get(event, [0] * len(windows)) for event in events}
-
-    return store._retrying(run)
-
-
 def event_timeline(
     store: Store, events: Sequence[str], start: datetime, buckets: int, width: float
 ) -> dict[str, list[int]]:
     """How many of each event happened in each of ``buckets`` consecutive intervals of
-    ``width`` seconds from ``start``: one index range scan over ``(event, at)``."""
+    ``width`` seconds from ``start`` (the last one open-ended: an event stamped by a clock
+    slightly ahead counts in it): one index range scan over ``(event, at)``."""
     e = store.tables.events
-    edges = [start + timedelta(seconds=width * i) for i in range(buckets + 1)]
+    edges = [start + timedelta(seconds=width * i) for i in range(buckets)]
     cells = [
-        func.sum(case((and_(e.c.at >= edges[i], e.c.at < edges[i + 1]), 1), else_=0))
-        for i in range(buckets)
+        func.sum(case((and_(e.c.at >= low, e.c.at < high), 1), else_=0))
+        for low, high in zip(edges, edges[1:], strict=False)
     ]
+    cells.append(func.sum(case((e.c.at >= edges[-1], 1), else_=0)))
     statement = (
         select(e.c.event, *cells)
-        .where(e.c.event.in_(list(events)), e.c.at >= edges[0], e.c.at < edges[-1])
+        .where(e.c.event.in_(list(events)), e.c.at >= edges[0])
         .group_by(e.c.event)
     )
 

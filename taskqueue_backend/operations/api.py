@@ -158,12 +158,14 @@ class Operations:
         return Operations(self._broker, self.results, actor, context=context,
                           shared=self._shared)  # fmt: skip
 
-    def stats(self) -> TaskStats:
-        """Counts, throughput, rates and percentiles from the history (``stats``)."""
-        return task_stats(self)
+    def stats(self, timeline: Timeline | None = None) -> TaskStats:
+        """Counts, throughput, rates and percentiles from the history (``stats``); pass the
+        hour's ``timeline()`` when you have it, so the history is read once."""
+        return task_stats(self, timeline)
 
     def timeline(self, minutes: int = 60, width_seconds: int = 60) -> Timeline:
-        """Succeeded, failed, retried and dead-lettered tasks per interval (``stats``)."""
+        """Received, succeeded, failed, retried and dead-lettered tasks per interval
+        (``stats``)."""
         return task_timeline(self, minutes, width_seconds)
 
     def feed(self, after: int | None = None) -> ChangeFeed:

@@ -10,8 +10,9 @@ Every figure is read over a trailing window through an index (``task_events (eve
   last hour;
 - ``runtime`` (started → finished) and ``queue_wait`` (published → started) percentiles of the
   newest 10,000 tasks finished in the last hour;
-- ``timeline``: succeeded, failed, retried and dead-lettered tasks per minute over the last
-  hour (the overview's charts).
+- ``timeline``: the same events per minute over the last hour (the overview's charts); the
+  windows above are sums of its last 1, 5, 15 and 60 minutes, so a caller that has the
+  timeline already passes it and the history is read once.
 """
 
 from __future__ import annotations
@@ -68,19 +69,11 @@ class TaskStats:
 @dataclass
 class Timeline:
     """Events per interval: ``series[event][i]`` happened in ``[start + i*width, start +
-    (i+1)*width)``; the last interval ends now."""
+    (i+1)*width)``; the last interval ends now (and takes events stamped slightly later)."""
 
     start: datetime
     width_seconds: float
     series: dict[str, list[int]] = field(default_factory=dict)
-
-    @property
-    def buckets(self) -> int:
-        return len(next(iter(self.series.values()), []))
-
-
-TIMELINE_EVENTS = (lifecycle.SUCCEEDED, lifecycle.FAILED, lifecycle.RETRIED,
-                   lifecycle.DEAD_LETTERED)  # fmt: skip
 
 
 def task_timeline(ops: Operations, minutes: int = 60, width_seconds: int = 60) -> Timeline:
@@ -90,7 +83,7 @@ def task_timeline(ops: Operations, minutes: int = 60, width_seconds: int = 60) -
         raise InvalidRequest("minutes must be 1 to 1440 and width_seconds 1 to 3600")
     buckets = max(1, minutes * 60 // width_seconds)
     start = utcnow() - timedelta(seconds=buckets * width_seconds)
-    series = listing.event_timeline(ops.results, TIMELINE_EVENTS, start, buckets, width_seconds)
+    series = listing.event_timeline(ops.results, COUNTED, start, buckets, width_seconds)
     return Timeline(start, float(width_seconds), series)
 
 
@@ -105,15 +98,20 @@ def percentiles(values: list[float]) -> Percentiles:
     return Percentiles(len(ordered), at(0.50), at(0.95), at(0.99), ordered[-1])
 
 
-def task_stats(ops: Operations) -> TaskStats:
+def task_stats(ops: Operations, timeline: Timeline | None = None) -> TaskStats:
+    """The figures of the last hour; ``timeline``: the last hour by minute, when the caller
+    has read it already (``task_timeline`` with its defaults)."""
     if ops.results is None:
         raise InvalidRequest("no result store was given: statistics come from the history")
-    now = utcnow()
-    hour = now - timedelta(hours=1)
-    counts = listing.event_counts(ops.results, COUNTED, [m * 60 for m in WINDOWS_MINUTES], now)
+    hourly = max(WINDOWS_MINUTES)
+    if timeline is None or timeline.width_seconds != 60 or \
+            len(timeline.series[lifecycle.RECEIVED]) != hourly:  # fmt: skip
+        timeline = task_timeline(ops, hourly, 60)
+    hour = timeline.start
     windows = []
-    for i, minutes in enumerate(WINDOWS_MINUTES):
-        window = Window(minutes, **{event: counts[event][i] for event in COUNTED})
+    for minutes in WINDOWS_MINUTES:
+        window = Window(minutes, **{event: sum(timeline.series[event][-minutes:])
+                                    for event in COUNTED})  # fmt: skip
         window.finished_per_second = (window.succeeded + window.failed) / (minutes * 60)
         windows.append(window)
     last = windows[-1]

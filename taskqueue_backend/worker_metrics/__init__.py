@@ -17,9 +17,10 @@ Enabled by configuration: ``taskqueue_worker_metrics_port`` in the app's configu
 Under the prefork pool every pool process writes its own samples in prometheus-client's
 multiprocess mode and the main process adds them up. Their directory (``TQ_WORKER_METRICS_DIR``
 or ``PROMETHEUS_MULTIPROC_DIR``, else a temporary one) is emptied at every worker start and a
-temporary one is removed at shutdown; a pool process that exits is marked dead so its live
-gauges go with it. Connected when this package's transport or backend is selected
-(``connect``); nothing happens in a worker that does not ask for it.
+temporary one is removed at shutdown (pool processes write only counters and histograms, whose
+samples stay counted after a process exits; the gauges are read in the main process).
+Connected when this package's transport or backend is selected (``connect``); nothing happens
+in a worker that does not ask for it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ series without bound.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -122,19 +121,10 @@ def on_unknown(name: Any = None, **kwargs: Any) -> None:
         metrics()["tasks"].labels(task_label(name), lifecycle.REJECTED).inc()
 
 
-def on_process_exit(**kwargs: Any) -> None:
-    """A pool process ends: its live gauges go (counters and histograms stay counted)."""
-    if _enabled and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(os.getpid())
-
-
 def connect(signals: Any) -> None:
     pairs = [(signals.task_prerun, on_prerun), (signals.task_postrun, on_postrun),
              (signals.task_revoked, on_revoked), (signals.task_rejected, on_rejected),
-             (signals.task_unknown, on_unknown),
-             (signals.worker_process_shutdown, on_process_exit)]  # fmt: skip
+             (signals.task_unknown, on_unknown)]  # fmt: skip
     for signal, handler in pairs:
         signal.connect(handler, weak=False, dispatch_uid=f"tq-metrics-{handler.__name__}")
 
