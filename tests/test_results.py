@@ -10,6 +10,7 @@ database connections; and the result serializer settings are honoured end to end
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -201,6 +202,43 @@ def test_retries_then_success_are_each_in_the_history_in_time_order(
         assert next_eta - as_utc(retried["at"]) == timedelta(seconds=0.5)
         # the countdown was honoured: the retry was not delivered before its ETA
         assert as_utc(received_again["at"]) >= next_eta - CLOCK_SLACK
+
+
+def test_a_state_write_waits_for_the_batch_holding_the_tasks_earlier_events(
+    client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task's history is committed in the order it happened, so a reader following new rows
+    (the change feed, by id) never sees ``succeeded`` before the same task's ``started``."""
+    from taskqueue_backend import lifecycle
+    from taskqueue_backend.backend import history as recorder
+    from taskqueue_backend.backend.queries import event_row
+
+    app = client()
+    backend = app.backend
+    taking, go_on = threading.Event(), threading.Event()
+    write_events = backend.write_events
+
+    def slow_batch(rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+        taking.set()  # the writer took this task's events and the database is slow to commit
+        go_on.wait(TIMEOUT)
+        write_events(rows, events)
+
+    monkeypatch.setattr(backend, "write_events", slow_batch)
+    task_id = str(uuid.uuid4())
+    earlier = ((lifecycle.RECEIVED, states.RECEIVED), (lifecycle.STARTED, states.STARTED))
+    for event, state in earlier:
+        recorder.hold(task_id, event_row(task_id, event, state, "w@h"))
+    assert taking.wait(TIMEOUT), "the history writer never took the held events"
+
+    storing = threading.Thread(target=backend.store_result, args=(task_id, 3, states.SUCCESS))
+    storing.start()
+    storing.join(0.5)
+    assert storing.is_alive(), "the state write did not wait for the batch being committed"
+    go_on.set()
+    storing.join(TIMEOUT)
+    rows = history(app, task_id)
+    assert [r["event"] for r in sorted(rows, key=lambda r: r["id"])] == [
+        "received", "started", "succeeded"]  # fmt: skip
 
 
 def test_revoking_a_waiting_task_stores_revoked(

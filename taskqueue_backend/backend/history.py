@@ -38,15 +38,30 @@ from .queries import event_row
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
+_written = threading.Condition(_lock)  # notified when the writer's batch is committed
 _pending: dict[str, list[dict[str, Any]]] = {}
 _pending_rows: dict[str, dict[str, Any]] = {}
 _backend: Any = None
 _writer: Writer | None = None
 
 
+#: how long a state write waits for the writer's batch holding the same task's earlier events
+IN_FLIGHT_WAIT = 30.0
+
+
 def take_pending(task_id: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Events (and the row update) of this task not written yet, for its state write."""
-    with _lock:
+    """Events (and the row update) of this task not written yet, for its state write.
+
+    When the writer is committing a batch with this task's earlier events, waits for it: a
+    task's history is committed in the order it happened, so a reader that follows the
+    history (the change feed) never sees ``succeeded`` before the ``started`` of the same
+    task. A failed batch puts its events back, and they are taken here.
+    """
+    with _written:
+        current = _writer if _writer is not None and _writer.pid == os.getpid() else None
+        if current is not None and task_id in current.in_flight:
+            if not _written.wait_for(lambda: task_id not in current.in_flight, IN_FLIGHT_WAIT):
+                logger.warning("task %s: earlier history events still being written", task_id)
         return _pending.pop(task_id, []), _pending_rows.pop(task_id, None)
 
 
@@ -84,6 +99,7 @@ class Writer(threading.Thread):
         self.interval = backend.settings.history_flush_interval
         self._wake = threading.Event()
         self._stop_event = threading.Event()
+        self.in_flight: frozenset[str] = frozenset()  # tasks of the batch being written
 
     def poke(self) -> None:
         if not self.is_alive():
@@ -97,6 +113,7 @@ class Writer(threading.Thread):
         with _lock:
             rows = dict(_pending_rows)
             events = [e for task_events in _pending.values() for e in task_events]
+            self.in_flight = frozenset(_pending) | frozenset(_pending_rows)
             _pending.clear()
             _pending_rows.clear()
         if not events and not rows:
@@ -106,10 +123,14 @@ class Writer(threading.Thread):
         except Exception:
             logger.exception("could not write %d task history event(s); will retry", len(events))
             with _lock:  # keep them for the next round (or the task's next state write)
-                for e in events:
+                for e in reversed(events):
                     _pending.setdefault(e["task_id"], []).insert(0, e)
                 for task_id, row in rows.items():
                     _pending_rows.setdefault(task_id, row)
+        finally:
+            with _written:
+                self.in_flight = frozenset()
+                _written.notify_all()
 
     def stop(self) -> None:
         self._stop_event.set()
