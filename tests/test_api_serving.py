@@ -183,6 +183,10 @@ def test_readyz_names_what_is_down_and_recovers(tmp_path: Path) -> None:
             queues = api.get("/api/v1/queues")
             assert queues.status_code == 503, queues.json
             assert queues.json["error"]["details"]["down"] == ["redis"]
+            unsent = api.post("/api/v1/tasks", {"name": "bk.add", "args": [1, 2]})
+            assert unsent.status_code == 503, unsent.json
+            assert unsent.json["error"]["details"]["down"] == ["redis"]
+            assert api.get("/api/v1/tasks").json["items"] == [], "a task that was never sent"
             redis_server.start()
             wait_for(lambda: api.get("/readyz", role=None).status_code == 200, timeout=15)
 

@@ -272,6 +272,17 @@ class Store:
 
         self._retrying(run)
 
+    def discard(self, task_id: str) -> None:
+        """Delete a task's row and its history: a task whose message could not be sent."""
+        r, e = self.tables.results, self.tables.events
+
+        def run() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(delete(e).where(e.c.task_id == task_id))
+                conn.execute(delete(r).where(r.c.task_id == task_id))
+
+        self._retrying(run)
+
     def cleanup(self, finished_before: datetime) -> int:
         """Delete results finished, and groups created, before the cut-off; history stays."""
         r, g = self.tables.results, self.tables.groups

@@ -174,10 +174,18 @@ class TaskActions:
                 options[option] = request[option]
         if eta is not None:
             options["eta"] = eta
-        sent_at = utcnow()  # before publishing: a worker may receive it before the row is written
-        self.ops.celery.send_task(request["name"], request["args"], request["kwargs"], **options)
+        # written before publishing: the task's history starts with "sent" even when a worker
+        # records "received" within milliseconds
+        recorded = self._record_sent(task_id, request, reason, utcnow())
+        try:
+            self.ops.celery.send_task(request["name"], request["args"], request["kwargs"],
+                                      **options)  # fmt: skip
+        except Exception:
+            if recorded:  # nothing was sent: no trace of a task that does not exist
+                assert self.ops.results is not None
+                self.ops.results.discard(task_id)
+            raise
         queue = request["queue"]
-        self._record_sent(task_id, request, reason, sent_at)
         self.ops.audit.record(self.ops.actor, "task.submit", task_id, reason, name=request["name"],
                               queue=request["queue"], idempotency_key=idempotency_key)  # fmt: skip
         return Submitted(task_id, request["name"], queue, eta)
@@ -193,10 +201,10 @@ class TaskActions:
 
     def _record_sent(
         self, task_id: str, request: dict[str, Any], reason: str, now: datetime
-    ) -> None:
+    ) -> bool:
         """A PENDING row and a ``sent`` history row, so the task's page exists at once."""
         if self.ops.results is None:
-            return
+            return False
         from ..backend.queries import event_row
         from ..backend.text import clean_text
 
@@ -209,9 +217,10 @@ class TaskActions:
         try:
             self.ops.results.write(row, [event_row(task_id, lifecycle.SENT, "PENDING", None,
                                                    detail, now)])  # fmt: skip
-        except Exception as exc:  # sent already: the worker's own rows will record it
-            logger.warning("task %s was sent, but its sent row could not be written: %s",
-                           task_id, exc)  # fmt: skip
+        except Exception as exc:  # the task is sent anyway: the worker's rows will record it
+            logger.warning("task %s: its sent row could not be written: %s", task_id, exc)
+            return False
+        return True
 
     # -- retry -----------------------------------------------------------------------------
 
