@@ -37,6 +37,23 @@ class ControlPlaneServer:
         self.application.run()
 
 
+def end_streams_on_sigterm(worker: Any) -> None:
+    """gunicorn's ``post_worker_init``: its graceful stop (SIGTERM) waits for open requests,
+    and an event stream never finishes by itself, so SIGTERM also ends the streams."""
+    import signal
+
+    from .streaming import STOPPING
+
+    stop = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        STOPPING.set()
+        if callable(stop):
+            stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 @click.command("control-plane")
 @click.option("--bind", "-b", default="127.0.0.1:8080", show_default=True,
               help="HOST:PORT to listen on (as gunicorn spells it).")  # fmt: skip
@@ -75,7 +92,8 @@ def control_plane(bind: str, workers: int, threads: int, access_log: bool) -> No
         raise click.ClickException(str(exc)) from None
     options = {"bind": bind, "workers": workers, "threads": threads, "worker_class": "gthread",
                "accesslog": "-" if access_log else None, "graceful_timeout": 10,
-               "proc_name": "taskqueue-control-plane"}  # fmt: skip
+               "proc_name": "taskqueue-control-plane",
+               "post_worker_init": end_streams_on_sigterm}  # fmt: skip
     ControlPlaneServer(options).run()
 
 

@@ -3,12 +3,15 @@ tokens) and the admin UI's live pages (the session cookie): one generator, two d
 
 Each change is an SSE event — ``task`` (a history row; its id is the position a client resumes
 from with ``Last-Event-ID``), ``worker`` and ``dlq`` — and a ``: heartbeat`` comment keeps idle
-connections open through proxies.
+connections open through proxies. A stream ends when its server process begins a graceful
+stop (``STOPPING``, set on SIGTERM by ``taskqueue control-plane``): clients reconnect, to
+another process or replica, with ``Last-Event-ID``.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +21,10 @@ from flask import Response
 from taskqueue_backend.operations import Operations, to_json
 
 from .settings import Settings
+
+#: set when this process begins a graceful stop: open streams end within ``TQ_STREAM_POLL``
+#: seconds instead of holding the server until its graceful timeout
+STOPPING = threading.Event()
 
 
 def event_text(kind: str, data: dict[str, Any], event_id: str | None) -> str:
@@ -43,7 +50,7 @@ def stream_response(
     def events() -> Iterator[str]:
         yield "retry: 2000\n\n"
         beat = time.monotonic()
-        while until is None or time.monotonic() < until:
+        while not STOPPING.is_set() and (until is None or time.monotonic() < until):
             for change in feed.poll():
                 yield event_text(change.kind, change.data, change.id)
             if time.monotonic() - beat >= settings.stream_heartbeat:

@@ -6,6 +6,7 @@ with a real worker, Redis and PostgreSQL.
   client saw, and does not keep other requests waiting;
 - ``/readyz`` turns 503 naming Redis or PostgreSQL while it is stopped (our own servers), the
   API answers 503 naming it too, and both recover once it is back;
+- a graceful stop (SIGTERM) ends open streams at once instead of waiting them out;
 - errors are JSON with the right status through the real server: an unknown route (404), a
   wrong method (405), a body over the limit (413).
 """
@@ -58,6 +59,7 @@ class Stream:
     opened: threading.Event = field(default_factory=threading.Event)
 
     closed: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)  # the server ended it
 
     def close(self) -> None:
         self.closed.set()
@@ -66,6 +68,7 @@ class Stream:
     def read(self) -> None:
         try:
             self._read()
+            self.ended.set()
         except Exception:
             if not self.closed.is_set():
                 raise
@@ -136,6 +139,22 @@ def test_the_stream_delivers_a_state_change_within_a_second(
     wait_for(lambda: stream.comments, timeout=15, message="no heartbeat comment")
     stream.close()
     resumed.close()
+
+
+def test_a_graceful_stop_ends_open_streams_instead_of_waiting_for_them(
+    api_env: dict[str, str], api: Any, serve_control_plane: ServeControlPlane
+) -> None:
+    served = serve_control_plane(api_env, workers=2)  # TQ_STREAM_POLL: 0.5 s
+    streams = [open_stream(served) for _ in range(3)]
+    started = time.monotonic()
+    served.stop(timeout=30)  # SIGTERM; SIGKILL only after 30 s
+    took = time.monotonic() - started
+    assert served.process.returncode == 0, served.log_tail()
+    # gunicorn's graceful timeout is 10 s: streams left open would hold it that long
+    assert took < 5, f"the server took {took:.1f} s to stop with open streams"
+    assert "SIGKILL" not in served.log_tail()
+    for stream in streams:
+        assert wait_for(lambda s=stream: s.ended.is_set(), timeout=5)
 
 
 def _epoch(text: str) -> float:
