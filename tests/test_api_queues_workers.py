@@ -133,7 +133,8 @@ def test_workers_online_stale_recovered_shut_down_and_forgotten(
     env = windowed(api_env, TQ_TEST_ACKS_LATE="1", TQ_TEST_TRACK_STARTED="1")
     doomed = start_worker(app=BACKEND_APP, env=env, concurrency=1,
                           hostname="doomed@localhost").wait_ready()  # fmt: skip
-    held = submit(api, "bk.sleep", 60)
+    held = submit(api, "bk.sleep", 15)  # long enough to be running at the kill below; the
+    # survivor's warm shutdown waits for it
     wait_for(lambda: task_state(api, held)["result"]["state"] == "STARTED", timeout=30)
     [online] = api.get("/api/v1/workers", query_string={"status": "online"}).json
     assert (online["hostname"], online["pid"], online["queues"]) == (
