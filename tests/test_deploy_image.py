@@ -330,13 +330,18 @@ def running_tasks(port: int) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def run_migrations(env: Mapping[str, str], cwd: Path) -> None:
+    """The image's ``migrate`` command, through the entrypoint; it must succeed."""
+    migrate = subprocess.run([str(ENTRYPOINT), *command("migrate")], capture_output=True,
+                             text=True, env=env, cwd=cwd, timeout=120)  # fmt: skip
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+
+
 def test_a_worker_container_migrates_turns_healthy_and_shuts_down_warm_on_sigterm(
     redis_url: str, keyprefix: str, tmp_path: Path
 ) -> None:
     env = image_env("worker", redis_url, keyprefix, tmp_path)
-    migrate = subprocess.run([str(ENTRYPOINT), *command("migrate")], capture_output=True,
-                             text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    run_migrations(env, tmp_path)
     published = int(env[WORKER_METRICS_PORT_ENV])
     port = free_port()
     env[WORKER_METRICS_PORT_ENV] = str(port)
@@ -364,9 +369,7 @@ def test_a_control_plane_container_turns_ready_and_stops_on_sigterm(
     redis_url: str, keyprefix: str, tmp_path: Path
 ) -> None:
     env = image_env("control-plane", redis_url, keyprefix, tmp_path)
-    migrate = subprocess.run([str(ENTRYPOINT), *command("migrate")], capture_output=True,
-                             text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    run_migrations(env, tmp_path)
     published, port = int(env["PORT"]), free_port()
     env["PORT"] = str(port)
     log = tmp_path / "control-plane.log"

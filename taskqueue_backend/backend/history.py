@@ -97,7 +97,6 @@ class Writer(threading.Thread):
         super().__init__(name="tq-history-writer", daemon=True)
         self.pid = os.getpid()
         self.interval = backend.settings.history_flush_interval
-        self._wake = threading.Event()
         self._stop_event = threading.Event()
         self.in_flight: frozenset[str] = frozenset()  # tasks of the batch being written
 

@@ -176,7 +176,7 @@ class TaskActions:
             options["eta"] = eta
         # written before publishing: the task's history starts with "sent" even when a worker
         # records "received" within milliseconds
-        recorded = self._record_sent(task_id, request, reason, utcnow())
+        recorded = self._record_sent(task_id, request, reason)
         try:
             self.ops.celery.send_task(request["name"], request["args"], request["kwargs"],
                                       **options)  # fmt: skip
@@ -199,12 +199,11 @@ class TaskActions:
         except Exception:  # routing is the app's business; the answer is informative only
             return None
 
-    def _record_sent(
-        self, task_id: str, request: dict[str, Any], reason: str, now: datetime
-    ) -> bool:
+    def _record_sent(self, task_id: str, request: dict[str, Any], reason: str) -> bool:
         """A PENDING row and a ``sent`` history row, so the task's page exists at once."""
         if self.ops.results is None:
             return False
+        now = utcnow()
         from ..backend.queries import event_row
         from ..backend.text import clean_text
 
