@@ -53,6 +53,8 @@ class MessageEvent:
     detail: dict[str, Any] = field(default_factory=dict)
     worker: str | None = None
     at: float = field(default_factory=time.time)
+    #: the stored envelope, when a listener needs more than the task id (an expired message)
+    message: dict[str, Any] | None = None
 
 
 #: called with a batch of events (one, or all the tasks of one recovery)

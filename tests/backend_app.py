@@ -9,6 +9,8 @@
   while the database is unreachable).
 - ``TQ_TEST_WORKER_HEARTBEAT``: ``taskqueue_worker_heartbeat`` in seconds.
 - ``TQ_TEST_TRANSPORT_OPTIONS``: extra broker transport options as a JSON object.
+- ``TQ_TEST_STOCK_BROKER``: "1" runs on kombu's own Redis transport instead (side-by-side tests
+  of stock Celery, with ``TQ_TEST_RESULT_BACKEND`` naming Celery's stock ``redis://`` backend).
 - ``TQ_TEST_EXTRA_CONF``: further settings as a JSON object, applied last, e.g.
   ``{"result_serializer": "pickle", "result_expires": 1}``.
 """
@@ -28,7 +30,7 @@ from tests.app import DEFAULT_REDIS_URL, TRANSPORT
 def configure(app: Celery, env: dict[str, str] | os._Environ[str] = os.environ) -> Celery:
     app.conf.update(
         broker_url=env.get("TQ_TEST_REDIS_URL", DEFAULT_REDIS_URL),
-        broker_transport=TRANSPORT,
+        broker_transport=None if env.get("TQ_TEST_STOCK_BROKER") == "1" else TRANSPORT,
         broker_transport_options={"global_keyprefix": env.get("TQ_TEST_KEYPREFIX", "tqtest:")},
         result_backend=env.get("TQ_TEST_RESULT_BACKEND", "tq+sqlite:///results.db"),
         result_extended=True,
@@ -137,10 +139,44 @@ def register(app: Celery) -> None:
             client.close()
         return "fixed"
 
+    @app.task(name="bk.record_run", bind=True, shared=False)
+    def record_run(self: Task, seq: int, seconds: float = 0.0) -> int:
+        """Sleep, then append ``{seq, start, end, pid}`` to the Redis list ``<keyprefix>runs``
+        (every run counts, a repeated one too)."""
+        start = time.time()
+        time.sleep(seconds)
+        entry = {"seq": seq, "start": start, "end": time.time(), "pid": os.getpid()}
+        prefix = os.environ.get("TQ_TEST_KEYPREFIX", "tqtest:")
+        _runs_client().rpush(runs_key(prefix), json.dumps(entry))
+        return seq
+
     @app.task(name="bk.as_set", shared=False)
     def as_set(values: list[int]) -> set[int]:
         """A result only a serializer such as pickle keeps as a set."""
         return set(values)
+
+
+_runs: dict[int, Any] = {}
+
+
+def runs_key(keyprefix: str) -> str:
+    return f"{keyprefix}runs"
+
+
+def read_runs(client: Any, keyprefix: str) -> list[dict[str, Any]]:
+    """Every run ``bk.record_run`` recorded under ``keyprefix``, oldest first."""
+    return [json.loads(raw) for raw in client.lrange(runs_key(keyprefix), 0, -1)]
+
+
+def _runs_client() -> Any:
+    """One Redis client per process (after any fork) on the broker's Redis."""
+    import redis
+
+    if os.getpid() not in _runs:
+        _runs[os.getpid()] = redis.Redis.from_url(
+            os.environ.get("TQ_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+        )
+    return _runs[os.getpid()]
 
 
 def make_app(env: dict[str, str]) -> Celery:

@@ -126,6 +126,27 @@ def test_dead_letters_replayed_by_filter_to_another_queue_and_purged(
     assert everything.status_code == 422, "a purge names what it deletes (a filter or all)"
 
 
+def test_an_expired_dead_letter_is_replayed_with_a_new_expiry(
+    api: Any, api_env: dict[str, str]
+) -> None:
+    from tests.app import make_app
+    from tests.test_dlq import expire
+
+    client = make_app(api_env["TQ_TEST_REDIS_URL"], api_env["TQ_TEST_KEYPREFIX"])
+    try:
+        task_id = expire(client, "via the API")
+    finally:
+        client.close()
+    refused = api.post(f"/api/v1/dlq/{task_id}/replay", {})
+    assert refused.status_code == 422, refused.json
+    assert "clear_expiry" in refused.json["error"]["message"]
+    bulk = api.post("/api/v1/dlq/replay", {"ids": [task_id], "dry_run": True})
+    assert bulk.status_code == 422, bulk.json
+    done = api.post(f"/api/v1/dlq/{task_id}/replay", {"expires": 600, "reason": "still wanted"})
+    assert (done.status_code, done.json["done"]) == (200, 1), done.json
+    assert task_state(api, task_id)["place"] == "queued"
+
+
 def test_workers_online_stale_recovered_shut_down_and_forgotten(
     windowed_api: Any, api_env: dict[str, str], start_worker: StartWorker
 ) -> None:

@@ -1,6 +1,6 @@
 """The result backend under faults and bad input.
 
-- a PostgreSQL restart while tasks run loses no result (acks_late + always-retry writes);
+- (a PostgreSQL crash and restart while tasks run: ``test_result_store_outage.py``);
 - many writers racing on one task id never overwrite its terminal state, and every write
   leaves exactly one history row;
 - a write retried after a failure that may have committed (a lost reply) stores its history
@@ -31,14 +31,12 @@ import pytest
 import redis
 import sqlalchemy
 from celery import Celery, group, states
-from celery.result import AsyncResult
 from kombu.exceptions import EncodeError
 from sqlalchemy.engine import make_url
 
 from taskqueue_backend.backend.queries import UNSURE, event_row
 from tests.backend_app import make_app
 from tests.support import StartWorker, WorkerProcess, wait_for
-from tests.support.postgres import EmbeddedPostgres, find_bindir
 from tests.support.proxy import ReplyDropper
 
 BACKEND_APP = "tests.backend_app"
@@ -60,91 +58,6 @@ def hostname(role: str) -> str:
 
 def events_of(app: Celery, task_id: str) -> list[str]:
     return [row["event"] for row in app.backend.task_history(task_id)]
-
-
-# -- 1. a database restart mid-run -----------------------------------------------------------
-
-RESTART_TASKS = 200
-
-
-@contextlib.contextmanager
-def tasks_through_a_restart(
-    start_worker: StartWorker, redis_url: str, keyprefix: str
-) -> Iterator[tuple[Celery, list[str]]]:
-    """Run bk.add tasks on a PostgreSQL of our own, restarted while a result write is under
-    way; yield (client app, task ids) once every task is SUCCESS."""
-    if find_bindir() is None:
-        pytest.skip("PostgreSQL binaries (initdb, postgres) are not installed")
-    with EmbeddedPostgres() as server:
-        env = {
-            "TQ_TEST_REDIS_URL": redis_url,
-            "TQ_TEST_KEYPREFIX": keyprefix,
-            "TQ_TEST_RESULT_BACKEND": f"tq+{server.url}",
-            "TQ_TEST_ACKS_LATE": "1",
-            "TQ_TEST_ALWAYS_RETRY": "1",
-            "TQ_TEST_PREFETCH": "1",
-        }
-        with client(env) as app:
-            store = app.backend.store  # creates the tables before the worker races for them
-            worker = start_worker(app=BACKEND_APP, env=env, hostname=hostname("restart"))
-            worker.wait_ready()
-            add = app.signature("bk.add")
-            ids = [add.delay(n, n).id for n in range(RESTART_TASKS)]
-
-            def succeeded() -> int:
-                return sum(row.state == states.SUCCESS for row in store.read_many(ids))
-
-            wait_for(lambda: succeeded() >= 10, timeout=60, message="no task finished")
-            server.stop()
-            # a result write failed and is being retried: the restart hit the run mid-write
-            wait_for(
-                lambda: "Failed operation _store_result" in worker.log_text(),
-                timeout=60,
-                message=lambda: "the worker never retried a result write while PostgreSQL "
-                f"was down; log tail:\n{worker.log_tail()}",
-            )  # fmt: skip
-            server.start()
-            wait_for(
-                lambda: succeeded() == RESTART_TASKS,
-                timeout=120,
-                interval=0.2,
-                message=lambda: f"only {succeeded()} of {RESTART_TASKS} results are SUCCESS "
-                f"after the restart; worker log tail:\n{worker.log_tail()}",
-            )  # fmt: skip
-            try:
-                yield app, ids
-            finally:
-                worker.stop()  # before the server goes away
-
-
-def test_postgres_restart_mid_run_loses_no_result(
-    start_worker: StartWorker, redis_url: str, keyprefix: str
-) -> None:
-    with tasks_through_a_restart(start_worker, redis_url, keyprefix) as (app, ids):
-        values = app.ResultSet([AsyncResult(i, app=app) for i in ids]).get(timeout=30)
-        assert values == [2 * n for n in range(RESTART_TASKS)]
-        assert {row.state for row in app.backend.store.read_many(ids)} == {states.SUCCESS}
-
-
-def test_postgres_restart_mid_run_loses_no_history(
-    start_worker: StartWorker, redis_url: str, keyprefix: str
-) -> None:
-    with tasks_through_a_restart(start_worker, redis_url, keyprefix) as (app, ids):
-
-        def incomplete() -> dict[str, list[str]]:
-            histories = {task_id: events_of(app, task_id) for task_id in ids}
-            return {task_id: events for task_id, events in histories.items()
-                    if sorted(events) != ["received", "started", "succeeded"]}  # fmt: skip
-
-        # "received" rows written while the database was down are retried by the history
-        # writer, so they may land a moment after the results
-        wait_for(
-            lambda: not incomplete(),
-            timeout=15,
-            interval=0.5,
-            message=lambda: "tasks whose history lacks an event (or holds one twice) after the "
-            f"restart: {incomplete()}",
-        )  # fmt: skip
 
 
 # -- 2. concurrent writers on one task id ----------------------------------------------------

@@ -8,7 +8,14 @@
   transport (``task-sent`` once, never as its own child), although this broker keeps it as a
   dead letter;
 - ``celery purge`` removes waiting messages, delayed ones included; messages in flight and
-  dead letters stay.
+  dead letters stay;
+- an expired task is REVOKED with ``TaskRevokedError('expired')`` and ``get()`` raises it, as
+  on kombu's stock transport with Celery's stock Redis backend in the same test (and this
+  broker keeps its message in the dead letters);
+- a hard time limit is recorded as stock records it: FAILURE with ``TimeLimitExceeded``, one
+  ``failed`` history row, one dead letter, no false error in the worker's log;
+- a failure in a chain fails the group after it, so ``get()`` on the group raises (where stock
+  Celery, in the same test, leaves the group's members PENDING).
 """
 
 from __future__ import annotations
@@ -21,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from billiard.exceptions import TimeLimitExceeded
 from celery import Celery, chord, group
+from celery.exceptions import TaskRevokedError
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu import Connection, Consumer, Queue
 
 from taskqueue_backend.embedded import EmbeddedRedis
@@ -42,16 +52,19 @@ def stock_results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture(params=["stock-redis", "postgresql", "sqlite"])
-def results_env(
-    request: pytest.FixtureRequest, redis_url: str, keyprefix: str, tmp_path: Path
+def env_for(
+    setup: str, request: pytest.FixtureRequest, redis_url: str, keyprefix: str, tmp_path: Path
 ) -> dict[str, str]:
-    """Worker and client settings with Celery's stock Redis backend or this package's."""
+    """Worker and client settings: this broker with Celery's stock Redis backend
+    ("stock-redis") or this package's ("postgresql", "sqlite"), or stock Celery itself:
+    kombu's stock Redis transport with Celery's stock Redis backend ("stock-celery")."""
     env = {"TQ_TEST_REDIS_URL": redis_url, "TQ_TEST_KEYPREFIX": keyprefix,
            "TQ_TEST_TABLE_PREFIX": "tq_"}  # fmt: skip
-    if request.param == "stock-redis":
+    if setup in ("stock-redis", "stock-celery"):
         env["TQ_TEST_RESULT_BACKEND"] = request.getfixturevalue("stock_results")
-    elif request.param == "postgresql":
+        if setup == "stock-celery":
+            env["TQ_TEST_STOCK_BROKER"] = "1"
+    elif setup == "postgresql":
         database_url = request.getfixturevalue("database_url")
         if database_url is None:
             pytest.skip("no PostgreSQL available (set DATABASE_URL)")
@@ -60,6 +73,22 @@ def results_env(
     else:
         env["TQ_TEST_RESULT_BACKEND"] = f"tq+sqlite:///{tmp_path / 'results.db'}"
     return env
+
+
+@pytest.fixture(params=["stock-redis", "postgresql", "sqlite"])
+def results_env(
+    request: pytest.FixtureRequest, redis_url: str, keyprefix: str, tmp_path: Path
+) -> dict[str, str]:
+    """Worker and client settings with Celery's stock Redis backend or this package's."""
+    return env_for(request.param, request, redis_url, keyprefix, tmp_path)
+
+
+@pytest.fixture(params=["stock-celery", "stock-redis", "postgresql", "sqlite"])
+def side_by_side_env(
+    request: pytest.FixtureRequest, redis_url: str, keyprefix: str, tmp_path: Path
+) -> dict[str, str]:
+    """``results_env``'s set-ups and stock Celery itself, side by side."""
+    return env_for(request.param, request, redis_url, keyprefix, tmp_path)
 
 
 @pytest.fixture
@@ -211,4 +240,108 @@ def test_purging_a_queue_can_keep_its_delayed_tasks(redis_url: str, keyprefix: s
         assert entry.detail == {"outcome": "done", "purged": 1, "include_delayed": False}
     finally:
         ops.close()
+        app.close()
+
+
+def kept_dead_letters(env: dict[str, str], task_id: str) -> list[Any]:
+    """The dead letters of ``task_id`` (none on kombu's stock transport: it keeps none)."""
+    if env.get("TQ_TEST_STOCK_BROKER") == "1":
+        return []
+    ops = operations_for(env["TQ_TEST_REDIS_URL"], env["TQ_TEST_KEYPREFIX"])
+    try:
+        return [e for e in ops.dead_letters.matching() if e.task_id == task_id]
+    finally:
+        ops.close()
+
+
+@pytest.mark.parametrize("side_by_side_env", ["stock-celery", "stock-redis", "postgresql"],
+                         indirect=True)  # fmt: skip
+def test_an_expired_task_is_revoked_as_stock_revokes_it(
+    side_by_side_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    env = side_by_side_env
+    worker = start_worker(app=BACKEND_APP, env=env, extra_args=["-E"])
+    worker.wait_ready()
+    app = make_backend_app(env)
+    try:
+        expired = app.signature("bk.add", (1, 2)).apply_async(countdown=3, expires=1.5)
+        with pytest.raises(TaskRevokedError, match="^expired$"):
+            expired.get(timeout=30)
+        meta = app.backend.get_task_meta(expired.id)
+        assert meta["status"] == "REVOKED"
+        assert repr(meta["result"]) == "TaskRevokedError('expired')"
+        if env["TQ_TEST_RESULT_BACKEND"].startswith("tq+"):
+            events = [(r["event"], (r["detail"] or {}).get("reason"))
+                      for r in app.backend.task_history(expired.id)]  # fmt: skip
+            assert ("revoked", "expired") in events, events
+        if env.get("TQ_TEST_STOCK_BROKER") != "1":  # kept where an operator sees it
+            [entry] = wait_for(lambda: kept_dead_letters(env, expired.id), timeout=10)
+            assert entry.reason == "expired"
+        assert app.signature("bk.add", (2, 2)).delay().get(timeout=30) == 4
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("side_by_side_env", ["stock-celery", "stock-redis", "postgresql"],
+                         indirect=True)  # fmt: skip
+def test_a_hard_time_limit_is_recorded_as_stock_records_it(
+    side_by_side_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    env = side_by_side_env
+    worker = start_worker(app=BACKEND_APP, env=env)
+    worker.wait_ready()
+    app = make_backend_app(env)
+    try:
+        limited = app.signature("bk.sleep", (6.0,)).apply_async(time_limit=2)
+        with pytest.raises(TimeLimitExceeded) as raised:
+            limited.get(timeout=30)
+        assert raised.value.args == (2,)
+        assert str(raised.value) == "TimeLimitExceeded(2,)"
+        meta = app.backend.get_task_meta(limited.id)
+        assert (meta["status"], meta["traceback"]) == ("FAILURE", None)
+        if env["TQ_TEST_RESULT_BACKEND"].startswith("tq+"):
+            time.sleep(0.5)  # a second report of the failure would be written by now
+            history = app.backend.task_history(limited.id)
+            failed = [r for r in history if r["event"] == "failed"]
+            assert len(failed) == 1, [r["event"] for r in history]
+            assert failed[0]["detail"]["exception"] == "TimeLimitExceeded: TimeLimitExceeded(2,)"
+            row = app.backend.store.read(limited.id)
+            assert (row.exception_type, row.exception_message) == (
+                "TimeLimitExceeded", "TimeLimitExceeded(2,)")  # fmt: skip
+        if env.get("TQ_TEST_STOCK_BROKER") != "1":
+            [entry] = wait_for(lambda: kept_dead_letters(env, limited.id), timeout=10)
+            assert entry.reason == "failed"
+            assert entry.exc_type == "billiard.exceptions.TimeLimitExceeded"
+            time.sleep(0.5)
+            assert len(kept_dead_letters(env, limited.id)) == 1, "kept twice"
+        assert "could not dead-letter" not in worker.log_text()
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("side_by_side_env", ["stock-celery", "postgresql", "sqlite"],
+                         indirect=True)  # fmt: skip
+def test_a_failure_in_a_chain_fails_the_group_after_it(
+    side_by_side_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    """``add | fail | group(add, add)``: the group never runs; ``get()`` on it raises what
+    ``fail`` raised. Stock Celery's backends leave the members PENDING (Celery marks its own
+    test of this xfail on its Redis backend), so there ``get()`` waits out its timeout."""
+    env = side_by_side_env
+    start_worker(app=BACKEND_APP, env=env).wait_ready()
+    app = make_backend_app(env)
+    try:
+        sig = app.signature
+        workflow = sig("bk.add", (1, 1)) | sig("bk.fail") | group(sig("bk.add", (1,)),
+                                                                  sig("bk.add", (1,)))  # fmt: skip
+        result = workflow.delay()
+        if env.get("TQ_TEST_STOCK_BROKER") == "1":
+            with pytest.raises(CeleryTimeoutError):
+                result.get(timeout=2)
+            assert {r.state for r in result.results} == {"PENDING"}
+            return
+        with pytest.raises(ValueError, match="^2$"):
+            result.get(timeout=30)
+        assert {r.state for r in result.results} == {"FAILURE"}
+    finally:
         app.close()

@@ -48,6 +48,9 @@ CONTRACTS = {
         {"tq+", "taskqueue_backend.transport:Transport", "redis://127.0.0.1:6379/0"},
     ),
     "message hash fields": ("taskqueue_backend/transport/fields.py", {"recoveries", "leased_at"}),
+    "tasks the result store could not record": (
+        "taskqueue_backend/unrecorded.py", {"result_store_unavailable"},
+    ),
 }  # fmt: skip
 #: where words that are also event names are plain English (option choices, table headings)
 PRESENTATION = "taskqueue_backend/cli/"

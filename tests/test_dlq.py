@@ -6,7 +6,8 @@
   handler is fixed (a real worker runs it);
 - delete and purge (filter, age, dry run), retention trims counted and logged;
 - every mutating operation leaves an audit entry with actor and reason;
-- the same operations from ``taskqueue dlq`` and ``celery -A … dlq``.
+- the same operations from ``taskqueue dlq`` and ``celery -A … dlq``;
+- an expired entry is replayed only with a new expiry or none (``--expires``, ``--clear-expiry``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -468,3 +470,54 @@ def test_celery_dlq_command_uses_the_apps_settings(
     listed = run_cli(str(CELERY), "-A", "tests.app", "dlq", "list", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     assert [e["task_id"] for e in json.loads(listed.stdout)["items"]] == [task_id]
+
+
+def expire(client: Celery, label: str) -> str:
+    """A task whose ``expires`` passes before any worker takes it: the fetch that finds it
+    keeps it in the dead letters (reason expired); its task id."""
+    task_id = str(client.send_task("tests.app.record", (label,), expires=0.5).id)
+    time.sleep(0.6)
+    with client.connection_for_read() as conn:
+        assert conn.default_channel.basic_get(QUEUE) is None  # expired, not delivered
+    return task_id
+
+
+def test_an_expired_dead_letter_is_replayed_only_with_a_new_expiry_or_none(
+    redis_url: str, keyprefix: str, client: Celery, redis_client: redis.Redis,
+    start_worker: StartWorker,
+) -> None:  # fmt: skip
+    first, second, third = (expire(client, label) for label in ("first", "second", "third"))
+    dead = dead_letters(redis_url, keyprefix, "operator")
+    entry = dead.get(first)
+    assert entry.reason == "expired" and entry.expires_at is not None
+    for dry_run in (True, False):
+        with pytest.raises(InvalidRequest, match="have expired.*--expires.*--clear-expiry"):
+            dead.replay([first], dry_run=dry_run)
+    with pytest.raises(InvalidRequest, match="not both"):
+        dead.replay([first], expires=3600, clear_expiry=True)
+    with pytest.raises(InvalidRequest, match="later than now"):
+        dead.replay([first], expires=-5)
+    assert dead.stats().total == 3, "a refused replay moves nothing"
+
+    base = [str(TASKQUEUE), "--broker-url", redis_url, "--keyprefix", keyprefix]
+    refused = run_cli(*base, "dlq", "replay", first)
+    assert refused.returncode == 2 and "--expires" in refused.stderr, refused.stderr
+    replayed = run_cli(*base, "dlq", "replay", first, "--expires", "1h")
+    assert replayed.returncode == 0 and "replayed 1 of 1" in replayed.stdout, replayed.stderr
+    [moved] = inspector(redis_url, keyprefix).queues.find(first)
+    assert moved.state == "ready"
+    headers = json.loads(stored_body(redis_client, keyprefix, QUEUE, first))["headers"]
+    assert 3500 < (datetime.fromisoformat(headers["expires"]).timestamp() - time.time()) <= 3600
+    assert dead.replay([second], clear_expiry=True).done == 1
+    headers = json.loads(stored_body(redis_client, keyprefix, QUEUE, second))["headers"]
+    assert headers["expires"] is None
+    [entry] = dead.page().items
+    assert entry.task_id == third
+    [audit] = inspector(redis_url, keyprefix).audit.entries(AuditQuery(action="dlq."),
+                                                            limit=1).items  # fmt: skip
+    assert audit.detail["expires"] is None  # the last replay cleared it
+
+    start_worker().wait_ready()
+    wait_for(lambda: {e["label"] for e in read_log(redis_client, keyprefix)} == {"first",
+                                                                                 "second"},
+             timeout=30, message=lambda: str(read_log(redis_client, keyprefix)))  # fmt: skip

@@ -603,16 +603,22 @@ def test_which_writes_may_be_deferred(backend_env: dict[str, str], client: MakeC
             self.task, self.chord, self.is_eager = task, None, False
             self.__dict__.update(extra)
 
-    assert backend._may_defer(Request("bk.add")) is on_postgresql
-    assert not backend._may_defer(Request("bk.reject"))  # acks_late=True
-    assert not backend._may_defer(Request("bk.add", chord={"task": "bk.tsum"}))
-    assert not backend._may_defer(Request("bk.add", is_eager=True))
-    assert not backend._may_defer(Request("no.such.task"))
-    assert not backend._may_defer(None)
+    def deferred(request: object, backend: Any = backend) -> bool:
+        """The rule for a write made by the thread that runs the task."""
+        return bool(backend.writes._may_defer(request, running=True))
+
+    assert deferred(Request("bk.add")) is on_postgresql
+    assert not deferred(Request("bk.reject"))  # acks_late=True
+    assert not deferred(Request("bk.add", chord={"task": "bk.tsum"}))
+    assert not deferred(Request("bk.add", is_eager=True))
+    assert not deferred(Request("no.such.task"))
+    assert not deferred(None)
     late = client(task_acks_late=True)
-    assert not late.backend._may_defer(Request("bk.add"))
+    assert not deferred(Request("bk.add"), late.backend)
     off = client(taskqueue_deferred_writes=False)
-    assert not off.backend._may_defer(Request("bk.add"))
+    assert not deferred(Request("bk.add"), off.backend)
+    # outside a running task only a worker's writes go to the writer thread (this is a client)
+    assert not backend.writes._may_defer(Request("bk.add"), running=False)
 
 
 def test_deferred_writes_outlive_dropped_database_connections(

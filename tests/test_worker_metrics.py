@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from taskqueue_backend.embedded import EmbeddedRedis, free_port
 from tests.app import make_app
 from tests.support import StartWorker, wait_for
+from tests.support.exported_metrics import exporter_check
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -39,13 +39,7 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 
 def healthz(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
+    return exporter_check(port, "/healthz")
 
 
 def test_a_prefork_worker_under_load_counts_every_task_once(

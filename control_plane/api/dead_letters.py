@@ -65,9 +65,12 @@ def get_dead_letter(ident: str) -> Any:
 @bp.output(m.OutcomeOut)
 @bp.doc(responses=[404])
 def replay_dead_letter(ident: str, json_data: m.ReplayOneIn) -> Any:
-    """Put one dead letter back on its queue (or ``to_queue``), body and priority unchanged."""
-    return g.ops.dead_letters.replay([ident], to_queue=json_data.to_queue,
-                                     reason=json_data.reason)  # fmt: skip
+    """Put one dead letter back on its queue (or ``to_queue``), body and priority unchanged
+    (a task whose expiry passed needs ``expires`` or ``clear_expiry``)."""
+    body = json_data
+    return g.ops.dead_letters.replay([ident], to_queue=body.to_queue, expires=body.expires,
+                                     clear_expiry=body.clear_expiry,
+                                     reason=body.reason)  # fmt: skip
 
 
 @bp.post("/dlq/replay")
@@ -82,7 +85,9 @@ def replay_dead_letters(json_data: m.ReplayIn) -> Any:
     body = json_data
     return g.ops.dead_letters.replay(body.ids, dead_letter_filter(body.filter), body.all,
                                      to_queue=body.to_queue, rate=body.rate,
-                                     dry_run=body.dry_run, reason=body.reason)  # fmt: skip
+                                     dry_run=body.dry_run, expires=body.expires,
+                                     clear_expiry=body.clear_expiry,
+                                     reason=body.reason)  # fmt: skip
 
 
 @bp.delete("/dlq/<ident>")

@@ -179,6 +179,7 @@ class DeadLetterReason(StrEnum):
     unknown_task = "unknown_task"
     invalid_message = "invalid_message"
     expired = "expired"
+    result_store_unavailable = "result_store_unavailable"
 
 
 class DeadLetterFilter(Strict):
@@ -196,6 +197,14 @@ class DeadLetterQuery(DeadLetterFilter):
     cursor: str | None = Cursor
 
 
+ReplayExpires = Field(
+    None,
+    description="A new expiry for the replayed tasks: a time, or seconds from now. Entries "
+    "whose expiry has passed are refused without it (or clear_expiry).",
+)
+ClearExpiry = Field(False, description="Replay the tasks without an expiry.")
+
+
 class ReplayIn(Strict):
     ids: list[str] | None = Field(None, min_length=1, max_length=10_000)
     filter: DeadLetterFilter | None = None
@@ -203,11 +212,15 @@ class ReplayIn(Strict):
     to_queue: str | None = Field(None, min_length=1, max_length=255)
     rate: float | None = Field(None, gt=0, le=100_000, description="Messages per second.")
     dry_run: bool = False
+    expires: datetime | float | None = ReplayExpires
+    clear_expiry: bool = ClearExpiry
     reason: str = Reason
 
 
 class ReplayOneIn(Strict):
     to_queue: str | None = Field(None, min_length=1, max_length=255)
+    expires: datetime | float | None = ReplayExpires
+    clear_expiry: bool = ClearExpiry
     reason: str = Reason
 
 

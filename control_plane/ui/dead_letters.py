@@ -81,6 +81,19 @@ def _selection() -> tuple[list[str] | None, Filter | None, bool, str]:
     return ids, None, False, f"{len(ids):,} selected dead letter(s)"
 
 
+def _expiry() -> dict[str, Any]:
+    """The replay's new expiry: minutes from now (``expires_minutes``), or ``clear_expiry``."""
+    minutes = (request.form.get("expires_minutes") or "").strip()
+    clear = request.form.get("clear_expiry") == "1"
+    if not minutes:
+        return {"clear_expiry": clear}
+    try:
+        value = float(minutes)
+    except ValueError:
+        raise InvalidRequest(f"the new expiry must be minutes from now, not {minutes!r}") from None
+    return {"expires": value * 60, "clear_expiry": clear}
+
+
 @bp.post("/dlq/replay")
 @page("operator")
 def replay_dead_letters() -> Any:
@@ -88,19 +101,25 @@ def replay_dead_letters() -> Any:
     to_queue = (request.form.get("to_queue") or "").strip() or None
     try:
         ids, flt, everything, what = _selection()
-        dry = g.ops.dead_letters.replay(ids, flt, everything, to_queue=to_queue, dry_run=True)
+        expiry = _expiry()
+        dry = g.ops.dead_letters.replay(ids, flt, everything, to_queue=to_queue, dry_run=True,
+                                        **expiry)  # fmt: skip
     except (InvalidRequest, NotFound) as exc:
         return forms.refused(str(exc), here)
     title = "Replay dead letters"
     where = f"to queue {to_queue}" if to_queue else "each to the queue it died on"
     message = (f"Puts {what} back, {where}, with its priority and body unchanged; each "
                "task's result is reopened and its history continues.")  # fmt: skip
+    if expiry.get("expires"):
+        message += f" Each expires {expiry['expires'] / 60:g} minute(s) from now."
+    elif expiry["clear_expiry"]:
+        message += " None of them expires."
     page = forms.unconfirmed(title, message, button="Replay", count=dry.matched, danger=False)
     if page is not None:
         return page
     try:
         outcome = g.ops.dead_letters.replay(ids, flt, everything, to_queue=to_queue,
-                                            reason=forms.reason())  # fmt: skip
+                                            reason=forms.reason(), **expiry)  # fmt: skip
     except (Conflict, InvalidRequest, NotFound) as exc:
         return forms.refused(str(exc), here)
     skipped = f" ({outcome.skipped:,} taken by someone else meanwhile)" if outcome.skipped else ""

@@ -17,32 +17,23 @@ from typing import Any
 
 from celery import states
 from celery.backends.base import BaseBackend
-from celery.exceptions import ChordError, Retry
-from celery.result import GroupResult, allow_join_result, result_from_tuple
+from celery.exceptions import Retry
+from celery.result import result_from_tuple
 from celery.utils.time import maybe_timedelta
 from kombu.utils.encoding import bytes_to_str, ensure_bytes
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .. import lifecycle
 from ..clock import utcnow
 from ..selection import BACKEND_PREFIX, plain_database_url
-from . import deferred, history, waiting
+from . import canvas, history, outage, waiting
 from .opening import engine_for, open_store
 from .queries import Store
 from .schema import build_tables
 from .settings import BackendSettings
+from .state_writes import StateWrites
 from .text import clean_text
 
 logger = logging.getLogger(__name__)
-
-
-def chord_error(message: str, cause: BaseException | None = None) -> ChordError:
-    """A ``ChordError`` that keeps the failing dependency's exception as its cause, as
-    Celery's own backends raise it (``_create_chord_error_with_cause``, Celery >= 5.6)."""
-    error = ChordError(message)
-    if isinstance(cause, Exception):
-        error.__cause__ = cause
-    return error
 
 
 EVENT_FOR_STATE = {
@@ -74,6 +65,7 @@ class DatabaseBackend(BaseBackend):
         self.settings = BackendSettings.from_conf(self.app.conf)
         self.tables = build_tables(self.settings.table_prefix, self.settings.schema)
         self._store: Store | None = None
+        self.writes = StateWrites(self)
         self.expires = self.prepare_expires(kwargs.get("expires"), type=maybe_timedelta)
         history.install(self)
 
@@ -86,14 +78,19 @@ class DatabaseBackend(BaseBackend):
             self._store = open_store(self.url, self.settings)
         return self._store
 
-    def exception_safe_to_retry(self, exc: BaseException) -> bool:
-        import psycopg
+    @property
+    def dialect(self) -> str:
+        """``postgresql`` or ``sqlite`` (from the URL: known without connecting)."""
+        from sqlalchemy.engine import make_url
 
-        if isinstance(exc, psycopg.OperationalError):  # the direct connection's errors
-            return True
-        return isinstance(exc, OperationalError | DBAPIError) and (
-            isinstance(exc, OperationalError) or bool(getattr(exc, "connection_invalidated", 0))
-        )
+        return make_url(self.url).get_backend_name()
+
+    def store_problem(self) -> str | None:
+        """Why the result store cannot be reached now, or None (probed every few seconds)."""
+        return outage.probe(lambda: self.store, self.url)
+
+    def exception_safe_to_retry(self, exc: BaseException) -> bool:
+        return outage.unreachable(exc)
 
     def as_uri(self, include_password: bool = False) -> str:
         from sqlalchemy.engine import make_url
@@ -155,11 +152,10 @@ class DatabaseBackend(BaseBackend):
         if state in states.EXCEPTION_STATES or state == states.RETRY:
             exc = result if isinstance(result, dict) else {}
             row["exception_type"] = clean_text(exc.get("exc_type"))
-            message = exc.get("exc_message", "")
-            if isinstance(message, list | tuple):
-                message = ", ".join(str(part) for part in message)
-            row["exception_message"] = clean_text(str(message))
+            row["exception_message"] = clean_text(self._exception_text(exc))
             detail["exception"] = f"{row['exception_type']}: {row['exception_message']}"
+            if state == states.REVOKED:  # why: "expired", "terminated", "revoked"
+                detail["reason"] = row["exception_message"]
         if state == states.RETRY:
             retry = sys.exc_info()[1]  # Celery stores RETRY while handling the Retry
             if isinstance(retry, Retry) and retry.when is not None:
@@ -180,6 +176,8 @@ class DatabaseBackend(BaseBackend):
             "worker": row.get("worker"),
             "detail": detail or None,
         }
+        if self.writes.repeats_outcome(task_id, state, request):
+            return result  # Celery's second report of a hard time limit
         # a held event of the same kind (task_prerun's "started" when Celery also stores
         # STARTED) is this one
         held, held_row = history.take_pending(task_id)
@@ -188,29 +186,20 @@ class DatabaseBackend(BaseBackend):
             if held_row and held_row.get(column) and not row.get(column):
                 row[column] = held_row[column]
         pending = [e for e in held if e["event"] != event["event"]]
-        events = [*pending, event]
-        try:  # (the first use of self.store connects, and may fail too)
-            if self._may_defer(request):
-                deferred.writer().submit(task_id, lambda: self.store.write(row, events))
-                return result
-            self.store.write(row, events)
-        except Exception:
-            history.put_back(task_id, pending, held_row)  # Celery may retry this write
-            raise
+        self.writes.run(task_id, state, row, [*pending, event], (pending, held_row), request,
+                        result)  # fmt: skip
         return result
 
-    def _may_defer(self, request: Any) -> bool:
-        """Whether this write may go to the writer thread (see ``deferred``)."""
-        if not self.settings.deferred_writes or request is None:
-            return False
-        if self.store.dialect != "postgresql":
-            return False  # SQLite: one writer at a time anyway, and no throughput target
-        if getattr(request, "chord", None) or getattr(request, "is_eager", False):
-            return False
-        task = self.app.tasks.get(getattr(request, "task", None) or "")
-        if task is None:
-            return False
-        return not getattr(task, "acks_late", self.app.conf.task_acks_late)
+    def _exception_text(self, exc: dict[str, Any]) -> str:
+        """The exception's text as the caller of ``get()`` sees it (``str`` of the exception
+        Celery rebuilds), or its arguments when it cannot be rebuilt here."""
+        try:
+            return str(self.exception_to_python(exc))
+        except Exception:
+            message = exc.get("exc_message", "")
+            if isinstance(message, list | tuple):
+                return ", ".join(str(part) for part in message)
+            return str(message)
 
     def on_task_call(self, producer: Any, task_id: str) -> dict[str, Any]:
         if self.settings.record_sent:
@@ -324,6 +313,29 @@ class DatabaseBackend(BaseBackend):
     def _delete_group(self, group_id: str) -> None:
         self.store.delete_group(group_id)
 
+    def mark_as_failure(
+        self,
+        task_id: str,
+        exc: Any,
+        traceback: str | None = None,
+        request: Any = None,
+        store_result: bool = True,
+        call_errbacks: bool = True,
+        state: str = states.FAILURE,
+    ) -> None:
+        """Celery's, and the members of the groups the failed task's chain would have
+        started are failed too (``canvas``)."""
+        super().mark_as_failure(task_id, exc, traceback, request, store_result, call_errbacks,
+                                state)  # fmt: skip
+        if request is None or not store_result or state not in states.PROPAGATE_STATES:
+            return
+        from celery.app.task import Context
+
+        for member_id, name in canvas.group_members(getattr(request, "chain", None)):
+            member = Context({"id": member_id, "task": name,
+                              "hostname": getattr(request, "hostname", None)})  # fmt: skip
+            self.store_result(member_id, exc, state, traceback=traceback, request=member)
+
     # -- chords: an atomic counter, never chord_unlock polling ------------------------------
 
     def set_chord_size(self, group_id: str, chord_size: int) -> None:
@@ -335,50 +347,4 @@ class DatabaseBackend(BaseBackend):
         header_result.save(backend=self)
 
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
-        from celery.canvas import maybe_signature
-
-        gid = getattr(request, "group", None)
-        if not gid or not getattr(request, "chord", None):
-            return
-        app = self.app
-        callback = maybe_signature(request.chord, app=app)
-        deferred.drain()  # the members' results are committed before the counter moves
-        counted = self.store.chord_part_done(gid)
-        try:
-            deps = GroupResult.restore(gid, backend=self)
-        except Exception as exc:
-            logger.exception("Chord %r raised: %r", gid, exc)
-            return self.chord_error_from_stack(
-                callback, ChordError(f"Cannot restore group: {exc!r}")
-            )
-        if counted is None or deps is None:
-            return self.chord_error_from_stack(
-                callback, ChordError(f"GroupResult {gid} no longer exists")
-            )
-        done, size = counted
-        size = request.chord.get("chord_size") or size or len(deps)
-        if done != size:
-            if done > size:
-                logger.warning("Chord counter incremented too many times for %r", gid)
-            return
-        join = deps.join_native if deps.supports_native_join else deps.join
-        try:
-            with allow_join_result():
-                ret = join(timeout=app.conf.result_chord_join_timeout, propagate=True)
-        except Exception as exc:
-            try:
-                # the group's own report needs Celery's result cache, which is off by default
-                culprit = next(r for r in deps.results if r.state in states.PROPAGATE_STATES)
-                reason = f"Dependency {culprit.id} raised {exc!r}"
-            except StopIteration:
-                reason = repr(exc)
-            logger.exception("Chord %r raised: %r", gid, reason)
-            self.chord_error_from_stack(callback, chord_error(reason, exc))
-        else:
-            try:
-                app.amqp._retry_publish(callback.delay, ret)
-            except Exception as exc:
-                logger.exception("Chord %r raised: %r", gid, exc)
-                self.chord_error_from_stack(callback, chord_error(f"Callback error: {exc!r}", exc))
-        finally:
-            deps.delete()
+        canvas.chord_part_returned(self, request)

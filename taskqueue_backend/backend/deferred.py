@@ -1,17 +1,21 @@
-"""State writes that the pool process hands to a thread instead of waiting for them.
+"""State writes that a worker hands to a thread instead of waiting for them.
 
 A task acknowledged when it starts (Celery's default, ``acks_late=False``) is at-most-once:
 its message is gone before it runs. Waiting for the database after it returns buys it
-nothing but makes the worker slower, so its state writes go to one writer thread per process,
-which runs them in order while the pool process goes on to the next task. Readers still see a
-result only once it is committed (``get()`` wakes on the commit's NOTIFY).
+nothing but makes the worker slower, so its outcome goes to one writer thread per process,
+which runs the writes in order while the pool process goes on to the next task. The writes a
+worker's main process makes (a lost or timed-out task, a revoked or expired one) go here too,
+so the worker's event loop never waits for the database. Readers still see a result only once
+it is committed (``get()`` wakes on the commit's NOTIFY).
 
-Late-acknowledged tasks (``acks_late=True``) keep the synchronous write: their result is
-committed before their message is acknowledged. A chord member's write is waited for before
-the chord counter moves (``drain``), and the queue is drained when the pool process exits.
-A connection error is retried until the database answers (the queue is bounded, so a long
-outage slows the pool process down instead of growing memory); any other error is logged
-with the task id, as Celery logs a failed synchronous write.
+While the result store is unreachable each write is retried with backoff (``outage``) until
+its own deadline (the retry window from when it was submitted); then its ``give_up`` keeps the
+outcome elsewhere (``state_writes``: the broker's dead letters). The queue is bounded, so a
+long outage slows the pool process down instead of growing memory. When the process exits the
+queue is drained for at most ``STOP_WAIT`` seconds; writes still waiting then are given up at
+once rather than lost. Any other error is logged with the task id, as Celery logs a failed
+synchronous write. A chord member's write is waited for before the chord counter moves
+(``drain``).
 """
 
 from __future__ import annotations
@@ -22,16 +26,27 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from .queries import connection_lost
+from . import outage
 
 logger = logging.getLogger(__name__)
 
 #: writes waiting at most (then the submitting pool process waits for room)
 MAX_QUEUED = 1000
-RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+#: how long an exiting process waits for its queued writes before giving them up
+STOP_WAIT = 30.0
 
 Write = Callable[[], None]
+GiveUp = Callable[[BaseException], None]
+
+
+@dataclass
+class Job:
+    task_id: str
+    write: Write
+    deadline: float  # time.monotonic() after which an unreachable store means give up
+    give_up: GiveUp | None = None
 
 
 class DeferredWriter(threading.Thread):
@@ -40,57 +55,63 @@ class DeferredWriter(threading.Thread):
     def __init__(self) -> None:
         super().__init__(name="tq-state-writer", daemon=True)
         self.pid = os.getpid()
-        self._queue: queue.Queue[tuple[str, Write] | None] = queue.Queue(MAX_QUEUED)
+        self._queue: queue.Queue[Job | None] = queue.Queue(MAX_QUEUED)
         self._stopped = False
+        self._cap: float | None = None  # set when the process exits: no deadline beyond it
         self._start_lock = threading.Lock()
 
-    def submit(self, task_id: str, write: Write) -> None:
+    def submit(
+        self, task_id: str, write: Write, deadline: float | None = None,
+        give_up: GiveUp | None = None,
+    ) -> None:  # fmt: skip
         if not self.is_alive():
             with self._start_lock:  # a thread pool may submit from several threads
                 if not self.is_alive() and self.ident is None:
                     self.start()
-        self._queue.put((task_id, write))
+        when = time.monotonic() if deadline is None else deadline
+        self._queue.put(Job(task_id, write, when, give_up))
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every submitted write has run; False if ``timeout`` passed first."""
         if not self.is_alive():
             return True
         done = threading.Event()
-        self._queue.put(("", done.set))
+        self._queue.put(Job("", done.set, time.monotonic()))
         return done.wait(timeout)
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = STOP_WAIT) -> None:
         if self.is_alive() and not self._stopped:
             self._stopped = True
-            if not self.drain(timeout):
-                logger.error("state writes still queued at exit after %.0f s", timeout)
+            self._cap = time.monotonic() + timeout
+            if not self.drain(timeout + 10):
+                logger.error("state writes still queued at exit after %.0f s", timeout + 10)
             self._queue.put(None)
 
     def run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            job = self._queue.get()
+            if job is None:
                 return
-            task_id, write = item
-            self._run(task_id, write)
+            self._run(job)
 
-    def _run(self, task_id: str, write: Write) -> None:
-        attempt = 0
-        while True:
-            try:
-                write()
+    def _deadline(self, job: Job) -> float:
+        return job.deadline if self._cap is None else min(job.deadline, self._cap)
+
+    def _run(self, job: Job) -> None:
+        if not job.task_id:  # a drain marker
+            job.write()
+            return
+        try:
+            what = f"the state of task {job.task_id}"
+            outage.retry_until(job.write, lambda: self._deadline(job), what)
+        except Exception as exc:
+            if not outage.unreachable(exc) or job.give_up is None:
+                logger.exception("could not store the state of task %s", job.task_id)
                 return
-            except Exception as exc:
-                if not connection_lost(exc):
-                    logger.exception("could not store the state of task %s", task_id)
-                    return
-                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
-                attempt += 1
-                logger.warning(
-                    "database unavailable storing task %s (%s); retry %d in %.1f s",
-                    task_id, exc, attempt, delay,
-                )  # fmt: skip
-                time.sleep(delay)
+            try:
+                job.give_up(exc)
+            except Exception:
+                logger.exception("could not keep the unrecorded state of task %s", job.task_id)
 
 
 _writer: DeferredWriter | None = None
@@ -106,8 +127,13 @@ def writer() -> DeferredWriter:
         return _writer
 
 
+def on_writer_thread() -> bool:
+    """Whether the caller is this process's writer thread (its writes run in place)."""
+    return _writer is not None and threading.current_thread() is _writer
+
+
 def drain() -> None:
-    if _writer is not None and _writer.pid == os.getpid():
+    if _writer is not None and _writer.pid == os.getpid() and not on_writer_thread():
         _writer.drain()
 
 

@@ -32,13 +32,14 @@ from celery import signals, states
 from .. import headers as delivery
 from .. import lifecycle
 from ..clock import utcnow
-from . import deferred
+from . import deferred, outage
 from .queries import event_row
 
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _written = threading.Condition(_lock)  # notified when the writer's batch is committed
+_starting = threading.RLock()  # one writer per process, started once
 _pending: dict[str, list[dict[str, Any]]] = {}
 _pending_rows: dict[str, dict[str, Any]] = {}
 _backend: Any = None
@@ -81,6 +82,14 @@ def put_back(task_id: str, events: list[dict[str, Any]], row: dict[str, Any] | N
             _pending_rows.setdefault(task_id, row)
 
 
+def returned_event(task_id: str, request: Any, reason: str, detail: str) -> dict[str, Any]:
+    """The history row of a task whose message went back to its queue without running."""
+    queue = (getattr(request, "delivery_info", None) or {}).get("routing_key")
+    worker = getattr(request, "hostname", None)
+    return event_row(task_id, lifecycle.RETURNED, states.PENDING, worker,
+                     {"reason": reason, "detail": detail, "queue": queue})  # fmt: skip
+
+
 def hold(task_id: str, event: dict[str, Any], row: dict[str, Any] | None = None) -> None:
     """Keep an event for the task's next state write (or the writer's next batch)."""
     with _lock:
@@ -101,8 +110,10 @@ class Writer(threading.Thread):
         self.in_flight: frozenset[str] = frozenset()  # tasks of the batch being written
 
     def poke(self) -> None:
-        if not self.is_alive():
-            self.start()
+        if self.ident is None:
+            with _starting:  # the threads pool holds events from several threads at once
+                if self.ident is None:
+                    self.start()
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
@@ -119,8 +130,13 @@ class Writer(threading.Thread):
             return
         try:  # through the newest backend, as the handlers that held these events use it
             _backend.write_events(list(rows.values()), events)
-        except Exception:
-            logger.exception("could not write %d task history event(s); will retry", len(events))
+            outage.outage_log.answered()
+        except Exception as exc:
+            if outage.unreachable(exc):
+                outage.outage_log.failed(exc, f"{len(events)} task history event(s)")
+            else:
+                logger.exception("could not write %d task history event(s); will retry",
+                                 len(events))  # fmt: skip
             with _lock:  # keep them for the next round (or the task's next state write)
                 for e in reversed(events):
                     _pending.setdefault(e["task_id"], []).insert(0, e)
@@ -138,9 +154,10 @@ class Writer(threading.Thread):
 
 def writer() -> Writer:
     global _writer
-    if _writer is None or _writer.pid != os.getpid():
-        _writer = Writer(_backend)
-    return _writer
+    with _starting:
+        if _writer is None or _writer.pid != os.getpid():
+            _writer = Writer(_backend)
+        return _writer
 
 
 def _flush_at_exit() -> None:
@@ -152,7 +169,7 @@ def _flush_at_exit() -> None:
 # -- signal handlers ---------------------------------------------------------------------
 
 
-def _ignored(task: Any, request: Any) -> bool:
+def ignored(task: Any, request: Any) -> bool:
     """Whether Celery stores nothing for this task (``ignore_result``, the request's own value
     first, as Celery's tracer decides)."""
     if isinstance(request, dict):
@@ -178,7 +195,7 @@ def on_task_received(request: Any = None, **kwargs: Any) -> None:
     if delivery.delivered_at(request) is not None:
         return  # delivered by this package's broker: the pool process records "received"
     task = getattr(request, "task", None)
-    if _ignored(task, getattr(request, "request_dict", None)):
+    if ignored(task, getattr(request, "request_dict", None)):
         return
     now = utcnow()
     delivery_info = getattr(request, "delivery_info", None) or {}
@@ -205,7 +222,7 @@ def on_task_prerun(task_id: str | None = None, task: Any = None, **kwargs: Any) 
     if not task_id or _backend is None:
         return
     request = getattr(task, "request", None)
-    if request is None or _ignored(task, request):
+    if request is None or ignored(task, request):
         return
     now = utcnow()
     worker = getattr(request, "hostname", None)
@@ -267,6 +284,7 @@ def install(backend: Any) -> None:
     _backend = backend
     if not first:
         return
+    outage.connect(signals)
     signals.task_received.connect(on_task_received, weak=False, dispatch_uid="tq-received")
     signals.task_prerun.connect(on_task_prerun, weak=False, dispatch_uid="tq-prerun")
     signals.after_task_publish.connect(on_after_publish, weak=False, dispatch_uid="tq-sent")

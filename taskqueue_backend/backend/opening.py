@@ -25,8 +25,11 @@ _lock = threading.Lock()
 def _options(url: str, settings: BackendSettings) -> tuple[tuple[tuple[str, Any], ...], dict]:
     options = settings.engine_options
     connect_args = dict(dict(options).get("connect_args") or {})
-    if not settings.synchronous_commit and url.startswith("postgresql"):
-        connect_args["options"] = "-c synchronous_commit=off"
+    if url.startswith("postgresql"):
+        # an unreachable server fails a try within seconds instead of a TCP timeout's minutes
+        connect_args.setdefault("connect_timeout", max(1, round(settings.connect_timeout)))
+        if not settings.synchronous_commit:
+            connect_args["options"] = "-c synchronous_commit=off"
         options = (*[o for o in options if o[0] != "connect_args"],
                    ("connect_args", connect_args))  # fmt: skip
     return options, connect_args

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-import psycopg
 from sqlalchemy import (
     Engine,
     and_,
@@ -35,9 +34,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import DBAPIError
 
 from .. import lifecycle
+from .outage import unreachable
 from .schema import Tables
 from .statements import (
     FIRST_COLUMNS,
@@ -84,7 +83,7 @@ class Store:
             try:
                 return operation()
             except Exception as exc:
-                if not connection_lost(exc) or attempt == attempts - 1:
+                if not unreachable(exc) or attempt == attempts - 1:
                     raise
         raise AssertionError("unreachable")
 
@@ -204,6 +203,13 @@ class Store:
             e.c.task_id.in_(task_ids), e.c.event.in_(lifecycle.FINISHED)
         )
         return set(conn.execute(query).scalars())
+
+    def ping(self) -> None:
+        """One trivial query: raises when the store cannot be reached."""
+        from sqlalchemy import text
+
+        with self.autocommit.connect() as conn:
+            conn.execute(text("SELECT 1"))
 
     def read(self, task_id: str) -> Row[Any] | None:
         r = self.tables.results
@@ -380,13 +386,6 @@ def event_row(
 
     return {"task_id": task_id, "event": event, "state": state, "at": at or utcnow(),
             "worker": clean_text(worker), "detail": clean_json(detail)}  # fmt: skip
-
-
-def connection_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` is a dropped database connection (a restart): worth one more try."""
-    if isinstance(exc, psycopg.OperationalError):  # the direct connection's errors
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def _marking(events: Sequence[dict[str, Any]], write: Callable[[], None]) -> Callable[[], None]:

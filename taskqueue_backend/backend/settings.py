@@ -27,6 +27,13 @@ class BackendSettings:
       ``synchronous_commit = off``: results are visible at once and survive a clean restart,
       but a crash of the database server may lose the last fraction of a second of writes
       (about the durability of Redis with ``appendfsync everysec``), for more throughput.
+    - ``taskqueue_deferred_writes`` (True): the outcome of a task acknowledged on start is
+      written by a thread of its process instead of being waited for (``deferred``).
+    - ``taskqueue_result_store_retry_window`` (120 s): how long a worker retries a state write
+      while the result store is unreachable before it hands the task to the broker
+      (``state_writes``).
+    - ``taskqueue_connect_timeout`` (10 s): how long opening a PostgreSQL connection may take
+      (``connect_timeout``), so an unreachable server fails a try instead of hanging it.
     """
 
     table_prefix: str = DEFAULT_PREFIX
@@ -40,6 +47,8 @@ class BackendSettings:
     history_flush_interval: float = 0.2
     synchronous_commit: bool = True
     deferred_writes: bool = True
+    result_store_retry_window: float = 120.0
+    connect_timeout: float = 10.0
 
     @classmethod
     def from_conf(cls, conf: Any) -> BackendSettings:
@@ -59,4 +68,6 @@ class BackendSettings:
             history_flush_interval=float(get("taskqueue_history_flush_interval", 0.2)),
             synchronous_commit=bool(get("taskqueue_synchronous_commit", True)),
             deferred_writes=bool(get("taskqueue_deferred_writes", True)),
+            result_store_retry_window=float(get("taskqueue_result_store_retry_window", 120.0)),
+            connect_timeout=float(get("taskqueue_connect_timeout", 10.0)),
         )

@@ -15,7 +15,7 @@ import click
 from ..operations import REASONS, Filter, InvalidRequest, Outcome
 from ..operations.dead_letters import DeadLetters
 from . import output
-from .options import parse_duration, parse_time
+from .options import parse_deadline, parse_duration, parse_time
 from .session import json_option, ops, reports_errors, session
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -171,6 +171,12 @@ def stats(ctx: click.Context) -> None:
 @click.option("--to-queue", help="Replay into this queue instead of the original one.")
 @click.option("--rate", type=float, help="At most this many messages per second.")
 @click.option("--dry-run", is_flag=True, help="Only count what would be replayed.")
+@click.option(
+    "--expires",
+    "new_expiry",
+    help="A new expiry for the replayed tasks: a duration from now (1h) or a time.",
+)
+@click.option("--clear-expiry", is_flag=True, help="Replay the tasks without an expiry.")
 @click.option("--note", default="", help="Why (kept in the audit log and the tasks' history).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
@@ -178,19 +184,24 @@ def stats(ctx: click.Context) -> None:
 @reports_errors
 def replay(
     ctx: click.Context, ids: tuple[str, ...], everything: bool, to_queue: str | None,
-    rate: float | None, dry_run: bool, note: str, yes: bool, **given: Any,
+    rate: float | None, dry_run: bool, new_expiry: str | None, clear_expiry: bool, note: str,
+    yes: bool, **given: Any,
 ) -> None:  # fmt: skip
     """Put dead letters back on their queue, body and priority unchanged.
 
     Name them by id (task or message id, or a unique prefix), by filter options, or --all.
+    Tasks whose expiry passed are refused unless --expires or --clear-expiry is given.
     """
     dead = _dead_letters(ctx)
     flt = make_filter(**given)
+    expires = parse_deadline(new_expiry)
     _bulk(
         ctx,
-        lambda: dead.replay(ids, flt, everything, to_queue=to_queue, dry_run=True),
+        lambda: dead.replay(ids, flt, everything, to_queue=to_queue, dry_run=True,
+                            expires=expires, clear_expiry=clear_expiry),
         lambda progress: dead.replay(ids, flt, everything, to_queue=to_queue, rate=rate,
-                                     reason=note, progress=progress),
+                                     reason=note, progress=progress, expires=expires,
+                                     clear_expiry=clear_expiry),
         dry_run, not (yes or ids), "Replay {} dead letter(s)?", "replaying",
     )  # fmt: skip
 

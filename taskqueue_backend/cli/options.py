@@ -35,3 +35,12 @@ def parse_time(text: str | None) -> datetime | None:
             f"{text!r} is neither an ISO 8601 time (2026-11-23T10:00) nor a duration (2h)"
         ) from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def parse_deadline(text: str | None) -> datetime | None:
+    """An ISO 8601 time (naive = UTC) or a duration meaning that long from now."""
+    if text is None:
+        return None
+    if _DURATION.match(text.strip().lower()):
+        return from_epoch(time.time() + parse_duration(text))
+    return parse_time(text)

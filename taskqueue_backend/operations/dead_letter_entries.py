@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .. import unrecorded
 from ..clock import from_epoch_ms
 from ..transport.fields import StoredMessage
+from ..transport.messages import expires_at
 from ..transport.replies import as_text
 from .errors import InvalidRequest
 
@@ -30,6 +32,7 @@ REASONS = (
     "unknown_task",
     "invalid_message",
     "expired",
+    unrecorded.REASON,
 )
 #: a claimed entry whose replayer died goes back to the dead letters after this long
 STALE_CLAIM_MS = 60_000
@@ -60,7 +63,15 @@ class DeadLetter:
     dead_at: datetime | None
     args: str | None
     kwargs: str | None
+    #: when the message expires (Celery's ``expires``); a replay after it needs a new expiry
+    expires_at: datetime | None = None
     body: str | None = None
+
+    def expired(self, now: datetime) -> bool:
+        """Whether a replay as it is would expire at once."""
+        if self.reason == "expired" and self.expires_at is None:
+            return True
+        return self.expires_at is not None and self.expires_at <= now
 
 
 @dataclass(frozen=True)
@@ -196,5 +207,6 @@ def entry_of(message: StoredMessage, score: int, with_body: bool) -> DeadLetter:
         dead_at=message.dead_at or from_epoch_ms(score),
         args=as_text(headers.get("argsrepr")),
         kwargs=as_text(headers.get("kwargsrepr")),
+        expires_at=expires_at(headers, message.expire_at),
         body=as_text(message.body) if with_body else None,
     )

@@ -22,12 +22,14 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import lifecycle
-from ..clock import from_epoch
+from ..clock import from_epoch, from_epoch_ms
 from ..transport import fields, retention
 from ..transport.keys import QueueKeys
+from ..transport.messages import with_expiry
 from ..transport.replies import as_int, as_text
 from . import history
 from .data import Page
@@ -260,10 +262,15 @@ class DeadLetters:
         dry_run: bool = False,
         reason: str = "",
         progress: Progress | None = None,
+        expires: datetime | float | None = None,
+        clear_expiry: bool = False,
     ) -> Outcome:
         """Put dead letters back on their queue (or ``to_queue``) with their priority.
 
         ``rate`` caps messages per second. A dry run only counts what would be replayed.
+        An entry whose expiry (Celery's ``expires``) has passed would expire again at once:
+        it is refused unless ``expires`` gives the replayed messages a new one (a time, or
+        seconds from now) or ``clear_expiry`` removes it.
         """
         if rate is not None and rate <= 0:
             raise InvalidRequest(
@@ -271,14 +278,17 @@ class DeadLetters:
             )
         if to_queue is not None and not to_queue.strip():
             raise InvalidRequest("to_queue must name a queue")
+        new_expiry = _new_expiry(expires, clear_expiry)
         selected = self._select(ids, flt, everything)
+        if new_expiry is None:
+            _refuse_expired(selected)
         outcome = Outcome("replay", matched=len(selected), dry_run=dry_run, to_queue=to_queue)
         if dry_run:
             return outcome
         step = BATCH if rate is None else max(1, min(BATCH, int(rate)))
         started = time.monotonic()
         for queue, batch in _batches_per_queue(selected, step):
-            done = self._replay_batch(queue, batch, to_queue or queue, reason)
+            done = self._replay_batch(queue, batch, to_queue or queue, reason, new_expiry)
             outcome.done += len(done)
             outcome.skipped += len(batch) - len(done)
             outcome.task_ids += [task_id for task_id in done if task_id]
@@ -290,12 +300,15 @@ class DeadLetters:
                     time.sleep(ahead)
         if to_queue:
             self.client.sadd(self.ops.broker.global_keys.queues, to_queue)
-        self._audit("replay", outcome, reason, flt, ids)
+        given = from_epoch_ms(new_expiry) if new_expiry else None
+        extra = {} if new_expiry is None else {"expires": given.isoformat() if given else None}
+        self._audit("replay", outcome, reason, flt, ids, **extra)
         return outcome
 
     def _replay_batch(
-        self, queue: str, batch: list[DeadLetter], target: str, reason: str
-    ) -> list[str]:
+        self, queue: str, batch: list[DeadLetter], target: str, reason: str,
+        new_expiry: int | None = None,
+    ) -> list[str]:  # fmt: skip
         keys, target_keys = self._keys(queue), self._keys(target)
         now = int(time.time() * 1000)
         claimed = self.scripts["dlq_claim"](
@@ -312,13 +325,28 @@ class DeadLetters:
                        "dead_letter_reason": entries[message_id].reason})
             for message_id, task_id in pairs if task_id
         ])  # fmt: skip
+        releases: list[Any] = []
+        bodies = self._bodies(queue, [m for m, _ in pairs]) if new_expiry is not None else {}
+        for message_id, _ in pairs:
+            body = bodies.get(message_id)
+            if body is None:
+                releases += [message_id, "", ""]
+            else:  # the operator's new expiry (0: none)
+                releases += [message_id, with_expiry(body, new_expiry or 0), new_expiry or 0]
         self.scripts["dlq_release"](
             keys=[keys.replaying, target_keys.ready, target_keys.signal, target_keys.state,
                   target_keys.ids],
-            args=[keys.base, target_keys.base, now, *(m for m, _ in pairs)],
+            args=[keys.base, target_keys.base, now, *releases],
             client=self.client,
         )  # fmt: skip
         return [task_id or message_id for message_id, task_id in pairs]
+
+    def _bodies(self, queue: str, message_ids: list[str]) -> dict[str, bytes]:
+        pipe = self.client.pipeline(transaction=False)
+        for message_id in message_ids:
+            pipe.hget(self._keys(queue).message(message_id), fields.BODY)
+        found = zip(message_ids, pipe.execute(), strict=True)
+        return {m: body for m, body in found if body is not None}
 
     # -- delete and purge ----------------------------------------------------------------------
 
@@ -385,9 +413,10 @@ class DeadLetters:
         reason: str,
         flt: Filter | None,
         ids: Iterable[str] | None,
+        **extra: Any,
     ) -> None:
         detail: dict[str, Any] = {"matched": outcome.matched, "done": outcome.done,
-                                  "skipped": outcome.skipped}  # fmt: skip
+                                  "skipped": outcome.skipped, **extra}  # fmt: skip
         if outcome.to_queue:
             detail["to_queue"] = outcome.to_queue
         if flt is not None and not flt.is_empty:
@@ -412,6 +441,42 @@ class DeadLetters:
             if n:
                 trimmed[queue] = n
         return trimmed
+
+
+#: the longest new expiry a replay may give (as the longest countdown a submit takes)
+MAX_EXPIRY_SECONDS = 366 * 86400
+
+
+def _new_expiry(expires: datetime | float | None, clear: bool) -> int | None:
+    """The replayed messages' new expiry in epoch ms (0: none), or None to leave it."""
+    if clear and expires is not None:
+        raise InvalidRequest("give a new expiry (expires) or clear it (clear_expiry), not both")
+    if clear:
+        return 0
+    if expires is None:
+        return None
+    now = time.time()
+    at = expires.timestamp() if isinstance(expires, datetime) else now + float(expires)
+    if not now < at <= now + MAX_EXPIRY_SECONDS:
+        raise InvalidRequest("expires must be later than now and at most 366 days ahead (a "
+                             "time, or seconds from now)")  # fmt: skip
+    return int(at * 1000)
+
+
+def _refuse_expired(selected: list[DeadLetter]) -> None:
+    """Entries whose expiry passed would expire again the moment they are replayed."""
+    now = datetime.now(UTC)
+    expired = [e for e in selected if e.expired(now)]
+    if not expired:
+        return
+    first = expired[0]
+    when = first.expires_at.isoformat() if first.expires_at else "before delivery"
+    raise InvalidRequest(
+        f"{len(expired)} of the {len(selected)} dead letter(s) to replay have expired (task "
+        f"{first.task_id or first.id} expired at {when}): replayed as they are, they would "
+        "expire again at once. Give them a new expiry (`--expires 1h` or a time; API field "
+        "`expires`) or clear it (`--clear-expiry`; `clear_expiry`), or leave them out."
+    )
 
 
 def _batches_per_queue(

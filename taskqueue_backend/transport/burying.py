@@ -1,4 +1,5 @@
-"""Dead-lettering on the channel: a leased message, a failed task's copy or rebuilt message.
+"""Dead-lettering on the channel: a leased message, a failed task's copy or rebuilt message
+(and putting a rebuilt message back in its queue, for a task that did not run).
 
 Mixed into the channel (``channel.TaskQueueChannel``), whose scripts, leases and keys it
 uses. Every entry is one Lua script; listeners (the result backend's history) hear of it.
@@ -44,6 +45,8 @@ class DeadLetterMixin:
 
         def encode_body(self, body: Any, encoding: str | None = None) -> tuple[Any, str]: ...
 
+        def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None: ...
+
         @property
         def redis(self) -> Redis: ...
 
@@ -83,6 +86,16 @@ class DeadLetterMixin:
         self._remember_queue(queue)
         self._announce_failed(queue, fields["task_id"], info)
 
+    def put_back_rebuilt(self, queue: str, envelope: dict[str, Any]) -> None:
+        """Publish a task's rebuilt message to its queue again (``unrecorded_tasks``): it was
+        acknowledged on start, then did not run."""
+        message = dict(envelope)
+        properties = message["properties"] = dict(message["properties"])
+        message["body"], properties["body_encoding"] = self.encode_body(
+            message["body"], self.body_encoding
+        )
+        self._put(queue, message)
+
     def bury_copy(self, queue: str, message_id: str, info: dict[str, Any]) -> bool:
         """Keep a byte-for-byte copy of a leased message as a dead letter (see ``failures``)."""
         keys = self.queue_keys(queue)
@@ -101,8 +114,12 @@ class DeadLetterMixin:
         lifecycle.emit(
             lifecycle.MessageEvent(lifecycle.DEAD_LETTERED, task_id, queue, detail, worker)
         )
-        logger.warning("task %s failed for good; kept in the dead letters of queue %r: %s",
-                       task_id, queue, detail["detail"])  # fmt: skip
+        if detail["reason"] == "failed":
+            logger.warning("task %s failed for good; kept in the dead letters of queue %r: %s",
+                           task_id, queue, detail["detail"])  # fmt: skip
+        else:
+            logger.warning("task %s kept in the dead letters of queue %r (%s): %s",
+                           task_id, queue, detail["reason"], detail["detail"])  # fmt: skip
 
     def dead_letter(self, delivery_tag: str, reason: str, detail: str) -> None:
         lease = self._lease(delivery_tag)

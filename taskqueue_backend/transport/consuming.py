@@ -10,6 +10,7 @@ its queue when the consumer is cancelled or the channel closes.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections import deque
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 Empty = virtual.Empty
 #: fields per message in a fetch reply: id, body, deliveries, published_at, replays
 FETCH_STRIDE = 5
+#: the detail fetch.lua gives an expired message's dead letter
+EXPIRED_DETAIL = "message TTL passed before delivery"
 
 
 class ConsumingMixin:
@@ -116,7 +119,9 @@ class ConsumingMixin:
 
     def _unpack(self, queue: str, reply: list[Any], no_ack: bool = False) -> list[dict[str, Any]]:
         """Turn a fetch reply into deliverable payloads; bury what cannot be decoded."""
-        next_due, flat = reply
+        next_due, flat, expired = reply
+        if expired:
+            self._announce_expired(queue, expired)
         if next_due:
             self._next_due[queue] = int(float(next_due))
         else:
@@ -144,6 +149,27 @@ class ConsumingMixin:
                              leased.message_id, queue, exc)  # fmt: skip
                 self.dead_letter(leased.message_id, "malformed", str(exc))
         return payloads
+
+    def _announce_expired(self, queue: str, flat: list[Any]) -> None:
+        """Messages the fetch found expired went to the dead letters: tell the listeners (the
+        result backend records them REVOKED, as a stock worker that received one would)."""
+        events = []
+        for i in range(0, len(flat) - 1, 2):
+            message_id = bytes_to_str(flat[i])
+            try:
+                payload = json.loads(flat[i + 1])
+            except (ValueError, UnicodeDecodeError):
+                payload = {}
+            headers = payload.get("headers") if isinstance(payload, dict) else None
+            task_id = str((headers or {}).get("id") or "")
+            logger.warning("message %s of task %s from queue %r dead-lettered: expired before "
+                           "delivery", message_id, task_id or "?", queue)  # fmt: skip
+            events.append(lifecycle.MessageEvent(
+                lifecycle.DEAD_LETTERED, task_id, queue,
+                {"reason": "expired", "detail": EXPIRED_DETAIL},
+                worker_info.WORKER_NODENAME, message=payload if isinstance(payload, dict) else None,
+            ))  # fmt: skip
+        lifecycle.emit_all(events)
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         try:

@@ -16,6 +16,12 @@ event, no child of the failed task):
 
 Either way, replaying the entry runs the task as its failed attempt was delivered.
 
+Celery does not always send ``task_failure`` with the task's request on the stack: its tracer
+reports an error raised after the task's request was popped (a failed result write, say), and
+a hard time limit is reported twice, by the pool's error callback (with the request) and then
+by the timeout handler (without). The handler finds the request of a task that ran in this
+process by its id (held weakly from ``task_prerun``), and keeps one failure per delivery.
+
 Not dead-lettered here:
 
 - ``Reject(requeue=False)`` and late-acknowledged tasks whose failure Celery answers with a
@@ -29,6 +35,10 @@ Not dead-lettered here:
 from __future__ import annotations
 
 import logging
+import threading
+import time
+import weakref
+from collections import OrderedDict
 from typing import Any
 
 from kombu.serialization import dumps
@@ -48,11 +58,63 @@ PROTOCOL_HEADERS = (
 )  # fmt: skip
 #: the canvas Celery keeps in the message body beside the arguments
 EMBED = ("callbacks", "errbacks", "chain", "chord")
+#: a second report of one task's failure within this long is the same failure
+REPEAT_WINDOW = 60.0
+REMEMBERED = 1000
+
+#: the requests of tasks running in this process, by task id (weakly: gone with the task)
+_requests: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+#: task id -> (its delivery, when) of the failures kept (or handed over) in this process
+_reported: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+_lock = threading.Lock()
 
 
-def _queue_of(request: Any) -> str:
+def on_task_prerun(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
+    request = getattr(task, "request", None)
+    if task_id and request is not None:
+        try:
+            _requests[task_id] = request
+        except TypeError:  # not weakly referable: found only while on the stack
+            pass
+
+
+def request_of(task: Any, task_id: str | None) -> Any:
+    """The request a task ran with: on the stack, or remembered from its start."""
+    current = getattr(task, "request", None)
+    if task_id and getattr(current, "id", None) == task_id:
+        return current
+    return _requests.get(task_id or "")
+
+
+def _delivery(request: Any) -> Any:
+    return delivery.delivered_at(request) or id(request)
+
+
+def first_report(task_id: str, request: Any) -> bool:
+    """Whether this is the first report of this delivery's failure (and remember it);
+    ``request`` None: a report that cannot say which delivery it is about."""
+    now = time.monotonic()
+    with _lock:
+        seen = _reported.get(task_id)
+        if seen is not None and now - seen[1] < REPEAT_WINDOW:
+            if request is None or seen[0] == _delivery(request):
+                return False
+        if request is not None:
+            _reported[task_id] = (_delivery(request), now)
+            _reported.move_to_end(task_id)
+            while len(_reported) > REMEMBERED:
+                _reported.popitem(last=False)
+    return True
+
+
+def _routing_key(request: Any) -> str:
     info = getattr(request, "delivery_info", None) or {}
     return str(info.get("routing_key") or "")
+
+
+def queue_of(request: Any) -> str:
+    """The queue the request's message was leased from (its routing key otherwise)."""
+    return str(delivery.properties_of(request).get(delivery.QUEUE) or _routing_key(request))
 
 
 def should_dead_letter(task: Any, exception: BaseException, request: Any) -> bool:
@@ -74,24 +136,27 @@ def should_dead_letter(task: Any, exception: BaseException, request: Any) -> boo
     if getattr(task, "dead_letter", True) is False:
         return False
     excluded = app.conf.get("taskqueue_dead_letter_exclude_queues") or ()
-    return _queue_of(request) not in excluded
+    return _routing_key(request) not in excluded
 
 
-def describe(task: Any, exception: BaseException, traceback: str | None) -> dict[str, Any]:
+def describe(
+    request: Any, exception: BaseException, traceback: str | None, reason: str = "failed",
+    detail: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """The dead letter's reason and failure details (the tail of the bury scripts' ARGV)."""
     kind = type(exception)
     text = traceback or ""
     if len(text) > MAX_TRACEBACK:
         text = "…(start cut)…\n" + text[-MAX_TRACEBACK:]
-    request = task.request
     return {
-        "reason": "failed",
-        "detail": f"{kind.__name__}: {exception}"[:2000],
+        "reason": reason,
+        "detail": (detail or f"{kind.__name__}: {exception}")[:2000],
         "exc_type": f"{kind.__module__}.{kind.__qualname__}",
         "exc_message": str(exception)[:8192],
         "traceback": text,
         "worker": getattr(request, "hostname", None) or "",
         "deliveries": delivery.delivery_count(request),
+        "task_id": str(getattr(request, "id", "") or ""),
     }
 
 
@@ -125,7 +190,7 @@ def rebuild_message(task: Any, request: Any, args: Any, kwargs: Any) -> dict[str
     }
 
 
-def _channel(producer: Any) -> Any:
+def channel_of(producer: Any) -> Any:
     from .channel import TaskQueueChannel
 
     channel = producer.channel
@@ -140,19 +205,19 @@ def copy_leased(task: Any, request: Any, entry: dict[str, Any]) -> bool:
     if not message_id or not queue:
         return False
     with task.app.producer_or_acquire() as producer:
-        channel = _channel(producer)
+        channel = channel_of(producer)
         return channel is not None and channel.bury_copy(str(queue), str(message_id), entry)
 
 
 def bury_rebuilt(task: Any, request: Any, envelope: dict[str, Any], entry: dict[str, Any]) -> bool:
     properties = delivery.properties_of(request)
-    queue = str(properties.get(delivery.QUEUE) or _queue_of(request))
+    queue = queue_of(request)
     if not queue:
         return False
     original = {"published_at": properties.get(delivery.PUBLISHED_AT),
                 "replays": properties.get(delivery.REPLAYS)}  # fmt: skip
     with task.app.producer_or_acquire() as producer:
-        channel = _channel(producer)
+        channel = channel_of(producer)
         if channel is None:
             return False
         channel.bury_rebuilt(queue, envelope, {**entry, **original})
@@ -164,11 +229,24 @@ def count_failure(app: Any, hostname: str) -> None:
     from . import recovery
 
     with app.producer_or_acquire() as producer:
-        channel = _channel(producer)
+        channel = channel_of(producer)
         if channel is not None:
             recovery.count_failure(
                 channel.redis, channel.global_keyprefix, hostname, worker_info.main_pid()
             )
+
+
+def keep(
+    task: Any, request: Any, entry: dict[str, Any], args: Any = None, kwargs: Any = None
+) -> bool:
+    """Keep a task's message as a dead letter: the leased bytes of a late-acknowledged one
+    when the broker still holds them, else the message rebuilt from its request (with
+    ``args``/``kwargs`` when given, else the request's)."""
+    if task.acks_late and copy_leased(task, request, entry):
+        return True
+    args = getattr(request, "args", None) if args is None else args
+    kwargs = getattr(request, "kwargs", None) if kwargs is None else kwargs
+    return bury_rebuilt(task, request, rebuild_message(task, request, args, kwargs), entry)
 
 
 def on_task_failure(
@@ -181,10 +259,17 @@ def on_task_failure(
     **extra: Any,
 ) -> None:
     task = sender
-    if task is None or exception is None:
+    if task is None or exception is None or not task_id:
         return
-    request = task.request
+    request = request_of(task, task_id)
     if getattr(request, "is_eager", False) or not uses_taskqueue_broker(task.app):
+        return
+    if not first_report(task_id, request):
+        return  # Celery's second report of one failure (a hard time limit)
+    if request is None:
+        logger.error("could not dead-letter failed task %s[%s]: Celery reported its failure "
+                     "outside the task and its request is not known in this process",
+                     getattr(task, "name", "?"), task_id)  # fmt: skip
         return
     try:
         count_failure(task.app, getattr(request, "hostname", None) or "")
@@ -194,12 +279,8 @@ def on_task_failure(
     try:
         if not should_dead_letter(task, exception, request):
             return
-        entry = {**describe(task, exception, getattr(einfo, "traceback", None)),
-                 "task_id": task_id}  # fmt: skip
-        if task.acks_late and copy_leased(task, request, entry):
-            return
-        envelope = rebuild_message(task, request, args, kwargs)
-        if not bury_rebuilt(task, request, envelope, entry):
+        entry = describe(request, exception, getattr(einfo, "traceback", None))
+        if not keep(task, request, entry, args, kwargs):
             logger.error("could not dead-letter failed task %s[%s]: it was not delivered by "
                          "this broker", getattr(task, "name", "?"), task_id)  # fmt: skip
     except Exception:
@@ -213,4 +294,5 @@ def on_task_failure(
 def install() -> None:
     from celery import signals
 
+    signals.task_prerun.connect(on_task_prerun, weak=False, dispatch_uid="tq-failure-prerun")
     signals.task_failure.connect(on_task_failure, weak=False, dispatch_uid="tq-dead-letter")

@@ -45,7 +45,7 @@ REPLAYED_AT = "replayed_at"
 RECORD_FIELDS = (
     TASK_ID, STATE, OWNER, PRIORITY, DELIVERIES, RECOVERIES, REPLAYS, PUBLISHED_AT, DUE_AT,
     LEASED_AT, DEAD_AT, REASON, DETAIL, WORKER, EXC_TYPE, EXC_MESSAGE, TRACEBACK, REPLAYED_AT,
-    BODY,
+    EXPIRE_AT, BODY,
 )  # fmt: skip
 
 
@@ -67,6 +67,7 @@ class StoredMessage:
     leased_at: datetime | None
     dead_at: datetime | None
     replayed_at: datetime | None
+    expire_at: datetime | None  # the broker's own expiry (from the publish's ``expiration``)
     reason: str | None
     detail: str | None
     worker: str | None
@@ -115,6 +116,7 @@ def read_record(
         leased_at=moment(LEASED_AT),
         dead_at=moment(DEAD_AT),
         replayed_at=moment(REPLAYED_AT),
+        expire_at=moment(EXPIRE_AT),
         reason=text(REASON),
         detail=text(DETAIL),
         worker=text(WORKER),

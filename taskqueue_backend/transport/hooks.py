@@ -4,7 +4,8 @@
 sets itself up, before its pool processes start, so every pool process has the handlers too.
 They name the worker in the consumer registry, give dead letters the reason Celery reports
 after it rejects a message (unknown task name, invalid message), keep failed tasks as dead
-letters (``failures``) and list the broker's delayed tasks in ``inspect scheduled``.
+letters (``failures``), revoke expired ones as a stock worker would (``expiry``) and list the
+broker's delayed tasks in ``inspect scheduled``.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ def _channel_of(message: Any) -> Any:
 def on_worker_init(sender: Any = None, **kwargs: Any) -> None:
     """``worker_init``: the worker's node name and pool size, for the consumer registry; the
     broker's delayed tasks in ``inspect scheduled``."""
-    from . import scheduled
+    from . import expiry, scheduled
 
     scheduled.install()
     hostname = getattr(sender, "hostname", None)
+    expiry.on_worker_init(getattr(sender, "app", None), hostname)
     if hostname:
         worker_info.WORKER_NODENAME = str(hostname)
     concurrency = getattr(sender, "concurrency", None)
@@ -47,6 +49,13 @@ def on_after_setup(sender: Any = None, instance: Any = None, **kwargs: Any) -> N
     concurrency = getattr(instance, "concurrency", None)
     if isinstance(concurrency, int):
         worker_info.WORKER_CONCURRENCY = concurrency
+
+
+def on_worker_ready(sender: Any = None, **kwargs: Any) -> None:
+    """``worker_ready`` (sender: the consumer): its event dispatcher, for ``expiry``."""
+    from . import expiry
+
+    expiry.on_worker_ready(sender)
 
 
 def on_pool_process_init(**kwargs: Any) -> None:
@@ -85,15 +94,18 @@ def install() -> None:
         from celery import signals
     except ImportError:  # kombu used without Celery
         return
-    from .. import worker_metrics
-    from . import failures
+    from .. import lifecycle, worker_metrics
+    from . import expiry, failures, unrecorded_tasks
 
     signals.worker_init.connect(on_worker_init, weak=False, dispatch_uid="tq-worker-init")
     signals.celeryd_after_setup.connect(on_after_setup, weak=False,
                                         dispatch_uid="tq-worker-setup")  # fmt: skip
+    signals.worker_ready.connect(on_worker_ready, weak=False, dispatch_uid="tq-worker-ready")
+    lifecycle.subscribe(expiry.on_broker_events)
     signals.worker_process_init.connect(on_pool_process_init, weak=False,
                                         dispatch_uid="tq-pool-process")  # fmt: skip
     signals.task_unknown.connect(on_task_unknown, weak=False, dispatch_uid="tq-task-unknown")
     signals.task_rejected.connect(on_task_rejected, weak=False, dispatch_uid="tq-task-rejected")
     failures.install()
+    unrecorded_tasks.install()
     worker_metrics.connect()

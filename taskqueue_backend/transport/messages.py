@@ -54,6 +54,38 @@ def expire_at_ms(message: dict[str, Any], now: int) -> int:
     return now + max(int(ttl), 0)
 
 
+def with_expiry(body: bytes | str, expire_at: int) -> str:
+    """A stored envelope with a new expiry (epoch ms; 0: none): Celery's ``expires`` header
+    and the AMQP-style ``expiration`` property (ms from now) say the same as ``expire_at``."""
+    from kombu.utils.json import dumps
+
+    payload = json.loads(body)
+    headers = payload.get("headers")
+    properties = payload.setdefault("properties", {})
+    if expire_at:
+        if isinstance(headers, dict):
+            headers["expires"] = datetime.fromtimestamp(expire_at / 1000, UTC).isoformat()
+        properties["expiration"] = str(max(expire_at - now_ms(), 0))
+    else:
+        if isinstance(headers, dict):
+            headers["expires"] = None
+        properties.pop("expiration", None)
+    return str(dumps(payload))
+
+
+def expires_at(headers: dict[str, Any], stored: datetime | None = None) -> datetime | None:
+    """When a stored message expires: Celery's ``expires`` header, else the broker's own
+    expiry (``stored``, from the publish's ``expiration``); naive times are UTC."""
+    found = headers.get("expires")
+    if isinstance(found, str) and found:
+        try:
+            when = datetime.fromisoformat(found)
+        except ValueError:
+            return stored
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return stored
+
+
 def task_id(message: dict[str, Any]) -> str:
     headers = message.get("headers") or {}
     found = headers.get("id") if isinstance(headers, dict) else None

@@ -9,6 +9,7 @@ series without bound.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -107,6 +108,8 @@ def on_postrun(task_id: str | None = None, task: Any = None, state: str | None =
 def on_revoked(request: Any = None, **kwargs: Any) -> None:
     if _enabled:
         name = getattr(request, "task_name", None) or getattr(request, "name", None)
+        if not isinstance(name, str):  # a request Context (Celery's own revoke sends one)
+            name = getattr(request, "task", None)
         metrics()["tasks"].labels(task_label(name), lifecycle.REVOKED).inc()
 
 
@@ -151,4 +154,14 @@ class WorkerCollector:
         ):
             family = GaugeMetricFamily(name, text, labels=["worker"])
             family.add_metric([self.hostname], value)
+            yield family
+        from .server import result_store_problem
+
+        if sys.modules.get("taskqueue_backend.backend.history") is not None:
+            family = GaugeMetricFamily(
+                "taskqueue_worker_result_store_up",
+                "1 while this worker's result store answers, 0 while it does not",
+                labels=["worker"],
+            )
+            family.add_metric([self.hostname], 0 if result_store_problem() else 1)
             yield family

@@ -1,8 +1,11 @@
 """The worker's HTTP endpoint: ``/metrics`` (every pool process's samples added up, and the
-main process's gauges) and ``/healthz`` (the broker consumer's heartbeat is recent)."""
+main process's gauges), ``/healthz`` (the broker consumer's heartbeat is recent) and
+``/readyz`` (that, and the result store answers: while it does not, the worker holds its tasks
+instead of finishing them)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -37,10 +40,32 @@ def health() -> tuple[int, str]:
     return 200, f"ok: last broker heartbeat {silent:.1f} s ago\n"
 
 
+def result_store_problem() -> str | None:
+    """Why this worker's result store (this package's backend) cannot be reached, or None
+    (also when the worker uses another result backend)."""
+    history = sys.modules.get("taskqueue_backend.backend.history")
+    backend = history.current_backend() if history is not None else None
+    return backend.store_problem() if backend is not None else None
+
+
+def readiness() -> tuple[int, str]:
+    """200 while the broker consumer heartbeats and the result store answers."""
+    status, text = health()
+    if status != 200:
+        return status, text
+    problem = result_store_problem()
+    if problem is not None:
+        return 503, f"result store unreachable: {problem}\n"
+    return 200, "ok: broker heartbeat recent, result store reachable\n"
+
+
 def application(metrics_app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    checks = {"/healthz": health, "/readyz": readiness}
+
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == "/healthz":
-            status, text = health()
+        check = checks.get(environ.get("PATH_INFO") or "")
+        if check is not None:
+            status, text = check()
             start_response(f"{status} {'OK' if status == 200 else 'Service Unavailable'}",
                            [("Content-Type", "text/plain; charset=utf-8")])  # fmt: skip
             return [text.encode()]

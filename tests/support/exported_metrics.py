@@ -21,6 +21,7 @@ Names are kept as the samples spell them (``_total``, ``_bucket``, ``_sum``, ``_
 from __future__ import annotations
 
 import signal
+import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
@@ -131,6 +132,18 @@ def control_plane_text(api: Any) -> str:
     answer = api.get("/metrics", role=None)
     assert answer.status_code == 200, answer.data[:500]
     return str(answer.data.decode())
+
+
+def exporter_check(port: int, path: str = "/healthz") -> tuple[int, str]:
+    """A worker exporter's answer to ``/healthz`` or ``/readyz``: (status, text); (0, why)
+    while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
 
 
 def worker_text(port: int) -> str:

@@ -20,13 +20,14 @@ from taskqueue_backend.embedded import free_port
 
 
 def find_bindir() -> Path | None:
-    """A folder holding initdb, postgres and pg_isready (Debian keeps them off PATH)."""
+    """A folder holding initdb, postgres, pg_isready and pg_ctl (Debian keeps them off PATH)."""
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
     found = shutil.which("postgres")
     if found:
         candidates.insert(0, str(Path(found).parent))
     for folder in candidates:
-        if all((Path(folder) / tool).exists() for tool in ("initdb", "postgres", "pg_isready")):
+        tools = ("initdb", "postgres", "pg_isready", "pg_ctl")
+        if all((Path(folder) / tool).exists() for tool in tools):
             return Path(folder)
     return None
 
@@ -110,6 +111,15 @@ class EmbeddedPostgres:
 
     def kill(self) -> None:
         self._signal(signal.SIGKILL)
+
+    def stop_immediately(self) -> None:
+        """``pg_ctl -m immediate stop``: the server quits without a checkpoint, cutting every
+        connection (clients see a crash); the next start recovers from the WAL."""
+        assert self.bindir is not None and self.process is not None
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
+                  "stop")  # fmt: skip
+        self.process.wait(30)
+        self.process = None
 
     def restart(self) -> EmbeddedPostgres:
         self.stop()

@@ -1,13 +1,15 @@
 -- Replay claimed dead letters: each goes to the tail of its priority in the target queue
--- (the original queue, or another one under the same prefix), body unchanged. The poison
--- count starts over; deliveries keep counting; 'replays' counts the replays.
+-- (the original queue, or another one under the same prefix), body unchanged unless a new
+-- body is given (a new expiry the operator set). The poison count starts over; deliveries
+-- keep counting; 'replays' counts the replays.
 -- KEYS: replaying, target ready, target signal, target state, target ids
--- ARGV: base, target_base, now_ms, id...
+-- ARGV: base, target_base, now_ms, then per message: id, body ('' = unchanged),
+--       expire_at_ms ('' = unchanged, 0 = never)
 -- Returns the number of messages released.
 local base, target, now = ARGV[1], ARGV[2], ARGV[3]
 local n = 0
-for i = 4, #ARGV do
-  local id = ARGV[i]
+for i = 4, #ARGV, 3 do
+  local id, body, expire_at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.call('ZREM', KEYS[1], id) == 1 then
     local mk = mkey(base, id)
     local f = redis.call('HMGET', mk, 'rank', 'task_id')
@@ -19,6 +21,12 @@ for i = 4, #ARGV do
       end
       redis.call('HSET', tk, 'state', 'ready', 'owner', '', 'recoveries', 0,
                  'replayed_at', now, 'replayed_from', base)
+      if body ~= '' then
+        redis.call('HSET', tk, 'body', body)
+      end
+      if expire_at ~= '' then
+        redis.call('HSET', tk, 'expire_at', expire_at)
+      end
       redis.call('HINCRBY', tk, 'replays', 1)
       if f[2] and f[2] ~= '' then
         redis.call('HSET', KEYS[5], f[2], id)

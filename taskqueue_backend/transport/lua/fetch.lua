@@ -2,7 +2,8 @@
 -- (nothing while the queue is paused).
 -- KEYS: ready, delayed, inflight, signal, state
 -- ARGV: base, consumer, max, now_ms, release_limit, no_ack ('1': hand over and forget, no lease)
--- Returns {next_due_ms or '', {id, body, deliveries, published_at_ms, replays, ...}}
+-- Returns {next_due_ms or '', {id, body, deliveries, published_at_ms, replays, ...},
+--          {id, body, ...} of the messages found expired (dead-lettered, not delivered)}
 -- A leased message remembers its position ('score'), where it goes back if it is returned.
 local base, consumer = ARGV[1], ARGV[2]
 local max, now, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -13,7 +14,7 @@ local no_ack = ARGV[6] == '1'
 local state = redis.call('HMGET', KEYS[5], 'paused', 'expires')
 if state[1] == '1' then
   touch(base, nil, state[2])
-  return {'', {}}
+  return {'', {}, {}}
 end
 
 -- an idle queue costs few commands per fetch: the delayed set is scanned only when its
@@ -34,6 +35,7 @@ if nxt[2] and tonumber(nxt[2]) <= now then
 end
 
 local out = {}
+local expired = {}
 local leased = 0
 local held = heldkey(base, consumer)
 while leased < max do
@@ -48,6 +50,8 @@ while leased < max do
     local expire_at = tonumber(f[2]) or 0
     if expire_at > 0 and expire_at <= now then
       bury(base, id, 'expired', 'message TTL passed before delivery', now)
+      expired[#expired + 1] = id
+      expired[#expired + 1] = f[1]
     elseif no_ack then
       local n = tonumber(redis.call('HGET', mk, 'deliveries')) + 1
       redis.call('DEL', mk)
@@ -80,4 +84,4 @@ else
   redis.call('DEL', KEYS[4])
 end
 touch(base, nil, state[2])
-return {nxt[2] or '', out}
+return {nxt[2] or '', out, expired}
