@@ -8,9 +8,11 @@ virtualenv's interpreter.
 
 For the tests it also fetches, from the package registry, what some tests need besides the
 test dependencies: the sdist of the installed kombu version, whose ``t/integration`` classes
-run against this transport (unpacked into ``.venv/kombu-tests``), and the wheels of the
-project's run-time dependencies (``.venv/wheelhouse``), from which a test builds a fresh
-virtualenv without the test extras.
+run against this transport (unpacked into ``.venv/kombu-tests``), the sdist of the installed
+Celery version, some of whose ``t/integration`` tests run on this broker and result backend
+and on stock Celery's (unpacked into ``.venv/celery-tests``), and the wheels of the project's
+run-time dependencies (``.venv/wheelhouse``), from which a test builds a fresh virtualenv
+without the test extras.
 
 The browser tests drive Debian's ``chromium`` (Playwright's own browser download is never
 used). When no ``chromium`` is on PATH, the test command installs it with
@@ -42,6 +44,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".installed"
 KOMBU_TESTS = VENV / "kombu-tests"
+CELERY_TESTS = VENV / "celery-tests"
 WHEELHOUSE = VENV / "wheelhouse"
 DOWNLOADS = VENV / "downloads"
 PYPROJECT = ROOT / "pyproject.toml"
@@ -113,23 +116,24 @@ def pip(python: Path, *args: str) -> None:
         sys.exit(f"dev.py: {' '.join(command)} failed (see output above).")
 
 
-def ensure_kombu_tests(python: Path) -> None:
-    """kombu's own integration tests, from the sdist of the installed kombu version."""
+def ensure_integration_tests(python: Path, package: str, folder: Path) -> None:
+    """``package``'s own integration tests (``t/``), from the sdist of its installed version,
+    unpacked into ``folder`` (kombu's and Celery's run against this project)."""
     version = subprocess.run(
-        [str(python), "-c", "import kombu; print(kombu.__version__)"],
+        [str(python), "-c", f"import {package}; print({package}.__version__)"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    target = KOMBU_TESTS / f"kombu-{version}"
-    if (target / "t" / "integration" / "common.py").exists():
+    target = folder / f"{package}-{version}"
+    if (target / "t" / "integration" / "__init__.py").exists():
         return
-    say(f"fetching the sdist of kombu {version} for its integration tests")
-    pip(python, "download", "--no-deps", "--no-binary", ":all:", f"kombu=={version}",
+    say(f"fetching the sdist of {package} {version} for its integration tests")
+    pip(python, "download", "--no-deps", "--no-binary", ":all:", f"{package}=={version}",
         "-d", str(DOWNLOADS))  # fmt: skip
-    archive = DOWNLOADS / f"kombu-{version}.tar.gz"
+    archive = DOWNLOADS / f"{package}-{version}.tar.gz"
     with tarfile.open(archive) as sdist:
-        members = [m for m in sdist.getmembers() if m.name.startswith(f"kombu-{version}/t/")]
+        members = [m for m in sdist.getmembers() if m.name.startswith(f"{package}-{version}/t/")]
         safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # 3.11.4+
-        sdist.extractall(KOMBU_TESTS, members=members, **safe)
+        sdist.extractall(folder, members=members, **safe)
 
 
 def ensure_wheelhouse(python: Path) -> None:
@@ -273,7 +277,8 @@ def main(argv: list[str]) -> int:
     ensure_installed(python)
     if argv[0] == "demo":
         return run([str(python), "-m", "examples.demo", *argv[1:]])
-    ensure_kombu_tests(python)
+    ensure_integration_tests(python, "kombu", KOMBU_TESTS)
+    ensure_integration_tests(python, "celery", CELERY_TESTS)
     ensure_wheelhouse(python)
     ensure_chromium()
     ensure_helm()

@@ -125,7 +125,8 @@ def test_countdown_and_eta_messages_wait_in_the_broker_then_run_once_on_time(
     replied_at = time.time()
     assert replied_at < min(due.values()), "the worker answered only after the tasks fell due"
     # the broker holds them, not the worker (nothing is leased), and `inspect scheduled` lists
-    # them from the broker in stock's shape
+    # them from the broker in stock's shape: the ETA as the worker reads it, in isoformat(),
+    # and the priority of stock's timer entry (the message's own is in delivery_info)
     assert inspector.queues.stats(QUEUE).inflight == 0
     listed = {entry["request"]["id"]: entry for entry in scheduled[hostname]}
     assert set(listed) == {result.id for result in sent.values()}
@@ -133,6 +134,10 @@ def test_countdown_and_eta_messages_wait_in_the_broker_then_run_once_on_time(
         entry = listed[result.id]
         eta_listed = datetime.fromisoformat(entry["eta"]).timestamp()
         assert eta_listed == pytest.approx(due[label], abs=0.001)
+        if label.startswith("eta-"):
+            assert entry["eta"] == eta.isoformat()
+        assert entry["priority"] == 6
+        assert entry["request"]["delivery_info"]["priority"] == 0
         assert entry["request"]["name"] == "tests.app.record"
         assert entry["request"]["args"] == [label]
         assert entry["request"]["delivery_info"]["routing_key"] == QUEUE

@@ -7,8 +7,10 @@ a temporary file.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -31,6 +33,8 @@ from sqlalchemy.pool import NullPool
 
 from taskqueue_backend.backend.migrate import current, head, make_config, upgrade
 from taskqueue_backend.backend.schema import build_tables
+from tests.backend_app import make_app
+from tests.support import StartWorker, wait_for
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TASKQUEUE = Path(sys.executable).parent / "taskqueue"
@@ -243,6 +247,36 @@ def test_migrations_log_nothing_below_warning_unless_asked(
     with caplog.at_level(logging.INFO):
         upgrade(database.engine, "loud_", database.schema, quiet=False)
     assert any("Running upgrade" in r.getMessage() for r in caplog.records)
+
+
+def test_a_worker_at_info_logs_no_alembic_lines(
+    start_worker: StartWorker, backend_env: dict[str, str]
+) -> None:
+    """``celery worker -l INFO`` on an empty result store imports Alembic and migrates on first
+    use, in its main process and in its pool's child: none of Alembic's INFO lines (its plugin
+    set-up on import, each migration step) reach the worker's log."""
+    # every line names its logger, so Alembic's lines are known by where they come from
+    log_format = {"worker_log_format": "%(levelname)s %(processName)s %(name)s: %(message)s"}
+    worker = start_worker(
+        app="tests.backend_app",
+        env={**backend_env, "TQ_TEST_EXTRA_CONF": json.dumps(log_format)},
+        concurrency=1,
+    ).wait_ready()
+    client = make_app(backend_env)
+    try:
+        result = client.send_task("bk.add", (2, 3))
+        assert result.get(timeout=30) == 5
+    finally:
+        client.close()
+    wait_for(
+        lambda: f"{result.id}] succeeded" in worker.log_text(),
+        timeout=10,
+        message=lambda: f"the worker logged no success; log tail:\n{worker.log_tail()}",
+    )
+
+    lines = worker.log_text().splitlines()
+    assert any(line.startswith("INFO MainProcess celery.") for line in lines), worker.log_tail()
+    assert [line for line in lines if re.match(r"\w+ \S+ alembic[.:]", line)] == []
 
 
 # -- several processes migrating the same database at once ---------------------------------------

@@ -32,7 +32,6 @@ from sqlalchemy import func as sql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateSchema
 
-from .migrations.naming import Names
 from .schema import DEFAULT_PREFIX
 
 
@@ -49,12 +48,15 @@ def _alembic_logs(quiet: bool) -> Iterator[None]:
         logger.setLevel(before)
 
 
-# importing Alembic logs its plugin setup at INFO, into every worker's log
+# importing Alembic logs its plugin setup at INFO, into every worker's log; ``naming`` imports
+# Alembic too, so it is imported here, after the loggers are turned down, and not above
 with _alembic_logs(quiet=True):
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
+
+    from .migrations.naming import Names
 
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 
