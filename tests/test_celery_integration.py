@@ -74,7 +74,7 @@ timeout = {timeout}
 #: for Celery's tests without a ``timeout`` mark of their own (its ``flaky`` ones carry 300 s):
 #: Celery's canvas tests wait up to 60 s for a result, and on its Redis result backend Celery
 #: expects the chord error test to fail (xfail, "Issue #6437") by waiting all of that
-UNMARKED_TEST_TIMEOUT = 10
+UNMARKED_TEST_TIMEOUT = 5
 RUN_DEADLINE_SECONDS = 120.0
 OUTPUT_TAIL_LINES = 40
 REPORT_LINES = 60

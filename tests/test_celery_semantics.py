@@ -264,7 +264,7 @@ def test_an_expired_task_is_revoked_as_stock_revokes_it(
     worker.wait_ready()
     app = make_backend_app(env)
     try:
-        expired = app.signature("bk.add", (1, 2)).apply_async(countdown=3, expires=1.5)
+        expired = app.signature("bk.add", (1, 2)).apply_async(countdown=1.5, expires=0.5)
         with pytest.raises(TaskRevokedError, match="^expired$"):
             expired.get(timeout=30)
         meta = app.backend.get_task_meta(expired.id)
@@ -292,11 +292,11 @@ def test_a_hard_time_limit_is_recorded_as_stock_records_it(
     worker.wait_ready()
     app = make_backend_app(env)
     try:
-        limited = app.signature("bk.sleep", (6.0,)).apply_async(time_limit=2)
+        limited = app.signature("bk.sleep", (4.0,)).apply_async(time_limit=1)
         with pytest.raises(TimeLimitExceeded) as raised:
             limited.get(timeout=30)
-        assert raised.value.args == (2,)
-        assert str(raised.value) == "TimeLimitExceeded(2,)"
+        assert raised.value.args == (1,)
+        assert str(raised.value) == "TimeLimitExceeded(1,)"
         meta = app.backend.get_task_meta(limited.id)
         assert (meta["status"], meta["traceback"]) == ("FAILURE", None)
         if env["TQ_TEST_RESULT_BACKEND"].startswith("tq+"):
@@ -304,10 +304,10 @@ def test_a_hard_time_limit_is_recorded_as_stock_records_it(
             history = app.backend.task_history(limited.id)
             failed = [r for r in history if r["event"] == "failed"]
             assert len(failed) == 1, [r["event"] for r in history]
-            assert failed[0]["detail"]["exception"] == "TimeLimitExceeded: TimeLimitExceeded(2,)"
+            assert failed[0]["detail"]["exception"] == "TimeLimitExceeded: TimeLimitExceeded(1,)"
             row = app.backend.store.read(limited.id)
             assert (row.exception_type, row.exception_message) == (
-                "TimeLimitExceeded", "TimeLimitExceeded(2,)")  # fmt: skip
+                "TimeLimitExceeded", "TimeLimitExceeded(1,)")  # fmt: skip
         if env.get("TQ_TEST_STOCK_BROKER") != "1":
             [entry] = wait_for(lambda: kept_dead_letters(env, limited.id), timeout=10)
             assert entry.reason == "failed"

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -63,12 +64,15 @@ def test_every_command_takes_json_in_any_position(
         ["queues"], ["consumers"], ["workers"], ["workers", "recover"], ["dlq", "list"],
         ["dlq", "stats"], ["tasks"], ["find", task_id], ["status", task_id], ["db", "current"],
     ]  # fmt: skip
-    for command in commands:
-        for args in ([*base, "--json", *command], [*base, *command, "--json"]):
-            done = taskqueue(*args)
-            assert done.returncode == 0, (args, done.stderr)
-            json.loads(done.stdout)  # the whole output is JSON
-            assert "taskqueue:" not in done.stderr, "JSON output carries no announcement"
+    runs = [args for command in commands
+            for args in ([*base, "--json", *command], [*base, *command, "--json"])]  # fmt: skip
+    taskqueue(*runs[0])  # the first one creates the result store's tables
+    with ThreadPoolExecutor(4) as pool:  # each command is a process of its own
+        done_all = list(pool.map(lambda args: (args, taskqueue(*args)), runs))
+    for args, done in done_all:
+        assert done.returncode == 0, (args, done.stderr)
+        json.loads(done.stdout)  # the whole output is JSON
+        assert "taskqueue:" not in done.stderr, "JSON output carries no announcement"
 
 
 def test_tables_show_readable_times_and_name_what_they_read(

@@ -189,7 +189,7 @@ def test_an_outage_longer_than_the_window_keeps_outcomes_in_the_dead_letters(
     acks_late: bool, start_worker: StartWorker, postgres: EmbeddedPostgres, broker: EmbeddedRedis,
     schema: str,
 ) -> None:  # fmt: skip
-    window = 3.0
+    window = 2.0
     env = outage_env(broker, postgres, schema, acks_late,
                      taskqueue_result_store_retry_window=window)  # fmt: skip
     with client(env) as app:
@@ -197,7 +197,7 @@ def test_an_outage_longer_than_the_window_keeps_outcomes_in_the_dead_letters(
         worker = start_worker(app=BACKEND_APP, env=env, concurrency=3)
         worker.wait_ready()
         run = app.signature("bk.record_run")
-        running = [run.delay(seq, 2.0) for seq in range(3)]  # one per process
+        running = [run.delay(seq, 1.0) for seq in range(3)]  # one per process
         waiting = [run.delay(seq, 0.0) for seq in range(3, 6)]
         ids = [r.id for r in running]
         wait_for(lambda: states_of(app, ids)[states.STARTED] == 3, timeout=30,
