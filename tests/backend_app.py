@@ -150,6 +150,14 @@ def register(app: Celery) -> None:
         _runs_client().rpush(runs_key(prefix), json.dumps(entry))
         return seq
 
+    @app.task(name="bk.in_worker", shared=False)
+    def in_worker() -> bool:
+        """Whether the process running it knows it is a worker's (its writes then never wait
+        on the event loop): under ``-P threads`` that is the worker's main process."""
+        from taskqueue_backend.backend import outage
+
+        return outage.in_worker()
+
     @app.task(name="bk.as_set", shared=False)
     def as_set(values: list[int]) -> set[int]:
         """A result only a serializer such as pickle keeps as a set."""

@@ -621,6 +621,21 @@ def test_which_writes_may_be_deferred(backend_env: dict[str, str], client: MakeC
     assert not backend.writes._may_defer(Request("bk.add"), running=False)
 
 
+@pytest.mark.parametrize("backend_env", ["sqlite"], indirect=True)
+def test_a_workers_main_process_knows_it_is_one(
+    start_worker: StartWorker, backend_env: dict[str, str], client: MakeClient
+) -> None:
+    """Its writes (a lost, timed-out, revoked or expired task) must never wait on its event
+    loop; under ``-P threads`` tasks run in the main process, whose backend is created only
+    after the worker's first signals."""
+    from taskqueue_backend.backend import outage
+
+    app = client()
+    start_worker(app="tests.backend_app", env=backend_env, pool="threads").wait_ready()
+    assert app.signature("bk.in_worker").delay().get(timeout=30) is True
+    assert outage.in_worker() is False, "a client is not a worker"
+
+
 def test_deferred_writes_outlive_dropped_database_connections(
     start_worker: StartWorker, backend_env: dict[str, str], client: MakeClient,
     database_url: str,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -170,19 +171,29 @@ def running_here(task_id: str) -> bool:
 
 
 def on_worker_start(**kwargs: Any) -> None:
-    """A worker's main process (``worker_init``) or one of its pool processes."""
+    """A worker's main process (``worker_init``, ``worker_ready``) or one of its pool
+    processes (``worker_process_init``)."""
     global _in_worker
     _in_worker = True
 
 
 def in_worker() -> bool:
-    """Whether this process is a Celery worker's (whose event loop must never wait)."""
-    return _in_worker
+    """Whether this process is a Celery worker's (whose event loop must never wait): told by
+    the worker's signals, or — for a worker that created its backend after they were sent —
+    by the tracer optimisations every ``celery worker`` sets up before it starts (inherited
+    by its pool processes)."""
+    if _in_worker:
+        return True
+    trace = sys.modules.get("celery.app.trace")
+    return bool(getattr(trace, "_localized", None))
 
 
 def connect(signals: Any) -> None:
     signals.task_prerun.connect(on_task_prerun, weak=False, dispatch_uid="tq-outage-prerun")
     signals.task_postrun.connect(on_task_postrun, weak=False, dispatch_uid="tq-outage-postrun")
-    signals.worker_init.connect(on_worker_start, weak=False, dispatch_uid="tq-outage-worker")
-    signals.worker_process_init.connect(on_worker_start, weak=False,
-                                        dispatch_uid="tq-outage-pool")  # fmt: skip
+    # a worker creates its result backend after worker_init (for its banner), so its main
+    # process learns it is a worker's from worker_ready, sent before it consumes
+    for signal, uid in ((signals.worker_init, "tq-outage-worker"),
+                        (signals.worker_ready, "tq-outage-ready"),
+                        (signals.worker_process_init, "tq-outage-pool")):  # fmt: skip
+        signal.connect(on_worker_start, weak=False, dispatch_uid=uid)
