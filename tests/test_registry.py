@@ -13,10 +13,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 from celery import Celery
 
 from taskqueue_backend.operations import Operations
-from tests.app import make_app
+from tests.app import make_app, read_log
 from tests.support import StartWorker, WorkerProcess, operations_for, wait_for
 
 BEAT = {"heartbeat_interval": 0.5, "heartbeat_timeout": 3.0}
@@ -67,8 +68,9 @@ def test_consumer_changes_show_in_the_registry_within_one_heartbeat(
 
 
 def test_a_warm_shutdown_counts_the_messages_it_hands_back_as_returned(
-    client: Celery, ops: Operations, start_worker: StartWorker
-) -> None:
+    client: Celery, ops: Operations, start_worker: StartWorker, redis_client: redis.Redis,
+    keyprefix: str,
+) -> None:  # fmt: skip
     env = {"TQ_TEST_TRANSPORT_OPTIONS": json.dumps(BEAT), "TQ_TEST_PREFETCH": "5"}
     worker = start_worker(env=env, concurrency=1, hostname="warm@localhost").wait_ready()
     running = client.send_task("tests.app.sleep_then_record", ("running", 3.0)).id
@@ -80,10 +82,15 @@ def test_a_warm_shutdown_counts_the_messages_it_hands_back_as_returned(
 
     assert worker.stop() == 0  # warm: the running task finishes, the prefetched go back
 
+    # the pool may take one more prefetched task as the running one ends (it then runs it)
+    ran = {e["label"] for e in read_log(redis_client, keyprefix)} - {"running"}
+    assert len(ran) <= 1, ran
+    back = len(waiting) - len(ran)
     [gone] = [w for w in ops.workers.all("offline") if w.pid == worker.pid]
-    assert (gone.offline_reason, gone.returned) == ("stopped", 4)
-    assert sorted(m.task_id for q in waiting for m in ops.queues.find(q)) == sorted(waiting)
-    assert ops.queues.stats("celery").ready == 4
+    assert (gone.offline_reason, gone.returned) == ("stopped", back)
+    queued = sorted(m.task_id for q in waiting for m in ops.queues.find(q))
+    assert len(queued) == back and set(queued) <= set(waiting)
+    assert ops.queues.stats("celery").ready == back
 
 
 def test_processed_and_failed_are_counted_per_worker_process(
