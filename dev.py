@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Developer entry point: ``python3 dev.py demo`` and ``python3 dev.py test [pytest args...]``.
+"""Developer entry point: ``python3 dev.py demo`` and ``python3 dev.py test [pytest args...]``
+(the tests run in two processes: ``PARALLEL``).
 
 Standard library only, so it runs with a bare Python 3.11+. It creates ``.venv`` beside this
 file when missing, installs the project (``pip install -e '.[test]'``) whenever
@@ -65,6 +66,10 @@ HELM_LAYER_ZIP = "package/lib/layer.zip"
 HELM_INSTALL_HINT = ("to run them, put Helm 3 on PATH or at .venv/tools/helm "
                      "(https://helm.sh/docs/intro/install/)")  # fmt: skip
 USAGE = "usage: python3 dev.py demo | python3 dev.py test [pytest args...]"
+#: the tests run in two processes, one test file at a time each (pytest-xdist): most tests wait
+#: on worker processes, so two of them halve the suite's time on a two-core machine; ``-n 0``
+#: (or any -n/--dist given) overrides it
+PARALLEL = ["-n", "2", "--dist", "loadfile"]
 
 
 def say(message: str) -> None:
@@ -282,7 +287,9 @@ def main(argv: list[str]) -> int:
     ensure_wheelhouse(python)
     ensure_chromium()
     ensure_helm()
-    code = run([str(python), "-m", "pytest", *argv[1:]])
+    given = argv[1:]
+    chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) for a in given)
+    code = run([str(python), "-m", "pytest", *([] if chosen else PARALLEL), *given])
     if code == PYTEST_NO_TESTS_COLLECTED:
         say("pytest collected no tests; treating that as a failure")
         return 1
