@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from celery import states
@@ -78,7 +79,7 @@ class DatabaseBackend(BaseBackend):
             self._store = open_store(self.url, self.settings)
         return self._store
 
-    @property
+    @cached_property
     def dialect(self) -> str:
         """``postgresql`` or ``sqlite`` (from the URL: known without connecting)."""
         from sqlalchemy.engine import make_url
