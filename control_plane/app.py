@@ -9,60 +9,17 @@ production by ``taskqueue control-plane`` (gunicorn) and in development by
 
 from __future__ import annotations
 
-import threading
 import uuid
-from typing import Any
 
 from apiflask import APIFlask, abort
-from flask import Response, current_app, g, request
+from flask import Response, g, request
 
 from taskqueue_backend import __version__
-from taskqueue_backend.operations import Operations
 
-from . import auth, docs, errors
-from .auth import Principal
+from . import auth, context, docs, errors
 from .settings import Settings
 
 API_PREFIX = "/api/v1"
-
-
-class Backends:
-    """The one operations layer of an app, opened on first use (a dependency that is down at
-    start-up does not keep the process from starting: requests answer 503 until it is up)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._ops: Operations | None = None
-        self._lock = threading.Lock()
-
-    def ops(self) -> Operations:
-        if self._ops is None:
-            with self._lock:
-                if self._ops is None:
-                    self._ops = self._open()
-        return self._ops
-
-    def _open(self) -> Operations:
-        s = self.settings
-        if s.celery_app:
-            from celery.app.utils import find_app
-
-            return Operations.from_app(find_app(s.celery_app), actor="control-plane",
-                                       pool_size=s.db_pool_size)  # fmt: skip
-        return Operations.from_urls(
-            s.broker_url,
-            s.database_url,
-            transport_options={**s.transport_options, "global_keyprefix": s.broker_keyprefix},
-            table_prefix=s.table_prefix,
-            schema=s.db_schema,
-            actor="control-plane",
-            pool_size=s.db_pool_size,
-        )
-
-    def close(self) -> None:
-        if self._ops is not None:
-            self._ops.close()
-            self._ops = None
 
 
 def create_app(settings: Settings | None = None) -> APIFlask:
@@ -92,7 +49,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
         ),
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # fields in the models' order
-    app.extensions["taskqueue"] = Backends(settings)
+    app.extensions["taskqueue"] = context.Backends(settings)
     app.extensions["taskqueue.settings"] = settings
     app.extensions["taskqueue.tokens"] = tokens
     docs.install(app)
@@ -131,15 +88,3 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     refusals.install(app)
     errors.document(app)
     return app
-
-
-def backends(app: Any) -> Backends:
-    found: Backends = app.extensions["taskqueue"]
-    return found
-
-
-def acting_ops(principal: Principal) -> Operations:
-    """The operations layer acting as ``principal`` for this request (its audit entries and
-    history rows carry the name, the role and the request id) — the API's and the UI's."""
-    return backends(current_app).ops().acting_as(principal.name, role=principal.role,
-                                                 request_id=g.request_id)  # fmt: skip

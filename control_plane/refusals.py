@@ -62,7 +62,7 @@ def install(app: Flask) -> None:
         if refusal is None or principal is None:
             return response
         status, code, message = refusal
-        from .app import backends
+        from .context import backends
 
         try:
             backends(app).ops().audit.record(

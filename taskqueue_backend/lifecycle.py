@@ -17,26 +17,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .vocabulary import Event
+
 logger = logging.getLogger(__name__)
 
-SENT = "sent"
-RECEIVED = "received"
-STARTED = "started"
-RETRIED = "retried"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-REVOKED = "revoked"
-REJECTED = "rejected"
-DEAD_LETTERED = "dead_lettered"
-RETURNED = "returned"
-REPLAYED = "replayed"
-DEAD_LETTER_DELETED = "dead_letter_deleted"
+# the names, as module constants (``vocabulary.Event`` defines them)
+SENT = Event.SENT
+RECEIVED = Event.RECEIVED
+STARTED = Event.STARTED
+RETRIED = Event.RETRIED
+SUCCEEDED = Event.SUCCEEDED
+FAILED = Event.FAILED
+REVOKED = Event.REVOKED
+REJECTED = Event.REJECTED
+DEAD_LETTERED = Event.DEAD_LETTERED
+RETURNED = Event.RETURNED
+REPLAYED = Event.REPLAYED
+DEAD_LETTER_DELETED = Event.DEAD_LETTER_DELETED
 
 #: every event a task's history can hold, in the order a task usually meets them
-EVENTS = (
-    SENT, RECEIVED, STARTED, RETRIED, SUCCEEDED, FAILED, REVOKED, REJECTED, DEAD_LETTERED,
-    RETURNED, REPLAYED, DEAD_LETTER_DELETED,
-)  # fmt: skip
+EVENTS = tuple(Event)
 #: events after which the task does not run again by itself
 FINISHED = (SUCCEEDED, FAILED, REVOKED)
 #: what the broker tells listeners in the process where it happened

@@ -22,10 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .vocabulary import DeadLetterReason
+
 logger = logging.getLogger(__name__)
 
 #: the dead-letter reason of a task whose outcome the result store could not record
-REASON = "result_store_unavailable"
+REASON = DeadLetterReason.RESULT_STORE_UNAVAILABLE
 
 
 @dataclass(frozen=True)

@@ -40,17 +40,22 @@ CONTRACTS = {
          "tq_published_at", "tq_replays"},
     ),
     "lifecycle event names": (
-        "taskqueue_backend/lifecycle.py",
+        "taskqueue_backend/vocabulary.py",
         {"sent", "started", "retried", "succeeded", "replayed", "dead_letter_deleted"},
+    ),
+    "dead-letter reasons": (
+        "taskqueue_backend/vocabulary.py",
+        {"poison", "malformed", "undecodable", "unknown_task", "invalid_message",
+         "result_store_unavailable"},
+    ),
+    "bulk actions and signals": (
+        "taskqueue_backend/vocabulary.py", {"SIGTERM", "SIGKILL", "SIGQUIT", "SIGUSR1"},
     ),
     "is this app ours": (
         "taskqueue_backend/selection.py",
         {"tq+", "taskqueue_backend.transport:Transport", "redis://127.0.0.1:6379/0"},
     ),
     "message hash fields": ("taskqueue_backend/transport/fields.py", {"recoveries", "leased_at"}),
-    "tasks the result store could not record": (
-        "taskqueue_backend/unrecorded.py", {"result_store_unavailable"},
-    ),
 }  # fmt: skip
 #: where words that are also event names are plain English (option choices, table headings)
 PRESENTATION = "taskqueue_backend/cli/"
@@ -89,3 +94,58 @@ def test_each_contract_is_spelled_in_one_module(contract: str) -> None:
 
 def test_no_module_publishes_a_marked_message_for_the_dead_letters() -> None:
     assert "x-tq-dead-letter" not in string_literals()
+
+
+def package_imports(package: str) -> dict[str, set[str]]:
+    """module -> the modules of ``package`` it imports (at any level, lazily too)."""
+    root = ROOT / package
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        is_package = parts[-1] == "__init__"
+        if is_package:
+            parts = parts[:-1]
+        modules[".".join(parts)] = (path, is_package)
+    graph: dict[str, set[str]] = {}
+    for name, (path, is_package) in modules.items():
+        here = name if is_package else name.rsplit(".", 1)[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                # ``from pkg import mod`` imports pkg.mod; ``from pkg import name``, pkg
+                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                           for alias in node.names]  # fmt: skip
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    found.add(target)
+        graph[name] = found
+    return graph
+
+
+def test_the_control_plane_has_no_import_circle() -> None:
+    graph = package_imports("control_plane")
+    seen: dict[str, int] = {}  # 1: on the current path, 2: done
+    circles: list[list[str]] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        seen[module] = 1
+        for target in sorted(graph.get(module, ())):
+            if seen.get(target) == 1:
+                circles.append([*path[path.index(target) :], target])
+            elif target not in seen:
+                visit(target, [*path, target])
+        seen[module] = 2
+
+    for module in sorted(graph):
+        if module not in seen:
+            visit(module, [module])
+    assert circles == [], f"import circles: {circles}"

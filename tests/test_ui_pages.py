@@ -117,7 +117,7 @@ def test_signing_in_sets_a_guarded_cookie_and_removing_the_token_ends_the_sessio
     try:
         assert again.get("/").status_code == 302
     finally:
-        from control_plane.app import backends
+        from control_plane.context import backends
 
         backends(renewed).close()
 

@@ -7,10 +7,10 @@ from typing import Any
 from apiflask import APIBlueprint
 from flask import g
 
-from taskqueue_backend.operations import Filter
+from taskqueue_backend.operations import Filter, parsing
 
 from . import models as m
-from .security import bearer, requires
+from .security import requires
 
 bp = APIBlueprint("dead_letters", __name__, url_prefix="/api/v1", tag="Dead letters")
 
@@ -18,14 +18,11 @@ bp = APIBlueprint("dead_letters", __name__, url_prefix="/api/v1", tag="Dead lett
 def dead_letter_filter(given: m.DeadLetterFilter | None) -> Filter | None:
     if given is None:
         return None
-    return Filter(queue=given.queue, task_name=given.task,
-                  reason=given.reason.value if given.reason else None,
-                  exc_type=given.exception, text=given.text, since=given.since,
-                  until=given.until)  # fmt: skip
+    return parsing.dead_letter_filter(given.queue, given.task, given.reason, given.exception,
+                                      given.text, given.since, given.until)  # fmt: skip
 
 
 @bp.get("/dlq")
-@bp.auth_required(bearer)
 @requires("viewer")
 @bp.input(m.DeadLetterQuery, location="query")
 @bp.output(m.DeadLetterPage)
@@ -37,7 +34,6 @@ def list_dead_letters(query_data: m.DeadLetterQuery) -> Any:
 
 
 @bp.get("/dlq/stats")
-@bp.auth_required(bearer)
 @requires("viewer")
 @bp.input(m.DeadLetterStatsQuery, location="query")
 @bp.output(m.DeadLetterStatsOut)
@@ -49,7 +45,6 @@ def dead_letter_stats(query_data: m.DeadLetterStatsQuery) -> Any:
 
 
 @bp.get("/dlq/<ident>")
-@bp.auth_required(bearer)
 @requires("viewer")
 @bp.output(m.DeadLetterOut)
 @bp.doc(responses=[404])
@@ -59,7 +54,6 @@ def get_dead_letter(ident: str) -> Any:
 
 
 @bp.post("/dlq/<ident>/replay")
-@bp.auth_required(bearer)
 @requires("operator")
 @bp.input(m.ReplayOneIn, location="json")
 @bp.output(m.OutcomeOut)
@@ -74,7 +68,6 @@ def replay_dead_letter(ident: str, json_data: m.ReplayOneIn) -> Any:
 
 
 @bp.post("/dlq/replay")
-@bp.auth_required(bearer)
 @requires("operator")
 @bp.input(m.ReplayIn, location="json")
 @bp.output(m.OutcomeOut)
@@ -91,7 +84,6 @@ def replay_dead_letters(json_data: m.ReplayIn) -> Any:
 
 
 @bp.delete("/dlq/<ident>")
-@bp.auth_required(bearer)
 @requires("admin")
 @bp.input(m.ReasonIn, location="query")
 @bp.output(m.OutcomeOut)
@@ -102,7 +94,6 @@ def delete_dead_letter(ident: str, query_data: m.ReasonIn) -> Any:
 
 
 @bp.post("/dlq/purge")
-@bp.auth_required(bearer)
 @requires("admin")
 @bp.input(m.PurgeIn, location="json")
 @bp.output(m.OutcomeOut)

@@ -11,7 +11,7 @@ from typing import Any
 from apiflask import APIBlueprint, abort
 from flask import Response, current_app, request
 
-from ..app import backends
+from ..context import backends
 from . import models as m
 
 bp = APIBlueprint("health", __name__, tag="Health")

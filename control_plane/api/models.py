@@ -7,11 +7,20 @@ the API's JSON is the same shape as the CLI's ``--json``.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    WithJsonSchema,
+    model_validator,
+)
 
 from taskqueue_backend.operations import (
     AuditEntry,
@@ -26,12 +35,27 @@ from taskqueue_backend.operations import (
     TaskStatus,
     WorkerInfo,
 )
+from taskqueue_backend.operations.parsing import (
+    DURATION_PATTERN,
+    LONGEST,
+    parse_states,
+    parse_time,
+)
 from taskqueue_backend.operations.stats import TaskStats, Timeline
 from taskqueue_backend.operations.task_actions import (
     BulkOutcome,
     RetryOutcome,
     RevokeOutcome,
     Submitted,
+)
+from taskqueue_backend.vocabulary import (
+    BulkAction,
+    DeadLetterReason,
+    Signal,
+    TaskState,
+    WorkerState,
+    list_pattern,
+    values,
 )
 
 Reason = Field(default="", max_length=500, description="Why (kept in the audit log and history).")
@@ -43,8 +67,74 @@ Cursor = Field(default=None, max_length=500, description="The `next_cursor` of t
 # each item of a bare list against the list model.
 
 
+#: no text of a request may hold a NUL (no store keeps one); the documents say so
+NO_NUL = r"^[^\x00]*$"
+
+
+def _documented_without_nul(schema: dict[str, Any]) -> None:
+    for prop in (schema.get("properties") or {}).values():
+        for option in [prop, *prop.get("anyOf", []), prop.get("items") or {}]:
+            if option.get("type") == "string" and not {"pattern", "format", "enum"} & set(option):
+                option["pattern"] = NO_NUL
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request model: unknown fields are refused, and so is a NUL in any text."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_documented_without_nul)
+
+    @model_validator(mode="after")
+    def _refuse_nul(self) -> Strict:
+        for name, value in self:
+            texts = value if isinstance(value, list | tuple) else [value]
+            if any(isinstance(text, str) and "\x00" in text for text in texts):
+                raise ValueError(f"{name} holds a NUL character")
+        return self
+
+
+def _moment(value: Any) -> Any:
+    """A time, or a duration ago (``2h``) as the command line takes it."""
+    if isinstance(value, str) and re.fullmatch(DURATION_PATTERN, value):
+        return parse_time(value)
+    return value
+
+
+#: a time: ISO 8601, or a duration ago (``90s``, ``15m``, ``2h``, ``7d``, ``1w``)
+Moment = Annotated[
+    datetime,
+    BeforeValidator(_moment),
+    WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"},
+                              {"type": "string", "pattern": DURATION_PATTERN}]}),
+]  # fmt: skip
+
+
+def _states(value: Any) -> Any:
+    if value is None or isinstance(value, tuple):
+        return value
+    try:
+        return parse_states(value, fold_case=False)
+    except Exception as exc:  # the message lists the allowed states
+        raise ValueError(str(exc)) from None
+
+
+STATES_TEXT = f"Result states, comma-separated: {', '.join(values(TaskState))}."
+#: result states: comma-separated in a query string; a list or comma-separated in a body
+StatesQuery = Annotated[
+    tuple[TaskState, ...] | None,
+    BeforeValidator(_states),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": list_pattern(TaskState)},
+                              {"type": "null"}], "description": STATES_TEXT}),
+]  # fmt: skip
+StatesBody = Annotated[
+    tuple[TaskState, ...] | None,
+    BeforeValidator(_states),
+    WithJsonSchema({"anyOf": [
+        {"type": "array", "items": {"type": "string", "enum": list(values(TaskState))},
+         "maxItems": len(TaskState)},
+        {"type": "string", "pattern": list_pattern(TaskState)},
+        {"type": "null"},
+    ], "description": STATES_TEXT}),
+]  # fmt: skip
 
 
 # -- tasks -------------------------------------------------------------------------------------
@@ -62,12 +152,12 @@ class Order(StrEnum):
 
 
 class TaskListQuery(Strict):
-    state: str | None = Field(None, max_length=200, description="States, comma-separated.")
+    state: StatesQuery = None
     name: str | None = Field(None, max_length=255, description="Task name; `*` wildcards.")
     queue: str | None = Field(None, max_length=255)
     worker: str | None = Field(None, max_length=255)
-    since: datetime | None = Field(None, description="At or after (by `sort`).")
-    until: datetime | None = Field(None, description="At or before (by `sort`).")
+    since: Moment | None = Field(None, description="At or after (by `sort`); a time or 2h.")
+    until: Moment | None = Field(None, description="At or before (by `sort`); a time or 2h.")
     q: str | None = Field(None, max_length=200, description="Text in args, kwargs, exception.")
     sort: Sort = Sort.updated
     order: Order = Order.desc
@@ -76,12 +166,12 @@ class TaskListQuery(Strict):
 
 
 class TaskFilter(Strict):
-    state: list[str] | None = Field(None, max_length=20)
+    state: StatesBody = None
     name: str | None = Field(None, max_length=255)
     queue: str | None = Field(None, max_length=255)
     worker: str | None = Field(None, max_length=255)
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
     q: str | None = Field(None, max_length=200)
 
 
@@ -108,23 +198,10 @@ class ReasonIn(Strict):
     reason: str = Reason
 
 
-class Signal(StrEnum):
-    SIGTERM = "SIGTERM"
-    SIGKILL = "SIGKILL"
-    SIGINT = "SIGINT"
-    SIGQUIT = "SIGQUIT"
-    SIGUSR1 = "SIGUSR1"
-
-
 class RevokeIn(Strict):
     reason: str = Reason
     terminate: bool = Field(False, description="Kill a running task (its worker is signalled).")
     signal: Signal = Signal.SIGTERM
-
-
-class BulkAction(StrEnum):
-    retry = "retry"
-    revoke = "revoke"
 
 
 class BulkIn(Strict):
@@ -170,26 +247,14 @@ class BulkOut(RootModel[BulkOutcome]):
 # -- dead letters ------------------------------------------------------------------------------
 
 
-class DeadLetterReason(StrEnum):
-    failed = "failed"
-    rejected = "rejected"
-    poison = "poison"
-    malformed = "malformed"
-    undecodable = "undecodable"
-    unknown_task = "unknown_task"
-    invalid_message = "invalid_message"
-    expired = "expired"
-    result_store_unavailable = "result_store_unavailable"
-
-
 class DeadLetterFilter(Strict):
     queue: str | None = Field(None, max_length=255, description="Queue; wildcards allowed.")
     task: str | None = Field(None, max_length=255, description="Task name; wildcards allowed.")
     reason: DeadLetterReason | None = None
     exception: str | None = Field(None, max_length=255, description="Exception class.")
     text: str | None = Field(None, max_length=200)
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 class DeadLetterQuery(DeadLetterFilter):
@@ -226,7 +291,7 @@ class ReplayOneIn(Strict):
 
 class PurgeIn(Strict):
     filter: DeadLetterFilter | None = None
-    older_than: float | None = Field(None, ge=0, description="Seconds since they died.")
+    older_than: float | None = Field(None, ge=0, le=LONGEST, description="Seconds since they died.")
     all: bool = False
     dry_run: bool = False
     reason: str = Reason
@@ -258,12 +323,6 @@ class OutcomeOut(RootModel[Outcome]):
 
 
 # -- workers and queues ------------------------------------------------------------------------
-
-
-class WorkerState(StrEnum):
-    online = "online"
-    stale = "stale"
-    offline = "offline"
 
 
 class WorkersQuery(Strict):
@@ -332,8 +391,8 @@ class AuditQueryIn(Strict):
     actor: str | None = Field(None, max_length=255)
     action: str | None = Field(None, max_length=100, description="Exact, or a prefix with `.`.")
     target: str | None = Field(None, max_length=255)
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
     limit: int = Limit
     cursor: str | None = Field(None, max_length=100)
 

@@ -11,13 +11,12 @@ from taskqueue_backend.operations import AuditQuery
 
 from ..streaming import resume_position, stream_response
 from . import models as m
-from .security import bearer, requires
+from .security import requires
 
 bp = APIBlueprint("operations", __name__, url_prefix="/api/v1", tag="Operations")
 
 
 @bp.get("/stats")
-@bp.auth_required(bearer)
 @requires("viewer")
 @bp.output(m.StatsOut)
 def stats() -> Any:
@@ -27,7 +26,6 @@ def stats() -> Any:
 
 
 @bp.get("/stats/timeline")
-@bp.auth_required(bearer)
 @requires("viewer")
 @bp.input(m.TimelineQuery, location="query")
 @bp.output(m.TimelineOut)
@@ -38,7 +36,6 @@ def timeline(query_data: m.TimelineQuery) -> Any:
 
 
 @bp.get("/audit")
-@bp.auth_required(bearer)
 @requires("viewer")
 @bp.input(m.AuditQueryIn, location="query")
 @bp.output(m.AuditPage)
@@ -51,7 +48,6 @@ def audit(query_data: m.AuditQueryIn) -> Any:
 
 
 @bp.get("/me")
-@bp.auth_required(bearer)
 @requires("viewer")
 @bp.output(m.MeOut)
 def me() -> Any:
@@ -70,7 +66,6 @@ STREAM_DOC: Any = {
 
 
 @bp.get("/stream")
-@bp.auth_required(bearer)
 @requires("viewer")
 @bp.input(m.LastEventHeader, location="headers", arg_name="headers")
 @bp.input(m.StreamQuery, location="query")

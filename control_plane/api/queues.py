@@ -8,13 +8,12 @@ from apiflask import APIBlueprint, abort
 from flask import g
 
 from . import models as m
-from .security import bearer, requires
+from .security import requires
 
 bp = APIBlueprint("queues", __name__, url_prefix="/api/v1", tag="Queues")
 
 
 @bp.get("/queues")
-@bp.auth_required(bearer)
 @requires("viewer")
 @bp.output(m.QueuesOut)
 def list_queues() -> Any:
@@ -24,7 +23,6 @@ def list_queues() -> Any:
 
 
 @bp.get("/queues/<name>")
-@bp.auth_required(bearer)
 @requires("viewer")
 @bp.output(m.QueueOut)
 @bp.doc(responses=[404])
@@ -34,7 +32,6 @@ def get_queue(name: str) -> Any:
 
 
 @bp.post("/queues/<name>/purge")
-@bp.auth_required(bearer)
 @requires("admin")
 @bp.input(m.QueuePurgeIn, location="json")
 @bp.output(m.QueuePurgedOut)
@@ -51,7 +48,6 @@ def purge_queue(name: str, json_data: m.QueuePurgeIn) -> Any:
 
 
 @bp.post("/queues/<name>/pause")
-@bp.auth_required(bearer)
 @requires("operator")
 @bp.input(m.ReasonIn, location="json")
 @bp.output(m.PausedOut)
@@ -63,7 +59,6 @@ def pause_queue(name: str, json_data: m.ReasonIn) -> Any:
 
 
 @bp.post("/queues/<name>/resume")
-@bp.auth_required(bearer)
 @requires("operator")
 @bp.input(m.ReasonIn, location="json")
 @bp.output(m.PausedOut)

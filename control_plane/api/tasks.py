@@ -7,26 +7,21 @@ from typing import Any
 from apiflask import APIBlueprint
 from flask import g
 
-from taskqueue_backend.operations import TaskQuery
+from taskqueue_backend.operations import TaskQuery, parsing
 
 from . import models as m
-from .security import bearer, requires
+from .security import requires
 
 bp = APIBlueprint("tasks", __name__, url_prefix="/api/v1", tag="Tasks")
 
 
 def task_query(given: m.TaskListQuery | m.TaskFilter, sort: str = "updated",
                ascending: bool = False) -> TaskQuery:  # fmt: skip
-    state = given.state
-    states = [s.strip().upper() for s in (state.split(",") if isinstance(state, str) else
-                                          state or []) if s.strip()]  # fmt: skip
-    return TaskQuery(states=tuple(states), name=given.name, queue=given.queue,
-                     worker=given.worker, since=given.since, until=given.until, text=given.q,
-                     sort=f"{sort}_at", ascending=ascending)  # fmt: skip
+    return parsing.task_query(given.state, given.name, given.queue, given.worker, given.since,
+                              given.until, given.q, sort, ascending)  # fmt: skip
 
 
 @bp.get("/tasks")
-@bp.auth_required(bearer)
 @requires("viewer")
 @bp.input(m.TaskListQuery, location="query")
 @bp.output(m.TaskPage)
@@ -39,7 +34,6 @@ def list_tasks(query_data: m.TaskListQuery) -> Any:
 
 
 @bp.get("/tasks/<task_id>")
-@bp.auth_required(bearer)
 @requires("viewer")
 @bp.output(m.TaskStatusOut)
 @bp.doc(responses=[404])
@@ -49,7 +43,6 @@ def get_task(task_id: str) -> Any:
 
 
 @bp.get("/tasks/<task_id>/events")
-@bp.auth_required(bearer)
 @requires("viewer")
 @bp.output(m.HistoryOut)
 @bp.doc(responses=[404])
@@ -60,7 +53,6 @@ def task_events(task_id: str) -> Any:
 
 
 @bp.post("/tasks")
-@bp.auth_required(bearer)
 @requires("operator")
 @bp.input(m.IdempotencyHeader, location="headers", arg_name="headers")
 @bp.input(m.SubmitIn, location="json")
@@ -84,7 +76,6 @@ def submit_task(headers: m.IdempotencyHeader, json_data: m.SubmitIn) -> Any:
 
 
 @bp.post("/tasks/<task_id>/retry")
-@bp.auth_required(bearer)
 @requires("operator")
 @bp.input(m.ReasonIn, location="json")
 @bp.output(m.RetryOut)
@@ -96,7 +87,6 @@ def retry_task(task_id: str, json_data: m.ReasonIn) -> Any:
 
 
 @bp.post("/tasks/<task_id>/revoke")
-@bp.auth_required(bearer)
 @requires("operator")
 @bp.input(m.RevokeIn, location="json")
 @bp.output(m.RevokeOut)
@@ -109,7 +99,6 @@ def revoke_task(task_id: str, json_data: m.RevokeIn) -> Any:
 
 
 @bp.post("/tasks/bulk")
-@bp.auth_required(bearer)
 @requires("operator")
 @bp.input(m.BulkIn, location="json")
 @bp.output(m.BulkOut)

@@ -8,13 +8,12 @@ from apiflask import APIBlueprint
 from flask import g
 
 from . import models as m
-from .security import bearer, requires
+from .security import requires
 
 bp = APIBlueprint("workers", __name__, url_prefix="/api/v1", tag="Workers")
 
 
 @bp.get("/workers")
-@bp.auth_required(bearer)
 @requires("viewer")
 @bp.input(m.WorkersQuery, location="query")
 @bp.output(m.WorkersOut)
@@ -24,7 +23,6 @@ def list_workers(query_data: m.WorkersQuery) -> Any:
 
 
 @bp.get("/workers/<name>")
-@bp.auth_required(bearer)
 @requires("viewer")
 @bp.output(m.WorkersOut)
 @bp.doc(responses=[404])
@@ -34,7 +32,6 @@ def get_worker(name: str) -> Any:
 
 
 @bp.post("/workers/<name>/recover")
-@bp.auth_required(bearer)
 @requires("operator")
 @bp.input(m.ReasonIn, location="json")
 @bp.output(m.RecoveredOut)
@@ -45,7 +42,6 @@ def recover_worker(name: str, json_data: m.ReasonIn) -> Any:
 
 
 @bp.delete("/workers/<name>")
-@bp.auth_required(bearer)
 @requires("admin")
 @bp.input(m.ReasonIn, location="query")
 @bp.output(m.NamesOut)
@@ -56,7 +52,6 @@ def forget_worker(name: str, query_data: m.ReasonIn) -> Any:
 
 
 @bp.post("/workers/<name>/shutdown")
-@bp.auth_required(bearer)
 @requires("admin")
 @bp.input(m.ReasonIn, location="json")
 @bp.output(m.NamesOut)

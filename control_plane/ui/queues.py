@@ -51,14 +51,13 @@ def purge_queue(name: str) -> Any:
     here = url_for("ui.queues")
     keep_delayed = request.form.get("keep_delayed") == "1"
     try:
-        counts = g.ops.queues.stats(name)
+        gone = g.ops.queues.purge(name, include_delayed=not keep_delayed, dry_run=True)
     except (InvalidRequest, NotFound) as exc:
         return forms.refused(str(exc), here, 404)
-    gone = counts.ready + (0 if keep_delayed else counts.delayed)
     title = f"Purge queue {name}"
-    message = (f"Deletes {counts.ready:,} ready" + ("" if keep_delayed else
-               f" and {counts.delayed:,} delayed") + " messages for good. Messages in flight "
-               "stay with their workers; dead letters stay.")  # fmt: skip
+    which = "ready ones only" if keep_delayed else "ready and delayed"
+    message = (f"Deletes the waiting messages ({which}) for good. Messages in flight stay with "
+               "their workers; dead letters stay.")  # fmt: skip
     page = forms.unconfirmed(title, message, button="Purge", count=gone, typed=name)
     if page is not None:
         return page

@@ -35,8 +35,8 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from ..app import acting_ops
 from ..auth import ROLES, Principal, TokenRegistry
+from ..context import acting_ops
 from ..refusals import MUTATING
 from ..settings import Settings
 from .blueprint import bp

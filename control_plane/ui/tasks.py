@@ -11,6 +11,7 @@ from flask import g, redirect, render_template, request, url_for
 
 from taskqueue_backend.operations import Conflict, InvalidRequest, NotFound
 from taskqueue_backend.operations.task_actions import SIGNALS
+from taskqueue_backend.vocabulary import TaskState, values
 
 from ..api import models as m
 from ..api.tasks import task_query
@@ -18,7 +19,7 @@ from . import forms
 from .blueprint import bp
 from .session import page
 
-STATES = ("PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED")
+STATES = values(TaskState)
 FINISHED = ("SUCCESS", "FAILURE", "REVOKED", "REJECTED")
 
 

@@ -10,12 +10,13 @@ from typing import Any
 from flask import g, render_template, request, url_for
 
 from taskqueue_backend.operations import Conflict, InvalidRequest, NotFound
+from taskqueue_backend.vocabulary import WorkerState, values
 
 from . import forms
 from .blueprint import bp
 from .session import page
 
-STATUSES = ("online", "stale", "offline")
+STATUSES = values(WorkerState)
 
 
 @bp.get("/workers")

@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 
 import click
 
-from ..operations import REASONS, Filter, InvalidRequest, Outcome
+from ..operations import REASONS, Filter, InvalidRequest, Outcome, parsing
 from ..operations.dead_letters import DeadLetters
 from . import output
-from .options import parse_deadline, parse_duration, parse_time
+from .options import parse_deadline, parse_duration
 from .session import json_option, ops, reports_errors, session
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,15 +37,11 @@ def filter_options(command: F) -> F:
 
 def make_filter(**given: Any) -> Filter:
     try:
-        return Filter(
-            queue=given.get("queue"),
-            task_name=given.get("task_name"),
-            reason=given.get("reason"),
-            exc_type=given.get("exc_type"),
-            text=given.get("text"),
-            since=parse_time(given.get("since")),
-            until=parse_time(given.get("until")),
-        )
+        return parsing.dead_letter_filter(
+            queue=given.get("queue"), task=given.get("task_name"), reason=given.get("reason"),
+            exception=given.get("exc_type"), text=given.get("text"), since=given.get("since"),
+            until=given.get("until"),
+        )  # fmt: skip
     except InvalidRequest as exc:
         raise click.UsageError(str(exc)) from None
 

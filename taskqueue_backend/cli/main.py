@@ -11,10 +11,12 @@ from typing import Any
 
 import click
 
-from ..operations import MessageLocation, QueueStats, TaskQuery
+from ..operations import MessageLocation, QueueStats, parsing
+from ..vocabulary import TaskState, values
 from . import output
-from .options import parse_time
 from .session import Session, json_option, ops, reports_errors, session
+
+TASK_STATES = values(TaskState)
 
 
 class PluggableGroup(click.Group):
@@ -110,8 +112,7 @@ def purge_queue(ctx: click.Context, queue: str, keep_delayed: bool, note: str, y
     """Delete a queue's waiting messages (ready, and delayed unless --keep-delayed).
 
     Messages in flight stay with their workers; dead letters stay for `taskqueue dlq`."""
-    stats = ops(ctx).queues.stats(queue)
-    waiting = stats.ready + (0 if keep_delayed else stats.delayed)
+    waiting = ops(ctx).queues.purge(queue, include_delayed=not keep_delayed, dry_run=True)
     if not yes and not session(ctx).as_json and sys.stdin.isatty():
         click.confirm(f"Delete {waiting} waiting message(s) of queue {queue}?", abort=True)
     gone = ops(ctx).queues.purge(queue, include_delayed=not keep_delayed, reason=note)
@@ -219,7 +220,12 @@ def consumers(ctx: click.Context) -> None:
 
 
 @main.command()
-@click.option("--state", "states", multiple=True, help="Result state (repeatable): SUCCESS...")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    help=f"Result state (repeatable, or comma-separated): {', '.join(TASK_STATES)}.",
+)
 @click.option("--name", help="Task name (wildcards allowed: proj.billing.*).")
 @click.option("--queue", help="Queue it was delivered from.")
 @click.option("--worker", help="Worker node name that ran it.")
@@ -244,10 +250,8 @@ def tasks(
     limit: int, cursor: str | None,
 ) -> None:  # fmt: skip
     """List results from the result store, newest first."""
-    query = TaskQuery(
-        states=tuple(s.upper() for s in states), name=name, queue=queue, worker=worker,
-        since=parse_time(since), until=parse_time(until), text=text, sort=f"{sort}_at",
-    )  # fmt: skip
+    query = parsing.task_query([s.upper() for s in states], name, queue, worker, since, until,
+                               text, sort)  # fmt: skip
     page = ops(ctx).tasks.search(query, limit=limit, cursor=cursor)
     if session(ctx).as_json:
         output.as_json(page)

@@ -1,46 +1,37 @@
-"""Parsing the values people type: durations (``90s``, ``2h``, ``7d``) and times."""
+"""Parsing the values people type, as click parameters: durations (``90s``, ``2h``, ``7d``)
+and times — through ``operations.parsing``, so the API reads them the same way; a value that
+cannot be read is a usage error (exit code 2) that says what was expected."""
 
 from __future__ import annotations
 
-import re
-import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
 
 import click
 
-from ..clock import from_epoch
+from ..operations import InvalidRequest, parsing
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+T = TypeVar("T")
+
+
+def _as_usage_error(parse: Callable[[str], T], text: str) -> T:
+    try:
+        return parse(text)
+    except InvalidRequest as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def parse_duration(text: str) -> float:
     """``90s``, ``15m``, ``2h``, ``7d``, ``1w`` -> seconds."""
-    found = _DURATION.match(text.strip().lower())
-    if not found:
-        raise click.BadParameter(f"{text!r} is not a duration such as 90s, 15m, 2h, 7d or 1w")
-    return float(found.group(1)) * _UNITS[found.group(2)]
+    return _as_usage_error(parsing.parse_duration, text)
 
 
 def parse_time(text: str | None) -> datetime | None:
     """An ISO 8601 time (naive = UTC) or a duration meaning that long ago."""
-    if text is None:
-        return None
-    if _DURATION.match(text.strip().lower()):
-        return from_epoch(time.time() - parse_duration(text))
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is neither an ISO 8601 time (2026-11-23T10:00) nor a duration (2h)"
-        ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return None if text is None else _as_usage_error(parsing.parse_time, text)
 
 
 def parse_deadline(text: str | None) -> datetime | None:
     """An ISO 8601 time (naive = UTC) or a duration meaning that long from now."""
-    if text is None:
-        return None
-    if _DURATION.match(text.strip().lower()):
-        return from_epoch(time.time() + parse_duration(text))
-    return parse_time(text)
+    return None if text is None else _as_usage_error(parsing.parse_deadline, text)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
+from ..vocabulary import WorkerState, values
 from . import output
 from .session import json_option, ops, reports_errors, session
 
 
 @click.group(invoke_without_command=True)
-@click.option("--status", type=click.Choice(["online", "stale", "offline"]),
+@click.option("--status", type=click.Choice(values(WorkerState)),
               help="Only workers in this state.")  # fmt: skip
 @click.option("--online", "online_only", is_flag=True, help="Leave offline workers out.")
 @json_option

@@ -6,6 +6,7 @@ Nothing here imports Flask; it reads and changes the broker through this package
 and the result store through its backend's store. See :class:`Operations`.
 """
 
+from . import parsing
 from .api import Operations
 from .audit import AuditEntry, AuditQuery
 from .data import Page, to_json
@@ -19,5 +20,5 @@ __all__ = [
     "REASONS", "AuditEntry", "AuditQuery", "Conflict", "DeadLetter", "Filter", "HistoryEvent",
     "InvalidRequest", "MessageLocation", "NotFound", "OperationError", "Operations", "Outcome",
     "Page", "QueueStats", "RecoveryOutcome", "RemoveOutcome", "Stats", "TaskQuery", "TaskResult",
-    "TaskStatus", "WorkerInfo", "to_json",
+    "TaskStatus", "WorkerInfo", "parsing", "to_json",
 ]  # fmt: skip

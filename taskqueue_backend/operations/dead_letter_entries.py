@@ -15,25 +15,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .. import unrecorded
 from ..clock import from_epoch_ms
 from ..transport.fields import StoredMessage
 from ..transport.messages import expires_at
 from ..transport.replies import as_text
+from ..vocabulary import DeadLetterReason, UnknownValue, parse, values
 from .errors import InvalidRequest
 
-#: the reasons the broker and the worker hooks give (``failed`` comes from stock workers)
-REASONS = (
-    "failed",
-    "rejected",
-    "poison",
-    "malformed",
-    "undecodable",
-    "unknown_task",
-    "invalid_message",
-    "expired",
-    unrecorded.REASON,
-)
+#: the reasons the broker and the worker hooks give (``vocabulary.DeadLetterReason``)
+REASONS = values(DeadLetterReason)
 #: a claimed entry whose replayer died goes back to the dead letters after this long
 STALE_CLAIM_MS = 60_000
 BATCH = 500
@@ -69,7 +59,7 @@ class DeadLetter:
 
     def expired(self, now: datetime) -> bool:
         """Whether a replay as it is would expire at once."""
-        if self.reason == "expired" and self.expires_at is None:
+        if self.reason == DeadLetterReason.EXPIRED and self.expires_at is None:
             return True
         return self.expires_at is not None and self.expires_at <= now
 
@@ -93,8 +83,11 @@ class Filter:
     until: datetime | None = None
 
     def __post_init__(self) -> None:
-        if self.reason is not None and self.reason not in REASONS:
-            raise InvalidRequest(f"unknown reason {self.reason!r}; one of {', '.join(REASONS)}")
+        if self.reason is not None:
+            try:  # the frozen dataclass keeps the member, which equals its text
+                object.__setattr__(self, "reason", parse(DeadLetterReason, self.reason, "reason"))
+            except UnknownValue as exc:
+                raise InvalidRequest(str(exc)) from None
         if self.since is not None and self.until is not None and self.since > self.until:
             raise InvalidRequest("since is after until")
 
@@ -181,7 +174,8 @@ def entry_of(message: StoredMessage, score: int, with_body: bool) -> DeadLetter:
     reason = message.reason or "unknown"
     detail = message.detail or ""
     exc_type, exc_message = message.exc_type, message.exc_message
-    if exc_type is None and reason in ("undecodable", "invalid_message"):
+    if exc_type is None and reason in (DeadLetterReason.UNDECODABLE,
+                                       DeadLetterReason.INVALID_MESSAGE):  # fmt: skip
         parsed = _EXCEPTION_DETAIL.match(detail)
         if parsed:
             exc_type, exc_message = parsed.group(1), parsed.group(2)

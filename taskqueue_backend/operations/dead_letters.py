@@ -31,7 +31,7 @@ from ..transport import fields, retention
 from ..transport.keys import QueueKeys
 from ..transport.messages import with_expiry
 from ..transport.replies import as_int, as_text
-from . import history
+from . import history, parsing
 from .data import Page
 from .dead_letter_entries import (
     BATCH,
@@ -368,8 +368,9 @@ class DeadLetters:
     ) -> Outcome:
         """Delete every entry matching the filter and/or older than ``older_than`` seconds."""
         if older_than is not None:
-            if older_than < 0:
-                raise InvalidRequest(f"older_than must be >= 0 seconds, got {older_than}")
+            if not 0 <= older_than <= parsing.LONGEST:
+                raise InvalidRequest(f"older_than must be 0 to {parsing.LONGEST} seconds, got "
+                                     f"{older_than}")  # fmt: skip
             cutoff = from_epoch(time.time() - older_than)
             assert cutoff is not None
             base = flt or Filter()

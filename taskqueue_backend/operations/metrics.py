@@ -23,6 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ..transport.replies import as_int
+from ..vocabulary import WorkerState
 
 if TYPE_CHECKING:
     from .api import Operations
@@ -110,18 +111,18 @@ class BrokerCollector(Collector):
             "taskqueue_worker_seconds_since_heartbeat", "Seconds since the worker's last beat",
             labels=per_consumer,
         )  # fmt: skip
-        counts = {"online": 0, "stale": 0, "offline": 0}
+        counts: dict[str, int] = dict.fromkeys(WorkerState, 0)
         for w in self.ops.workers.all():
             labels = [w.hostname or w.consumer_id, w.consumer_id]
             counts[w.state] = counts.get(w.state, 0) + 1
-            up.add_metric([*labels, w.state], 1 if w.state == "online" else 0)
+            up.add_metric([*labels, w.state], 1 if w.state == WorkerState.ONLINE else 0)
             if w.active is not None:
                 active.add_metric(labels, w.active)
             if w.processed is not None:
                 processed.add_metric(labels, w.processed)
             returned.add_metric(labels, w.returned)
             failed.add_metric(labels, w.failed)
-            if w.seconds_since_heartbeat is not None and w.state != "offline":
+            if w.seconds_since_heartbeat is not None and w.state != WorkerState.OFFLINE:
                 silent.add_metric(labels, w.seconds_since_heartbeat)
         for state, count in counts.items():
             by_state.add_metric([state], count)

@@ -254,10 +254,16 @@ class Queues:
         self.ops.audit.record(self.ops.actor, "queue.resume", queue, reason, changed=done)
         return done
 
-    def purge(self, queue: str, *, include_delayed: bool = True, reason: str = "") -> int:
+    def purge(
+        self, queue: str, *, include_delayed: bool = True, reason: str = "", dry_run: bool = False
+    ) -> int:
         """Delete the queue's waiting messages (ready, and delayed unless told to keep them);
-        messages in flight stay with their workers, dead letters stay for an operator."""
+        messages in flight stay with their workers, dead letters stay for an operator. A dry
+        run only counts what would go."""
         self._known(queue)
+        if dry_run:
+            counts = self.stats(queue)
+            return counts.ready + (counts.delayed if include_delayed else 0)
         b = self.broker
         gone = purge_waiting(b.scripts, b.client, b.queue_keys(queue), include_delayed)
         self.ops.audit.record(self.ops.actor, "queue.purge", queue, reason, purged=gone,

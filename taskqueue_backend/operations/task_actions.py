@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import lifecycle
 from ..clock import as_utc, from_epoch, iso, utcnow
+from ..vocabulary import BulkAction, Signal, UnknownValue, parse, values
 from . import history
 from .errors import Conflict, InvalidRequest, NotFound
 
@@ -39,8 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: how long an idempotency key holds its task id (seconds)
 IDEMPOTENCY_WINDOW = 24 * 3600
-ACTIONS = ("retry", "revoke")
-SIGNALS = ("SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGUSR1")
+ACTIONS = values(BulkAction)
+SIGNALS = values(Signal)
 
 
 @dataclass
@@ -258,11 +259,13 @@ class TaskActions:
     # -- revoke ----------------------------------------------------------------------------
 
     def revoke(
-        self, ident: str, *, terminate: bool = False, signal: str = "SIGTERM", reason: str = ""
+        self, ident: str, *, terminate: bool = False, signal: str = Signal.SIGTERM, reason: str = ""
     ) -> RevokeOutcome:
         """Make sure a task never runs (or stops): see the module docstring."""
-        if signal not in SIGNALS:
-            raise InvalidRequest(f"signal must be one of {', '.join(SIGNALS)}, got {signal!r}")
+        try:
+            signal = parse(Signal, signal, "signal")
+        except UnknownValue as exc:
+            raise InvalidRequest(str(exc)) from None
         task_id = self.resolve(ident)
         outcome = RevokeOutcome(task_id, terminate=terminate)
         in_flight = False
@@ -302,8 +305,10 @@ class TaskActions:
     ) -> BulkOutcome:
         """``retry`` or ``revoke`` the named tasks, or every result ``query`` matches — at most
         ``limit`` (a larger match is refused, so a broad filter never acts by surprise)."""
-        if action not in ACTIONS:
-            raise InvalidRequest(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
+        try:
+            action = parse(BulkAction, action, "action")
+        except UnknownValue as exc:
+            raise InvalidRequest(str(exc)) from None
         if not 1 <= limit <= 10_000:
             raise InvalidRequest(f"limit must be from 1 to 10000, got {limit}")
         if bool(ids) == (query is not None):

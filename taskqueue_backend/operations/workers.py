@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..clock import from_epoch, from_epoch_ms
 from ..transport import recovery
 from ..transport.replies import as_int, as_seconds, as_text
+from ..vocabulary import UnknownValue, WorkerState, parse, values
 from . import history
 from .errors import Conflict, InvalidRequest, NotFound
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from .api import Operations
     from .broker import BrokerAccess
 
-STATES = ("online", "stale", "offline")
+STATES = values(WorkerState)
 
 
 @dataclass
@@ -87,17 +88,20 @@ class Workers:
 
     def all(self, status: str | None = None) -> list[WorkerInfo]:
         """Online and stale workers (newest beat first), then offline ones (newest first)."""
-        if status is not None and status not in STATES:
-            raise InvalidRequest(f"status must be one of {', '.join(STATES)}, got {status!r}")
+        if status is not None:
+            try:
+                status = parse(WorkerState, status, "worker status")
+            except UnknownValue as exc:
+                raise InvalidRequest(str(exc)) from None
         client = self.broker.client
         now = time.time()
         recovery.prune_offline(client, self.broker.prefix)
         Scored = list[tuple[bytes, float]]
         live: Scored = []
         gone: Scored = []
-        if status != "offline":
+        if status != WorkerState.OFFLINE:
             live = cast(Scored, client.zrevrange(self.keys.consumers, 0, -1, withscores=True))
-        if status in (None, "offline"):
+        if status in (None, WorkerState.OFFLINE):
             gone = cast(Scored, client.zrevrange(self.keys.offline, 0, -1, withscores=True))
         pipe = client.pipeline(transaction=False)
         for consumer_id, _ in live + gone:
@@ -121,7 +125,11 @@ class Workers:
     ) -> WorkerInfo:  # fmt: skip
         f = {as_text(k) or "": v for k, v in raw.items()}
         beat = as_seconds(f.get("last_beat")) if offline else score / 1000
-        state = "offline" if offline else ("stale" if score / 1000 < deadline else "online")
+        state = (
+            WorkerState.OFFLINE
+            if offline
+            else (WorkerState.STALE if score / 1000 < deadline else WorkerState.ONLINE)
+        )
         return WorkerInfo(
             consumer_id=consumer_id,
             hostname=as_text(f.get("hostname")) or "",
@@ -175,7 +183,7 @@ class Workers:
     def recover(self, ident: str, reason: str = "") -> list[RecoveryOutcome]:
         """Return the messages of this stale worker now (by node name or consumer id)."""
         found = self.get(ident)
-        stale = [w for w in found if w.state == "stale"]
+        stale = [w for w in found if w.state == WorkerState.STALE]
         if not stale:
             states = ", ".join(sorted({w.state for w in found}))
             raise Conflict(f"{ident} is not stale ({states}): only a worker that missed its "
@@ -196,7 +204,7 @@ class Workers:
     def shutdown(self, ident: str, reason: str = "") -> list[str]:
         """Ask the live worker (node name or consumer id) to shut down warmly, through Celery's
         remote control; its running tasks finish, its prefetched messages go back."""
-        alive = [w for w in self.get(ident) if w.state != "offline"]
+        alive = [w for w in self.get(ident) if w.state != WorkerState.OFFLINE]
         if not alive:
             raise Conflict(f"{ident} is offline: there is nothing to shut down")
         nodes = sorted({w.hostname for w in alive if w.hostname})
@@ -207,9 +215,9 @@ class Workers:
     def forget(self, ident: str, reason: str = "") -> list[str]:
         """Remove offline workers (by consumer id or node name) from every view and count."""
         found = self.get(ident)
-        alive = [w for w in found if w.state != "offline"]
+        alive = [w for w in found if w.state != WorkerState.OFFLINE]
         if alive:
-            offline = [w.consumer_id for w in found if w.state == "offline"]
+            offline = [w.consumer_id for w in found if w.state == WorkerState.OFFLINE]
             hint = (
                 f"; forget its offline processes by consumer id: {', '.join(offline)}"
                 if offline
@@ -219,7 +227,7 @@ class Workers:
                 f"{ident} is not offline ({', '.join(f'{w.consumer_id} {w.state}' for w in alive)})"
                 f": only a worker that is gone can be forgotten{hint}"
             )  # fmt: skip
-        running = {(w.hostname, w.pid) for w in self.all() if w.state != "offline"}
+        running = {(w.hostname, w.pid) for w in self.all() if w.state != WorkerState.OFFLINE}
         pipe = self.broker.client.pipeline(transaction=True)
         for worker in found:
             pipe.zrem(self.keys.offline, worker.consumer_id)

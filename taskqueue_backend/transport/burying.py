@@ -18,6 +18,7 @@ from redis import Redis
 
 from .. import lifecycle
 from ..clock import now_ms
+from ..vocabulary import DeadLetterReason
 from . import worker_info
 from .keys import QueueKeys
 from .messages import publish_fields
@@ -28,8 +29,8 @@ logger = logging.getLogger(__name__)
 def _failure_args(info: dict[str, Any]) -> list[str]:
     """reason, detail, worker, exc_type, exc_message, traceback: the tail of the ARGV of
     ``bury_rebuilt.lua`` and ``bury_copy.lua``."""
-    return [info.get("reason") or "failed", info.get("detail") or "", info.get("worker") or "",
-            info.get("exc_type") or "", info.get("exc_message") or "",
+    return [info.get("reason") or DeadLetterReason.FAILED, info.get("detail") or "",
+            info.get("worker") or "", info.get("exc_type") or "", info.get("exc_message") or "",
             info.get("traceback") or ""]  # fmt: skip
 
 
@@ -109,12 +110,15 @@ class DeadLetterMixin:
         return bool(copied)
 
     def _announce_failed(self, queue: str, task_id: str, info: dict[str, Any]) -> None:
-        detail = {"reason": info.get("reason") or "failed", "detail": info.get("detail") or ""}
+        detail = {
+            "reason": info.get("reason") or DeadLetterReason.FAILED,
+            "detail": info.get("detail") or "",
+        }
         worker = info.get("worker") or worker_info.WORKER_NODENAME
         lifecycle.emit(
             lifecycle.MessageEvent(lifecycle.DEAD_LETTERED, task_id, queue, detail, worker)
         )
-        if detail["reason"] == "failed":
+        if detail["reason"] == DeadLetterReason.FAILED:
             logger.warning("task %s failed for good; kept in the dead letters of queue %r: %s",
                            task_id, queue, detail["detail"])  # fmt: skip
         else:

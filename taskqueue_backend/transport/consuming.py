@@ -24,6 +24,7 @@ from redis.exceptions import NoScriptError
 
 from .. import lifecycle
 from ..clock import now_ms
+from ..vocabulary import DeadLetterReason
 from . import worker_info
 from .keys import QueueKeys
 from .messages import Leased, MalformedMessage, for_delivery
@@ -147,7 +148,7 @@ class ConsumingMixin:
                     continue
                 logger.error("dead-lettered message %s from queue %r: %s",
                              leased.message_id, queue, exc)  # fmt: skip
-                self.dead_letter(leased.message_id, "malformed", str(exc))
+                self.dead_letter(leased.message_id, DeadLetterReason.MALFORMED, str(exc))
         return payloads
 
     def _announce_expired(self, queue: str, flat: list[Any]) -> None:
@@ -166,7 +167,7 @@ class ConsumingMixin:
                            "delivery", message_id, task_id or "?", queue)  # fmt: skip
             events.append(lifecycle.MessageEvent(
                 lifecycle.DEAD_LETTERED, task_id, queue,
-                {"reason": "expired", "detail": EXPIRED_DETAIL},
+                {"reason": DeadLetterReason.EXPIRED, "detail": EXPIRED_DETAIL},
                 worker_info.WORKER_NODENAME, message=payload if isinstance(payload, dict) else None,
             ))  # fmt: skip
         lifecycle.emit_all(events)

@@ -20,11 +20,12 @@ from typing import Any
 from kombu.serialization import loads
 
 from .. import lifecycle
+from ..vocabulary import DeadLetterReason
 
 logger = logging.getLogger(__name__)
 
 #: the dead-letter reason fetch.lua gives, and Celery's revoke reason
-REASON = "expired"
+REASON = DeadLetterReason.EXPIRED
 #: the worker of this process: its app, node name and event dispatcher (set by the hooks)
 _worker: dict[str, Any] = {}
 

@@ -45,6 +45,7 @@ from kombu.serialization import dumps
 
 from .. import headers as delivery
 from ..selection import uses_taskqueue_broker
+from ..vocabulary import DeadLetterReason
 from . import worker_info
 
 logger = logging.getLogger(__name__)
@@ -140,8 +141,8 @@ def should_dead_letter(task: Any, exception: BaseException, request: Any) -> boo
 
 
 def describe(
-    request: Any, exception: BaseException, traceback: str | None, reason: str = "failed",
-    detail: str | None = None,
+    request: Any, exception: BaseException, traceback: str | None,
+    reason: str = DeadLetterReason.FAILED, detail: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The dead letter's reason and failure details (the tail of the bury scripts' ARGV)."""
     kind = type(exception)

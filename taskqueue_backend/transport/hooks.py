@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from ..selection import TRANSPORT_ALIAS, TRANSPORT_PATH
+from ..vocabulary import DeadLetterReason
 from . import worker_info
 
 _installed = False
@@ -67,7 +68,7 @@ def on_task_unknown(message: Any = None, name: Any = None, **kwargs: Any) -> Non
     if channel is not None:
         channel.annotate_dead_letter(
             message.delivery_tag,
-            "unknown_task",
+            DeadLetterReason.UNKNOWN_TASK,
             f"no task named {name!r} is registered on the worker that received it",
         )
 
@@ -76,7 +77,7 @@ def on_task_rejected(message: Any = None, exc: Any = None, **kwargs: Any) -> Non
     channel = _channel_of(message)
     if channel is not None:
         detail = f"{type(exc).__name__}: {exc}" if exc is not None else "not a Celery task message"
-        channel.annotate_dead_letter(message.delivery_tag, "invalid_message", detail)
+        channel.annotate_dead_letter(message.delivery_tag, DeadLetterReason.INVALID_MESSAGE, detail)
 
 
 def install() -> None:

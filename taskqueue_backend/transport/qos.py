@@ -10,6 +10,8 @@ from typing import Any
 
 from kombu.transport import virtual
 
+from ..vocabulary import DeadLetterReason
+
 
 class LeaseQoS(virtual.QoS):
     """Ack, reject and restore through the channel's Lua scripts."""
@@ -22,7 +24,9 @@ class LeaseQoS(virtual.QoS):
         if decode_error is not None:
             # Celery acks what it cannot decode; keep it as a dead letter instead.
             self.channel.dead_letter(
-                delivery_tag, "undecodable", f"{type(decode_error).__name__}: {decode_error}"
+                delivery_tag,
+                DeadLetterReason.UNDECODABLE,
+                f"{type(decode_error).__name__}: {decode_error}",
             )
         else:
             self.channel.ack_lease(delivery_tag)
@@ -32,7 +36,9 @@ class LeaseQoS(virtual.QoS):
         if requeue:
             self.channel.requeue_lease(delivery_tag, rejected=True)
         else:
-            self.channel.dead_letter(delivery_tag, "rejected", "rejected without requeue")
+            self.channel.dead_letter(
+                delivery_tag, DeadLetterReason.REJECTED, "rejected without requeue"
+            )
         super().ack(delivery_tag)
 
     def restore_unacked(self) -> list[Any]:

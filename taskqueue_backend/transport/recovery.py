@@ -24,6 +24,7 @@ from redis import Redis
 
 from .. import lifecycle
 from ..clock import now_ms
+from ..vocabulary import DeadLetterReason
 from .keys import GlobalKeys, QueueKeys
 from .options import BrokerOptions
 from .replies import as_text
@@ -58,7 +59,7 @@ class Recovery:
             for task_id in task_ids:
                 detail = {"from_consumer": self.consumer_id}
                 if event == lifecycle.DEAD_LETTERED:
-                    detail["reason"] = "poison"
+                    detail["reason"] = DeadLetterReason.POISON
                 found.append(lifecycle.MessageEvent(
                     event, task_id, self.queues.get(task_id, ""), detail, recovered_by, self.at
                 ))  # fmt: skip

@@ -23,8 +23,8 @@ from apiflask import APIFlask
 from flask.testing import FlaskClient
 
 from control_plane import create_app
-from control_plane.app import backends
 from control_plane.auth import ROLES, new_token
+from control_plane.context import backends
 from control_plane.settings import Settings
 from taskqueue_backend.embedded import free_port
 from tests.support.waiting import wait_for
