@@ -16,7 +16,7 @@ from flask import Response, g, request
 
 from taskqueue_backend import __version__
 
-from . import auth, context, docs, errors
+from . import auth, bodies, context, docs, errors
 from .settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -59,6 +59,8 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     def identify_request() -> None:
         given = request.headers.get("X-Request-ID", "")
         g.request_id = given if 0 < len(given) <= 100 and given.isprintable() else uuid.uuid4().hex
+
+    bodies.install(app)
 
     @app.before_request
     def deny_by_default() -> None:

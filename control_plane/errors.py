@@ -13,10 +13,19 @@ import logging
 from typing import Any
 
 from apiflask import APIFlask, HTTPError
+from apiflask.exceptions import _ValidationError
 from flask import g, request
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
-from taskqueue_backend.operations import Conflict, InvalidRequest, NotFound, OperationError
+from taskqueue_backend.operations import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    OperationError,
+    Unavailable,
+    unavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,39 +57,13 @@ def body(status: int, message: str, details: Any = None, code: str | None = None
                       "details": details}}  # fmt: skip
 
 
-class Unavailable(Exception):
-    """A dependency (Redis, the database) does not answer."""
-
-    def __init__(self, what: str, error: BaseException) -> None:
-        super().__init__(f"{what} is unreachable: {error}")
-        self.what = what
-
-
-def dependency_down(exc: BaseException) -> str | None:
-    from kombu.exceptions import OperationalError as BrokerError
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeout
-    from sqlalchemy.exc import OperationalError as DatabaseError
-
-    if isinstance(exc, RedisConnectionError | RedisTimeout | BrokerError):
-        return "redis"
-    if isinstance(exc, DatabaseError):
-        return "database"
-    try:
-        import psycopg
-
-        if isinstance(exc, psycopg.OperationalError):
-            return "database"
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        pass
-    return None
-
-
 def install(app: APIFlask) -> None:
     @app.error_processor
     def as_json(error: HTTPError) -> tuple[dict, int, Any]:
         details = error.detail or None
         message = error.message
+        if isinstance(error, _ValidationError):
+            g.input_error = True  # a request that does not validate: not worth an audit entry
         if error.status_code == 400 and isinstance(details, dict):
             fields = sorted(f"{loc}.{name}" for loc, found in details.items()
                             if isinstance(found, dict) for name in found)  # fmt: skip
@@ -108,9 +91,19 @@ def install(app: APIFlask) -> None:
     def other(exc: OperationError) -> tuple[dict, int]:  # pragma: no cover - subclasses above
         return body(422, str(exc)), 422
 
+    @app.errorhandler(DataError)
+    def refused_input(exc: DataError) -> tuple[dict, int]:
+        said = str(exc.orig or exc).splitlines()[0]
+        logger.warning("the result store refused the input of %s %s: %s", request.method,
+                       request.path, said)  # fmt: skip
+        return body(
+            400,
+            "the result store refused a value of this request (check the filters and ids it gives)",
+        ), 400
+
     @app.errorhandler(Unavailable)
-    def unavailable(exc: Unavailable) -> tuple[dict, int]:
-        return body(503, str(exc), {"down": [exc.what]}), 503
+    def down(exc: Unavailable) -> tuple[dict, int]:
+        return outage(exc)
 
     @app.errorhandler(HTTPException)
     def http(exc: HTTPException) -> Any:
@@ -122,13 +115,22 @@ def install(app: APIFlask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[dict, int]:
-        down = dependency_down(exc)
-        if down is not None:
-            return body(503, f"{down} is unreachable: {exc}", {"down": [down]}), 503
+        found = unavailable(exc)
+        if found is not None:
+            logger.warning("request %s %s: %s is unreachable: %s", request.method, request.path,
+                           found.dependency, exc)  # fmt: skip
+            return outage(found)
         request_id = getattr(g, "request_id", "-")
         logger.exception("request %s %s failed (request id %s)", request.method, request.path,
                          request_id)  # fmt: skip
         return body(500, f"internal error (request id {request_id}); see the server's log"), 500
+
+
+def outage(exc: Unavailable) -> tuple[dict, int]:
+    """503 naming the dependency, and nothing the error said (the server's log has that)."""
+    request_id = getattr(g, "request_id", "-")
+    message = f"{exc.dependency} is unreachable (request id {request_id}; see the server's log)"
+    return body(503, message, {"down": [exc.dependency]}), 503
 
 
 def _wants_page() -> bool:
@@ -160,8 +162,12 @@ def document(app: APIFlask) -> None:
         if not isinstance(spec, dict):
             return spec
         error = {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPError"}}}
-        for path, operations in spec.get("paths", {}).items():
+        schemas = spec.get("components", {}).get("schemas", {})
+        paths = spec.get("paths", {})
+        for path, operations in paths.items():
             for method, operation in operations.items():
+                _require_a_body_with_required_fields(operation, schemas)
+                _leave_out_sibling_routes(path, method, operation, paths)
                 role = roles.get((path, method))
                 if role is None:
                     continue
@@ -176,6 +182,38 @@ def document(app: APIFlask) -> None:
                 for status, text in sorted(wanted.items()):
                     responses.setdefault(str(status), {"description": text, "content": error})
         return spec
+
+
+def _require_a_body_with_required_fields(
+    operation: dict[str, Any], schemas: dict[str, Any]
+) -> None:
+    """A body with a required field cannot be left out (one whose fields are all optional may
+    be: it reads as ``{}``)."""
+    body = operation.get("requestBody")
+    if not isinstance(body, dict):
+        return
+    schema = body.get("content", {}).get("application/json", {}).get("schema", {})
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        schema = schemas.get(ref.rsplit("/", 1)[-1], {})
+    body["required"] = bool(schema.get("required"))
+
+
+def _leave_out_sibling_routes(
+    path: str, method: str, operation: dict[str, Any], paths: dict[str, Any]
+) -> None:
+    """A path parameter cannot be the name of a route beside it (``GET /dlq/stats`` is not the
+    dead letter ``stats``), and holds no NUL; its schema says so."""
+    parent, _, last = path.rpartition("/")
+    if not (last.startswith("{") and last.endswith("}")):
+        return
+    siblings = sorted(other.rpartition("/")[2] for other, ops in paths.items()
+                      if other.rpartition("/")[0] == parent and method in ops
+                      and not other.endswith("}"))  # fmt: skip
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") == "path" and parameter.get("name") == last[1:-1]:
+            excluded = "".join(f"(?!{name}$)" for name in siblings)
+            parameter.setdefault("schema", {})["pattern"] = f"^{excluded}[^\\x00]+$"
 
 
 def _openapi_path(rule: str) -> str:

@@ -1,9 +1,11 @@
 """Refused changes are audited too: a mutating call of the API or the admin UI that ends in an
-error (bad input, a role too low, a missing CSRF token, a conflict, a dependency down) writes
-one audit entry — who tried what, on which path, and why it was refused — so the audit log
-answers "who tried to purge that queue?" as well as "who purged it?". An operation that
-succeeds records its own entry (``outcome`` ``done``); a call from nobody known (no valid
-token, no session) has no actor and is not recorded."""
+error (a role too low, a missing CSRF token, a conflict, an operation refusing its arguments, a
+dependency down) writes one audit entry — who tried what, on which path, and why it was
+refused — so the audit log answers "who tried to purge that queue?" as well as "who purged
+it?". An operation that succeeds records its own entry (``outcome`` ``done``); a call from
+nobody known (no valid token, no session) has no actor and is not recorded, and neither is a
+request that could not be read (malformed JSON, a field that does not validate: a typo,
+answered with what was wrong)."""
 
 from __future__ import annotations
 
@@ -31,11 +33,13 @@ def _caller() -> Any:
 
 
 def _refusal(response: Response) -> tuple[int, str, str] | None:
-    """(status, code, message) when this response refused a change."""
+    """(status, code, message) when this response refused a change; not for a request the
+    API could not even read (malformed JSON, a field that does not validate): those are
+    typos, answered with what was wrong, and would fill the audit log."""
     marked = g.get("refused")  # an action of the UI refused by the operation (then redirected)
     if marked is not None:
         return marked[0], "refused", marked[1]
-    if response.status_code < 400:
+    if response.status_code < 400 or g.get("input_error"):
         return None
     found = response.get_json(silent=True) if response.is_json else None
     error = found.get("error") if isinstance(found, dict) else None

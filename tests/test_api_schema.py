@@ -1,13 +1,17 @@
 """The OpenAPI document is valid and the API keeps to it: schemathesis generates requests from
 ``/api/v1/openapi.json`` (valid and invalid ones) and sends them to the real app, with an admin
-token, over a broker and result store that hold tasks, dead letters and a paused queue. No
-response may be a server error, and every response must match its documented schema, status
-and content type. ``/api/v1/stream`` is left out: it is an endless event stream (the serving
-tests cover it).
+token, over a broker and result store that hold tasks, dead letters and a paused queue, with
+every check schemathesis has: no response is a server error or breaks its documented schema,
+status, content type or headers; invalid requests are refused and documented ones accepted
+(422 is documented for a request an operation cannot honour as given). The suite runs a
+bounded number of examples per operation (``TQ_API_FUZZ_EXAMPLES``, 30); raise it to fuzz for
+minutes. ``/api/v1/stream`` is left out: it is an endless event stream (the serving tests
+cover it).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,18 +19,30 @@ import hypothesis
 import pytest
 import schemathesis
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.checks import CHECKS as REGISTERED
+from schemathesis.checks import load_all_checks
+from schemathesis.config import SchemathesisConfig
 
 from tests.support.dead_letters import bury
 from tests.test_api_tasks import submit
 
-CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance,
-          content_type_conformance]  # fmt: skip
+#: examples per operation and mode; ``TQ_API_FUZZ_EXAMPLES=500`` fuzzes for several minutes
+EXAMPLES = int(os.environ.get("TQ_API_FUZZ_EXAMPLES", "30"))
+load_all_checks()
+#: every check schemathesis has
+CHECKS = REGISTERED.get_all()
+#: 422 is every operation's documented answer to a request it cannot honour as given (a time
+#: range that ends before it starts, a cursor no page handed out, a task nobody registered):
+#: a valid request may get it
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "checks": {
+            "positive_data_acceptance": {
+                "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]
+            }
+        }
+    }
+)
 
 
 @pytest.fixture
@@ -37,7 +53,7 @@ def api_schema(api: Any) -> Iterator[Any]:
     api.post("/api/v1/queues/paused/pause", {"reason": "fuzzing"})
     client = api.ops.celery
     bury(client, "bk.add", (1, 2))
-    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", api.app)
+    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", api.app, config=CONFIG)
     yield schema.exclude(path="/api/v1/stream")
 
 
@@ -63,7 +79,7 @@ def test_the_api_keeps_to_its_document(api: Any, api_schema: Any, mode: Generati
     for operation in operations:
 
         @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
-        @hypothesis.settings(max_examples=12, deadline=None, derandomize=True, database=None,
+        @hypothesis.settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                              suppress_health_check=list(hypothesis.HealthCheck),
                              phases=[hypothesis.Phase.generate])  # fmt: skip
         def keeps_to_it(case: Any) -> None:

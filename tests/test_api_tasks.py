@@ -267,14 +267,14 @@ def test_refused_changes_are_audited_with_their_outcome(api: Any) -> None:
                      role="operator", headers={"X-Request-ID": "req-refused"})  # fmt: skip
     assert purge.status_code == 403
     wrong = api.post("/api/v1/queues/celery/purge", {"confirm": "nope"}, role="admin")
-    assert wrong.status_code == 400
+    assert wrong.status_code == 422
     assert wrong.json["error"]["details"]["json"]["confirm"]
     anonymous = api.post("/api/v1/queues/celery/purge", {"confirm": "celery"}, role=None)
     assert anonymous.status_code == 401
 
     entries = api.get("/api/v1/audit", query_string={"action": "request.refused"}).json["items"]
     assert [(e["actor"], e["detail"]["status"]) for e in entries] == [
-        ("admin-user", 400), ("operator-user", 403)]  # fmt: skip
+        ("admin-user", 422), ("operator-user", 403)]  # fmt: skip
     refused = entries[1]
     assert refused["target"] == "/api/v1/queues/celery/purge" and refused["reason"] == "clean"
     assert refused["detail"]["outcome"] == "refused"

@@ -61,12 +61,26 @@ CONTRACTS = {
 PRESENTATION = "taskqueue_backend/cli/"
 
 
+def parse(path: Path) -> ast.Module:
+    """``path``'s syntax tree. CPython 3.11's AST converter keeps its recursion depth per
+    interpreter, not per thread (python/cpython#106905): a traceback printed by another
+    thread meanwhile (3.11's tracebacks parse source lines) can fail a parse with a
+    SystemError that says nothing of the file; such a parse is tried again."""
+    for _ in range(5):
+        try:
+            return ast.parse(path.read_text())
+        except SystemError as exc:
+            if "recursion depth mismatch" not in str(exc):
+                raise
+    return ast.parse(path.read_text())
+
+
 def string_literals() -> dict[str, set[str]]:
     """Every string constant of the package (docstrings aside) -> the files using it."""
     found: dict[str, set[str]] = defaultdict(set)
     for path in (ROOT / "taskqueue_backend").rglob("*.py"):
         relative = str(path.relative_to(ROOT))
-        tree = ast.parse(path.read_text())
+        tree = parse(path)
         docstrings = {
             id(node.body[0].value) for node in ast.walk(tree)
             if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
@@ -110,7 +124,7 @@ def package_imports(package: str) -> dict[str, set[str]]:
     for name, (path, is_package) in modules.items():
         here = name if is_package else name.rsplit(".", 1)[0]
         found: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(parse(path)):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]

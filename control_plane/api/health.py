@@ -6,6 +6,7 @@ result store's tables are not at the newest migration.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from apiflask import APIBlueprint, abort
@@ -13,6 +14,8 @@ from flask import Response, current_app, request
 
 from ..context import backends
 from . import models as m
+
+logger = logging.getLogger(__name__)
 
 bp = APIBlueprint("health", __name__, tag="Health")
 
@@ -24,18 +27,25 @@ def healthz() -> Any:
     return {"status": "ok", "checks": {}}
 
 
+def _down(what: str, exc: BaseException) -> str:
+    """What a check says of a dependency that failed: its error's kind, nothing it said (the
+    log has that: it may name addresses)."""
+    logger.warning("readiness: %s is down: %s", what, exc)
+    return f"down ({type(exc).__name__})"
+
+
 def _checks() -> dict[str, str]:
     found: dict[str, str] = {}
     try:
         ops = backends(current_app).ops()
     except Exception as exc:
-        return {"redis": f"down: {exc}"}
+        return {"redis": _down("redis", exc)}
     if ops.has_broker:
         try:
             ops.broker.client.ping()
             found["redis"] = "ok"
         except Exception as exc:
-            found["redis"] = f"down: {exc}"
+            found["redis"] = _down("redis", exc)
     if ops.results is not None:
         from sqlalchemy import text
 
@@ -51,7 +61,7 @@ def _checks() -> dict[str, str]:
             found["migrations"] = "ok" if revision == head() else (
                 f"at {revision}, not {head()}: run `taskqueue db upgrade`")  # fmt: skip
         except Exception as exc:
-            found.setdefault("database", f"down: {exc}")
+            found.setdefault("database", _down("database", exc))
     return found
 
 

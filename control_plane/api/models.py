@@ -21,6 +21,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic import Strict as StrictType
 
 from taskqueue_backend.operations import (
     AuditEntry,
@@ -41,7 +42,7 @@ from taskqueue_backend.operations.parsing import (
     parse_states,
     parse_time,
 )
-from taskqueue_backend.operations.stats import TaskStats, Timeline
+from taskqueue_backend.operations.stats import MAX_INTERVALS, TaskStats, Timeline
 from taskqueue_backend.operations.task_actions import (
     BulkOutcome,
     RetryOutcome,
@@ -73,7 +74,11 @@ NO_NUL = r"^[^\x00]*$"
 
 def _documented_without_nul(schema: dict[str, Any]) -> None:
     for prop in (schema.get("properties") or {}).values():
-        for option in [prop, *prop.get("anyOf", []), prop.get("items") or {}]:
+        options = [prop, *prop.get("anyOf", [])]
+        for option in [
+            *options,
+            *(o["items"] for o in options if isinstance(o.get("items"), dict)),
+        ]:
             if option.get("type") == "string" and not {"pattern", "format", "enum"} & set(option):
                 option["pattern"] = NO_NUL
 
@@ -92,25 +97,63 @@ class Strict(BaseModel):
         return self
 
 
-def _moment(value: Any) -> Any:
-    """A time, or a duration ago (``2h``) as the command line takes it."""
-    if isinstance(value, str) and re.fullmatch(DURATION_PATTERN, value):
-        return parse_time(value)
+#: RFC 3339 (JSON Schema's ``date-time``), and the same without an offset, read as UTC (what
+#: a browser's ``datetime-local`` field sends)
+ZONED = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+                   r"([Zz]|[+-][0-9]{2}:[0-9]{2})$")  # fmt: skip
+_YEAR = r"(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"
+_LEAP_YEAR = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+#: a calendar date (each month's days; 29 February of leap years), so that every string the
+#: document allows is a time
+_DATE = (rf"(?:{_YEAR}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)"
+         rf"|(?:0[13578]|1[02])-31)|{_LEAP_YEAR}-02-29)")  # fmt: skip
+LOCAL_PATTERN = rf"^{_DATE}T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{{1,6}})?)?$"
+TIME_TEXT = "an ISO 8601 time (2026-11-23T10:00:00Z; without an offset it is UTC)"
+
+
+def _instant(value: Any, durations: bool = False) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        if durations and re.fullmatch(DURATION_PATTERN, value):
+            return parse_time(value)
+        if ZONED.match(value) or re.fullmatch(LOCAL_PATTERN, value):
+            return parse_time(value)
+    raise ValueError(f"give {TIME_TEXT}" + (" or a duration ago (2h)" if durations else ""))
+
+
+_TIME_SCHEMAS = [{"type": "string", "format": "date-time"},
+                 {"type": "string", "pattern": LOCAL_PATTERN}]  # fmt: skip
+#: a time: ISO 8601 (with an offset, or UTC without one)
+Instant = Annotated[datetime, BeforeValidator(_instant), WithJsonSchema({"anyOf": _TIME_SCHEMAS})]
+#: a time, or a duration ago (``90s``, ``15m``, ``2h``, ``7d``, ``1w``) as the CLI takes it
+Moment = Annotated[
+    datetime,
+    BeforeValidator(lambda value: _instant(value, durations=True)),
+    WithJsonSchema({"anyOf": [*_TIME_SCHEMAS, {"type": "string", "pattern": DURATION_PATTERN}]}),
+]  # fmt: skip
+
+
+def _whole(value: Any) -> Any:
+    """JSON Schema's ``integer`` holds 5.0 as well as 5: a whole float is its int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 
-#: a time: ISO 8601, or a duration ago (``90s``, ``15m``, ``2h``, ``7d``, ``1w``)
-Moment = Annotated[
-    datetime,
-    BeforeValidator(_moment),
-    WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"},
-                              {"type": "string", "pattern": DURATION_PATTERN}]}),
-]  # fmt: skip
+#: numbers and flags of a JSON body are JSON numbers and booleans (``false`` is no number)
+Number = Annotated[float, StrictType()]
+Whole = Annotated[int, BeforeValidator(_whole), StrictType()]
+Flag = Annotated[bool, StrictType()]
 
 
 def _states(value: Any) -> Any:
     if value is None or isinstance(value, tuple):
         return value
+    if not isinstance(value, str) and not (
+        isinstance(value, list) and all(isinstance(v, str) for v in value)
+    ):
+        raise ValueError(STATES_TEXT)
     try:
         return parse_states(value, fold_case=False)
     except Exception as exc:  # the message lists the allowed states
@@ -180,9 +223,9 @@ class SubmitIn(Strict):
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     queue: str | None = Field(None, min_length=1, max_length=255)
-    priority: int | None = Field(None, ge=0, le=255)
-    countdown: float | None = Field(None, ge=0, le=366 * 24 * 3600)
-    eta: datetime | None = None
+    priority: Whole | None = Field(None, ge=0, le=255)
+    countdown: Number | None = Field(None, ge=0, le=366 * 24 * 3600)
+    eta: Instant | None = None
     reason: str = Reason
 
 
@@ -200,7 +243,7 @@ class ReasonIn(Strict):
 
 class RevokeIn(Strict):
     reason: str = Reason
-    terminate: bool = Field(False, description="Kill a running task (its worker is signalled).")
+    terminate: Flag = Field(False, description="Kill a running task (its worker is signalled).")
     signal: Signal = Signal.SIGTERM
 
 
@@ -208,9 +251,9 @@ class BulkIn(Strict):
     action: BulkAction
     ids: list[str] | None = Field(None, min_length=1, max_length=10_000)
     filter: TaskFilter | None = None
-    dry_run: bool = False
-    limit: int = Field(1000, ge=1, le=10_000, description="Refuse when more tasks match.")
-    terminate: bool = False
+    dry_run: Flag = False
+    limit: Whole = Field(1000, ge=1, le=10_000, description="Refuse when more tasks match.")
+    terminate: Flag = False
     reason: str = Reason
 
 
@@ -273,27 +316,28 @@ ClearExpiry = Field(False, description="Replay the tasks without an expiry.")
 class ReplayIn(Strict):
     ids: list[str] | None = Field(None, min_length=1, max_length=10_000)
     filter: DeadLetterFilter | None = None
-    all: bool = False
+    all: Flag = False
     to_queue: str | None = Field(None, min_length=1, max_length=255)
-    rate: float | None = Field(None, gt=0, le=100_000, description="Messages per second.")
-    dry_run: bool = False
-    expires: datetime | float | None = ReplayExpires
-    clear_expiry: bool = ClearExpiry
+    rate: Number | None = Field(None, gt=0, le=100_000, description="Messages per second.")
+    dry_run: Flag = False
+    expires: Instant | Number | None = ReplayExpires
+    clear_expiry: Flag = ClearExpiry
     reason: str = Reason
 
 
 class ReplayOneIn(Strict):
     to_queue: str | None = Field(None, min_length=1, max_length=255)
-    expires: datetime | float | None = ReplayExpires
-    clear_expiry: bool = ClearExpiry
+    expires: Instant | Number | None = ReplayExpires
+    clear_expiry: Flag = ClearExpiry
     reason: str = Reason
 
 
 class PurgeIn(Strict):
     filter: DeadLetterFilter | None = None
-    older_than: float | None = Field(None, ge=0, le=LONGEST, description="Seconds since they died.")
-    all: bool = False
-    dry_run: bool = False
+    older_than: Number | None = Field(None, ge=0, le=LONGEST,
+                                      description="Seconds since they died.")  # fmt: skip
+    all: Flag = False
+    dry_run: Flag = False
     reason: str = Reason
 
 
@@ -351,7 +395,7 @@ class QueueOut(RootModel[QueueStats]):
 
 class QueuePurgeIn(Strict):
     confirm: str = Field(max_length=255, description="The queue's name, typed again.")
-    keep_delayed: bool = Field(False, description="Keep the ETA/countdown tasks.")
+    keep_delayed: Flag = Field(False, description="Keep the ETA/countdown tasks.")
     reason: str = Reason
 
 
@@ -380,7 +424,8 @@ class StatsOut(RootModel[TaskStats]):
 
 class TimelineQuery(Strict):
     minutes: int = Field(60, ge=1, le=1440, description="How far back.")
-    width_seconds: int = Field(60, ge=1, le=3600, description="The width of each interval.")
+    width_seconds: int = Field(60, ge=1, le=3600, description="The width of each interval; "
+                               f"at most {MAX_INTERVALS} intervals in all.")  # fmt: skip
 
 
 class TimelineOut(RootModel[Timeline]):

@@ -61,7 +61,9 @@ STREAM_DOC: Any = {
         "resume from with `Last-Event-ID`), `worker` (a status change) and `dlq` (a dead-letter "
         "count change), with a `: heartbeat` comment every TQ_STREAM_HEARTBEAT seconds",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
-    }
+    },
+    429: "This caller (TQ_STREAM_LIMIT_PER_CALLER) or this server process (TQ_STREAM_LIMIT) "
+    "holds its most open streams; `Retry-After` says when to try again",
 }
 
 
@@ -74,4 +76,4 @@ def stream(headers: m.LastEventHeader, query_data: m.StreamQuery) -> Response:
     """Live changes as server-sent events, resumable with ``Last-Event-ID``."""
     settings = current_app.extensions["taskqueue.settings"]
     return stream_response(g.ops, resume_position(headers.last_event_id), settings,
-                           query_data.max_seconds)  # fmt: skip
+                           g.principal.name, query_data.max_seconds)  # fmt: skip

@@ -40,7 +40,7 @@ def purge_queue(name: str, json_data: m.QueuePurgeIn) -> Any:
     """Delete a queue's waiting messages (ready, and delayed unless ``keep_delayed``). The
     ``confirm`` field must repeat the queue's name."""
     if json_data.confirm != name:
-        abort(400, "confirm must be the queue's name", detail={"json": {"confirm": [
+        abort(422, "confirm must be the queue's name", detail={"json": {"confirm": [
             f"type {name!r} to purge this queue"]}})  # fmt: skip
     gone = g.ops.queues.purge(name, include_delayed=not json_data.keep_delayed,
                               reason=json_data.reason)  # fmt: skip

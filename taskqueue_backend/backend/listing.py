@@ -61,9 +61,11 @@ def decode_cursor(cursor: str) -> tuple[datetime | None, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         moment, task_id = json.loads(raw)
-        return (as_utc(datetime.fromisoformat(moment)) if moment else None), str(task_id)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor(f"invalid cursor {cursor!r}") from None
+        if not isinstance(moment, str) or not isinstance(task_id, str) or "\x00" in task_id:
+            raise ValueError("not a cursor this listing handed out")  # every row has its time
+        return as_utc(datetime.fromisoformat(moment)), task_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
+        raise InvalidCursor(f"invalid cursor {cursor[:100]!r}") from None
 
 
 def _like(pattern: str) -> str:

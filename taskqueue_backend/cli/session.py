@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 import click
 
-from ..operations import OperationError, Operations
+from ..backend.outage import describe
+from ..operations import OperationError, Operations, unavailable
 from ..operations.errors import InvalidRequest
 
 _META_KEY = "taskqueue.session"
@@ -68,22 +69,14 @@ class Session:
         except OperationError as exc:
             raise click.ClickException(str(exc)) from None
         except Exception as exc:
-            if not _is_connection_error(exc):
+            down = unavailable(exc)
+            if down is None:
                 raise
-            where = self.broker_url or self.database_url or f"app {self.app_name}"
-            raise click.ClickException(f"cannot reach {where}: {exc}") from None
+            raise click.ClickException(f"{down}: {describe(exc)}") from None
         if not self.as_json:
             click.echo(f"taskqueue: {ops.describe()}", err=True)
         self._ops = ops
         return ops
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    from kombu.exceptions import OperationalError
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from sqlalchemy.exc import OperationalError as DatabaseError
-
-    return isinstance(exc, OperationalError | RedisConnectionError | DatabaseError | OSError)
 
 
 def session(ctx: click.Context) -> Session:
@@ -126,8 +119,9 @@ def reports_errors(command: F) -> F:
         except OperationError as exc:
             raise click.ClickException(str(exc)) from None
         except Exception as exc:
-            if _is_connection_error(exc):
-                raise click.ClickException(f"lost the connection: {exc}") from None
+            down = unavailable(exc)
+            if down is not None:
+                raise click.ClickException(f"{down}: {describe(exc)}") from None
             raise
 
     return run  # type: ignore[return-value]

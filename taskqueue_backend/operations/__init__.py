@@ -11,7 +11,7 @@ from .api import Operations
 from .audit import AuditEntry, AuditQuery
 from .data import Page, to_json
 from .dead_letter_entries import REASONS, DeadLetter, Filter, Outcome, Stats
-from .errors import Conflict, InvalidRequest, NotFound, OperationError
+from .errors import Conflict, InvalidRequest, NotFound, OperationError, Unavailable, unavailable
 from .queues import MessageLocation, QueueStats, RemoveOutcome
 from .tasks import HistoryEvent, TaskQuery, TaskResult, TaskStatus
 from .workers import RecoveryOutcome, WorkerInfo
@@ -20,5 +20,5 @@ __all__ = [
     "REASONS", "AuditEntry", "AuditQuery", "Conflict", "DeadLetter", "Filter", "HistoryEvent",
     "InvalidRequest", "MessageLocation", "NotFound", "OperationError", "Operations", "Outcome",
     "Page", "QueueStats", "RecoveryOutcome", "RemoveOutcome", "Stats", "TaskQuery", "TaskResult",
-    "TaskStatus", "WorkerInfo", "parsing", "to_json",
+    "TaskStatus", "Unavailable", "WorkerInfo", "parsing", "to_json", "unavailable",
 ]  # fmt: skip

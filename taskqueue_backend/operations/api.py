@@ -122,7 +122,9 @@ class Operations:
         cls, app: Any, actor: str | None = None, *, pool_size: int | None = None
     ) -> Operations:
         """The app's broker (this package's transport) and, when its ``result_backend`` is this
-        package's, its result store."""
+        package's, its result store. The app's task modules are imported as a worker imports
+        them (``include``, ``imports``, autodiscovery), so its tasks are known."""
+        app.loader.import_default_modules()
         broker = BrokerAccess.from_app(app)
         url = result_database_url(app)
         results = open_results(url, app.conf, pool_size=pool_size) if url else None

@@ -46,7 +46,8 @@ from .dead_letter_entries import (
     entry_of,
     reply_pairs,
 )
-from .errors import InvalidRequest, NotFound
+from .errors import Conflict, InvalidRequest, NotFound
+from .tasks import MIN_PREFIX, glob_escape
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -161,12 +162,35 @@ class DeadLetters:
         return Page(items, next_cursor)
 
     def find(self, ident: str) -> DeadLetter | None:
-        """One entry by its message id, task id or a unique prefix of either, with its body."""
+        """One entry by its message id, task id or a unique prefix of either, with its body
+        (``Conflict`` when a prefix names several)."""
+        ident = ident.strip()
+        if not ident or not ident.isprintable():
+            return None
         found = self._get(ident)
-        if found is not None or not ident:
+        if found is not None:
             return found
         task_id = self.ops.tasks.resolve(ident, missing_ok=True)
-        return self._get(task_id) if task_id and task_id != ident else None
+        if task_id and task_id != ident:
+            return self._get(task_id)
+        return self._by_message_prefix(ident) if len(ident) >= MIN_PREFIX else None
+
+    def _by_message_prefix(self, prefix: str) -> DeadLetter | None:
+        """The one entry whose message id starts with ``prefix`` (a scan of each queue's dead
+        set, stopped at the second match)."""
+        pattern = glob_escape(prefix) + "*"
+        found: list[tuple[str, str]] = []
+        for queue in self.ops.queues.names():
+            for member, _score in self.client.zscan_iter(self._keys(queue).dead, match=pattern,
+                                                         count=1000):  # fmt: skip
+                found.append((queue, as_text(member) or ""))
+                if len(found) > 1:
+                    shown = ", ".join(m for _, m in found)
+                    raise Conflict(f"{prefix!r} is the start of several dead letters' message "
+                                   f"ids ({shown}, ...): give more characters")  # fmt: skip
+        if not found:
+            return None
+        return self._get(found[0][1])
 
     def get(self, ident: str) -> DeadLetter:
         """Like :meth:`find`, but a missing entry is ``NotFound``."""
@@ -283,7 +307,8 @@ class DeadLetters:
         if new_expiry is None:
             _refuse_expired(selected)
         outcome = Outcome("replay", matched=len(selected), dry_run=dry_run, to_queue=to_queue)
-        if dry_run:
+        if dry_run:  # which tasks it would replay, as a bulk retry's dry run lists them
+            outcome.task_ids = [e.task_id or e.id for e in selected]
             return outcome
         step = BATCH if rate is None else max(1, min(BATCH, int(rate)))
         started = time.monotonic()

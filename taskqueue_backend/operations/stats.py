@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from .api import Operations
 
 WINDOWS_MINUTES = (1, 5, 15, 60)
+#: the most intervals one timeline has (each is a column of one query): a day by the minute
+MAX_INTERVALS = 1440
 COUNTED = (lifecycle.RECEIVED, lifecycle.SUCCEEDED, lifecycle.FAILED, lifecycle.RETRIED,
            lifecycle.DEAD_LETTERED)  # fmt: skip
 
@@ -82,6 +84,10 @@ def task_timeline(ops: Operations, minutes: int = 60, width_seconds: int = 60) -
     if not 1 <= minutes <= 24 * 60 or not 1 <= width_seconds <= 3600:
         raise InvalidRequest("minutes must be 1 to 1440 and width_seconds 1 to 3600")
     buckets = max(1, minutes * 60 // width_seconds)
+    if buckets > MAX_INTERVALS:
+        raise InvalidRequest(f"{minutes} minutes in intervals of {width_seconds} s are "
+                             f"{buckets} intervals; at most {MAX_INTERVALS} (widen "
+                             "width_seconds)")  # fmt: skip
     start = utcnow() - timedelta(seconds=buckets * width_seconds)
     series = listing.event_timeline(ops.results, COUNTED, start, buckets, width_seconds)
     return Timeline(start, float(width_seconds), series)

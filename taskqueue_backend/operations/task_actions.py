@@ -3,8 +3,10 @@
 - **submit** publishes a task by name through Celery (``send_task``), with arguments, queue,
   priority and countdown/ETA. An idempotency key makes a repeat of the same request within
   the key's window return the first task id without sending anything; the same key with a
-  different request is a conflict. The key is claimed in Redis before anything is sent, so
-  concurrent identical requests send once.
+  different request is a conflict. Keys are the caller's own (a key is scoped to the actor:
+  another operator's identical key is another request). The key is claimed in Redis before
+  anything is sent, so concurrent identical requests send once. A task may be scheduled at
+  most 366 days ahead, by countdown or ETA alike.
 - **retry** runs a finished task again under the same id: from its dead letter when it has
   one (exactly a dead-letter replay), otherwise re-sent from the name, arguments and queue its
   result row stored (``result_extended``), after its result is reopened — so its history
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: the furthest a task may be scheduled ahead, by countdown or eta (seconds)
+LONGEST_DELAY = 366 * 86400
 #: how long an idempotency key holds its task id (seconds)
 IDEMPOTENCY_WINDOW = 24 * 3600
 ACTIONS = values(BulkAction)
@@ -111,7 +115,8 @@ class TaskActions:
         request["queue"] = request["queue"] or self._routed_queue(request)
         if not idempotency_key:
             return self._send(request, str(uuid.uuid4()), reason)
-        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+        # a key is the caller's own: another principal reusing it gets a task of its own
+        digest = hashlib.sha256(f"{self.ops.actor}\n{idempotency_key}".encode()).hexdigest()
         fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         key = self.ops.broker.global_keys.idempotency(digest)
         task_id = str(uuid.uuid4())
@@ -146,8 +151,9 @@ class TaskActions:
             raise InvalidRequest("kwargs must be an object")
         if countdown is not None and eta is not None:
             raise InvalidRequest("give countdown or eta, not both")
-        if countdown is not None and countdown < 0:
-            raise InvalidRequest(f"countdown must be >= 0 seconds, got {countdown}")
+        if countdown is not None and not 0 <= countdown <= LONGEST_DELAY:
+            raise InvalidRequest(f"countdown must be 0 to {LONGEST_DELAY} seconds (366 days), got "
+                                 f"{countdown}")  # fmt: skip
         if priority is not None:
             from ..transport.options import InvalidPriority
 
@@ -156,6 +162,8 @@ class TaskActions:
             except InvalidPriority as exc:
                 raise InvalidRequest(f"priority: {exc}") from None
         due = as_utc(eta) if eta is not None else None
+        if due is not None and due.timestamp() > time.time() + LONGEST_DELAY:
+            raise InvalidRequest("eta must be at most 366 days ahead (as countdown)")
         if countdown is not None:
             due = from_epoch(time.time() + countdown)
         try:

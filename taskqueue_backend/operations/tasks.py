@@ -30,6 +30,11 @@ MIN_PREFIX = 4
 _GLOB_SPECIAL = str.maketrans({c: f"\\{c}" for c in "*?[]\\"})
 
 
+def glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis MATCH pattern."""
+    return text.translate(_GLOB_SPECIAL)
+
+
 @dataclass
 class HistoryEvent:
     at: datetime | None
@@ -146,7 +151,7 @@ class Tasks(TaskActions):
         )
 
     def _broker_ids_starting_with(self, prefix: str, limit: int) -> set[str]:
-        pattern = prefix.translate(_GLOB_SPECIAL) + "*"
+        pattern = glob_escape(prefix) + "*"
         found: set[str] = set()
         if not self.ops.has_broker:
             return found
@@ -169,6 +174,8 @@ class Tasks(TaskActions):
         text = ident.strip().rstrip("…").rstrip(".")
         if not text:
             raise InvalidRequest("give a task id (or a unique prefix of one)")
+        if not text.isprintable():  # no store holds such an id (and PostgreSQL refuses a NUL)
+            raise NotFound(f"no task with id {text!r}")
         if self._known(text):
             return text
         if len(text) < MIN_PREFIX:
@@ -204,7 +211,7 @@ class Tasks(TaskActions):
         """Where the task is now and everything that happened to it. A whole task id is
         looked up once; only an id nobody knows is tried as a prefix (``resolve``)."""
         text = ident.strip().rstrip("…").rstrip(".")
-        found = self._status_of(text) if text else None
+        found = self._status_of(text) if text and text.isprintable() else None
         if found is not None:
             return found
         task_id = self.resolve(ident)
