@@ -14,6 +14,8 @@
 | ``TQ_MAX_BODY_BYTES`` | 1048576 | larger request bodies are refused with 413 |
 | ``TQ_STREAM_HEARTBEAT`` | 15 | seconds between keep-alive comments on ``/api/v1/stream`` |
 | ``TQ_STREAM_POLL`` | 0.5 | seconds between looks for worker and DLQ changes on the stream |
+| ``TQ_STREAM_LIMIT`` | threads − 4 | open event streams per process (each holds a thread) |
+| ``TQ_STREAM_LIMIT_PER_CALLER`` | 4 | open event streams per token or UI login and process |
 | ``TQ_SECRET_KEY`` | random per start | signs the admin UI's session cookies and CSRF tokens |
 | ``TQ_SESSION_HOURS`` | 12 | how long an admin UI login lasts |
 | ``TQ_PROXY_HOPS`` | 0 | reverse proxies in front whose ``X-Forwarded-*`` headers are trusted |
@@ -49,6 +51,22 @@ def _number(value: str, name: str) -> float:
     if found <= 0:
         raise SettingsError(f"{name} must be > 0, got {value!r}")
     return found
+
+
+#: threads of a server process that streams never take (health checks, sign-in, requests)
+RESERVED_THREADS = 4
+#: the server's threads per process, as ``taskqueue control-plane`` tells its processes
+SERVER_THREADS = "TQ_SERVER_THREADS"
+
+
+def _stream_limit(env: Mapping[str, str]) -> int:
+    given = env.get("TQ_STREAM_LIMIT")
+    if given:
+        return max(1, int(_number(given, "TQ_STREAM_LIMIT")))
+    threads = env.get(SERVER_THREADS)
+    if threads:
+        return max(1, int(_number(threads, SERVER_THREADS)) - RESERVED_THREADS)
+    return 12  # the development server starts a thread per request
 
 
 def _count(value: str, name: str) -> int:
@@ -87,6 +105,9 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     stream_heartbeat: float = 15.0
     stream_poll: float = 0.5
+    #: open streams per process; the threads it leaves answer every other request
+    stream_limit: int = 12
+    stream_limit_per_caller: int = 4
     #: empty: a random key per server start (``taskqueue control-plane`` makes one for all its
     #: processes), so logins end with a restart and are not shared between replicas
     secret_key: str = ""
@@ -114,6 +135,15 @@ class Settings:
             ),  # fmt: skip
             stream_heartbeat=_number(env.get("TQ_STREAM_HEARTBEAT", "15"), "TQ_STREAM_HEARTBEAT"),
             stream_poll=_number(env.get("TQ_STREAM_POLL", "0.5"), "TQ_STREAM_POLL"),
+            stream_limit=_stream_limit(env),
+            stream_limit_per_caller=max(
+                1,
+                int(
+                    _number(
+                        env.get("TQ_STREAM_LIMIT_PER_CALLER", "4"), "TQ_STREAM_LIMIT_PER_CALLER"
+                    )
+                ),
+            ),
             secret_key=env.get("TQ_SECRET_KEY", ""),
             session_hours=_number(env.get("TQ_SESSION_HOURS", "12"), "TQ_SESSION_HOURS"),
             proxy_hops=_count(env.get("TQ_PROXY_HOPS", "0"), "TQ_PROXY_HOPS"),

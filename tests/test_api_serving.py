@@ -136,7 +136,7 @@ def test_the_stream_delivers_a_state_change_within_a_second(
     assert [e[2]["event"] for e in resumed.of_task(task_id)] == ["received", "started",
                                                                  "succeeded"]  # fmt: skip
     assert resumed.of_task(task_id)[-1][1] == position
-    wait_for(lambda: stream.comments, timeout=15, message="no heartbeat comment")
+    wait_for(lambda: ": heartbeat" in stream.comments, timeout=15, message="no heartbeat comment")
     stream.close()
     resumed.close()
 
@@ -155,6 +155,60 @@ def test_a_graceful_stop_ends_open_streams_instead_of_waiting_for_them(
     assert "SIGKILL" not in served.log_tail()
     for stream in streams:
         assert wait_for(lambda s=stream: s.ended.is_set(), timeout=5)
+
+
+def test_health_answers_while_streams_take_every_slot(
+    api_env: dict[str, str], serve_control_plane: ServeControlPlane
+) -> None:
+    """Eight threads: at most four streams (the other four threads answer everything else),
+    at most two per caller; more are 429 with Retry-After."""
+    served = serve_control_plane(api_env, threads=8, TQ_STREAM_LIMIT_PER_CALLER="2")
+    viewer = [open_stream(served) for _ in range(2)]
+    refused = requests.get(served.url + "/api/v1/stream", headers=served.headers(),
+                           stream=True, timeout=10)  # fmt: skip
+    assert refused.status_code == 429, refused.text
+    assert "viewer-user holds" in refused.json()["error"]["message"]
+    assert int(refused.headers["Retry-After"]) > 0
+    others = [open_stream(served, role=role) for role in ("operator", "admin")]
+    for role in ("viewer", "operator", "admin") * 4:  # far more streams than threads
+        extra = requests.get(served.url + "/api/v1/stream", headers=served.headers(role),
+                             stream=True, timeout=10)  # fmt: skip
+        assert extra.status_code == 429, extra.text
+        extra.close()
+    started = time.monotonic()
+    for path in ("/healthz", "/readyz", "/api/v1/me", "/login"):
+        answer = requests.get(served.url + path, headers=served.headers(), timeout=5)
+        assert answer.status_code == 200, (path, answer.text)
+    assert time.monotonic() - started < 3, "health and sign-in waited for a thread"
+    assert all(not stream.ended.is_set() for stream in [*viewer, *others])
+
+
+def test_a_stream_whose_client_went_away_frees_its_slot_within_seconds(
+    api_env: dict[str, str], serve_control_plane: ServeControlPlane
+) -> None:
+    """A browser that leaves a live page closes its connection; the server finds that at its
+    next write, so a caller clicking through pages is not refused for a heartbeat's time."""
+    served = serve_control_plane(api_env, TQ_STREAM_LIMIT_PER_CALLER="1", TQ_STREAM_HEARTBEAT="60")
+
+    def accepted() -> requests.Response | None:
+        answer = requests.get(served.url + "/api/v1/stream", headers=served.headers(),
+                              stream=True, timeout=10)  # fmt: skip
+        if answer.status_code == 429:
+            answer.close()
+            return None
+        return answer
+
+    first = accepted()
+    assert first is not None and first.status_code == 200
+    assert accepted() is None, "a second stream for a caller allowed one"
+    for _ in range(3):  # each closed stream's slot comes back within seconds
+        first.close()
+        started = time.monotonic()
+        first = wait_for(accepted, timeout=5, interval=0.2,
+                         message="the closed stream still holds its slot")  # fmt: skip
+        assert first.status_code == 200, first.text
+        assert time.monotonic() - started < 5
+    first.close()
 
 
 def _epoch(text: str) -> float:
@@ -202,6 +256,8 @@ def test_readyz_names_what_is_down_and_recovers(tmp_path: Path) -> None:
             queues = api.get("/api/v1/queues")
             assert queues.status_code == 503, queues.json
             assert queues.json["error"]["details"]["down"] == ["redis"]
+            said = queues.json["error"]["message"] + json.dumps(down.json)
+            assert "127.0.0.1" not in said and "Connection refused" not in said, said
             unsent = api.post("/api/v1/tasks", {"name": "bk.add", "args": [1, 2]})
             assert unsent.status_code == 503, unsent.json
             assert unsent.json["error"]["details"]["down"] == ["redis"]
@@ -216,6 +272,8 @@ def test_readyz_names_what_is_down_and_recovers(tmp_path: Path) -> None:
             tasks = api.get("/api/v1/tasks")
             assert tasks.status_code == 503, tasks.json
             assert tasks.json["error"]["details"]["down"] == ["database"]
+            said = tasks.json["error"]["message"] + json.dumps(down.json)
+            assert "127.0.0.1" not in said and "SELECT" not in said, said
             postgres.start()
             wait_for(lambda: api.get("/readyz", role=None).status_code == 200, timeout=15)
             assert api.get("/api/v1/tasks").status_code == 200

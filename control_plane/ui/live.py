@@ -19,4 +19,4 @@ MAX_SECONDS = 300.0
 @page("viewer", redirect_to_login=False)  # an EventSource cannot follow a login page
 def live_stream() -> Response:
     settings = current_app.extensions["taskqueue.settings"]
-    return stream_response(g.ops, None, settings, MAX_SECONDS)
+    return stream_response(g.ops, None, settings, g.principal.name, MAX_SECONDS)

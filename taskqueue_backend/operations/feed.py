@@ -64,13 +64,14 @@ class ChangeFeed:
     def _newest(self) -> int:
         return listing.last_event_id(self.ops.results) if self.ops.results is not None else 0
 
-    def wait(self, timeout: float) -> None:
-        """Sleep until the history may have grown or ``timeout`` seconds passed."""
+    def wait(self, timeout: float) -> bool:
+        """Sleep until the history may have grown or ``timeout`` seconds passed; whether it
+        was notified (False: the time passed, or there are no notifications to wait on)."""
         listener = self.ops.notifications()
         if listener is None or not listener.connected.is_set():
             time.sleep(timeout)
-            return
-        listener.wait(self._generation, timeout)
+            return False
+        return listener.wait(self._generation, timeout) != self._generation
 
     def _history_due(self) -> bool:
         listener = self.ops.notifications()

@@ -51,20 +51,30 @@
     try { return JSON.parse(event.data).task_id === taskId; } catch (e) { return false; }
   }
 
-  var source = new EventSource(url);
-  source.addEventListener("task", function (event) { if (concernsThisPage(event)) schedule(); });
-  ["worker", "dlq"].forEach(function (kind) {
-    source.addEventListener(kind, function () { if (!taskId) schedule(); });
-  });
+  var source = null;
   var reconnecting = false;
-  source.addEventListener("open", function () {
-    say("Live");
-    if (reconnecting) schedule();  // changes made while the stream was down
-    reconnecting = false;
-  });
-  source.addEventListener("error", function () {
-    reconnecting = true;
-    say(source.readyState === EventSource.CLOSED ? "Live updates stopped: reload the page" : "Reconnecting…");
-  });
-  window.addEventListener("pagehide", function () { source.close(); });
+
+  function connect() {
+    source = new EventSource(url);
+    source.addEventListener("task", function (event) { if (concernsThisPage(event)) schedule(); });
+    ["worker", "dlq"].forEach(function (kind) {
+      source.addEventListener(kind, function () { if (!taskId) schedule(); });
+    });
+    source.addEventListener("open", function () {
+      say("Live");
+      if (reconnecting) schedule();  // changes made while the stream was down
+      reconnecting = false;
+    });
+    source.addEventListener("error", function () {
+      reconnecting = true;
+      if (source.readyState !== EventSource.CLOSED) { say("Reconnecting…"); return; }
+      // refused (e.g. 429: this login holds its most streams): try again later
+      say("Live updates paused; trying again shortly");
+      setTimeout(connect, RETRY_MS);
+    });
+  }
+
+  var RETRY_MS = 15000;  // the server's Retry-After for a refused stream
+  connect();
+  window.addEventListener("pagehide", function () { if (source) source.close(); });
 })();
