@@ -25,6 +25,13 @@ class ControlPlaneServer:
             def load_config(self) -> None:
                 for key, value in options.items():
                     self.cfg.set(key, value)
+                # gunicorn >= 25.1 opens a control socket for ``gunicornc`` at one path per
+                # user ($XDG_RUNTIME_DIR or ~/.gunicorn/gunicorn.ctl): a second server on the
+                # host would take the first one's over (and remove it when it stops), and
+                # ``gunicornc`` would shut down or resize the wrong one. This server is run by
+                # signals (TERM, HUP, TTIN/TTOU) and its orchestrator: it opens none.
+                if "control_socket_disable" in self.cfg.settings:
+                    self.cfg.set("control_socket_disable", True)
 
             def load(self) -> Any:
                 from .app import create_app
@@ -75,9 +82,10 @@ def control_plane(bind: str, workers: int, threads: int, access_log: bool) -> No
     import os
 
     from .app import create_app
-    from .settings import Settings, SettingsError
+    from .settings import SERVER_THREADS, Settings, SettingsError
 
     os.environ.setdefault("TQ_DB_POOL_SIZE", str(threads))  # a connection for every thread
+    os.environ[SERVER_THREADS] = str(threads)  # streams leave some of them free (settings)
     if not os.environ.get("TQ_SECRET_KEY"):
         # one key for every worker process (forked from here), so a UI login holds across them
         os.environ["TQ_SECRET_KEY"] = secrets.token_hex(32)

@@ -10,6 +10,10 @@ the result store (PostgreSQL when one is available).
 - a viewer sees no operator action, and a forged POST is refused; so is one without the CSRF
   token;
 - a task's page updates by itself when its worker finishes it;
+- at phone width a long dotted task name shows whole (it wraps only at its dots and
+  underscores) and a wide table scrolls inside its own box, not the page;
+- the search box in the header opens a task by a prefix of its id, and says when nothing has
+  the id;
 - script in task names, arguments, exception text and reasons stays text on every page.
 """
 
@@ -216,9 +220,9 @@ def test_a_task_page_updates_by_itself_when_its_worker_finishes(
     visit(page, server.url + f"/tasks/{task_id}")
     page.get_by_text("Live", exact=True).wait_for()  # the change stream is open
     page.evaluate("window.__notReloaded = true")
-    assert "SUCCESS" not in page.locator("#task-place").inner_text()
+    assert "SUCCESS" not in page.locator("#task-in-results").inner_text()
 
-    page.locator("#task-place", has_text="SUCCESS").wait_for(timeout=15_000)
+    page.locator("#task-in-results", has_text="SUCCESS").wait_for(timeout=15_000)
     assert page.evaluate("window.__notReloaded") is True, "the page was reloaded"
     assert "succeeded" in page.locator("#task-history").inner_text().lower()
     page.assert_clean()
@@ -265,4 +269,72 @@ def test_script_in_task_data_stays_text_on_every_page(
     assert XSS in page.locator("table.dead-letters").inner_text()
     visit(page, server.url + "/audit")
     assert XSS in page.locator("table.audit").inner_text()
+    page.assert_clean()
+
+
+LONG_NAME = "tests.billing.reconciliation.reconcile_outstanding_customer_invoices_for_region"
+#: where a cell's text wraps: the character before each line break
+LINE_BREAKS = """cell => {
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+    const chars = [];
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        for (let i = 0; i < node.length; i++) {
+            const range = document.createRange();
+            range.setStart(node, i);
+            range.setEnd(node, i + 1);
+            const box = range.getClientRects()[0];
+            if (box) chars.push([node.data[i], box.top]);
+        }
+    }
+    const breaks = [];
+    for (let i = 1; i < chars.length; i++) {
+        if (chars[i][1] > chars[i - 1][1] + 2) breaks.push(chars[i - 1][0]);
+    }
+    return breaks;
+}"""
+
+
+def test_at_phone_width_task_names_show_whole_and_wide_tables_scroll_in_their_box(
+    api: Any, control_plane_server: ServedControlPlane, open_browser_page: OpenBrowserPage,
+) -> None:  # fmt: skip
+    for i in range(3):
+        submit(api, LONG_NAME, i, queue="billing-reconciliation-eu-west", countdown=600)
+    page, server = open_browser_page("phone"), control_plane_server
+    sign_in(page, server, "viewer")
+    visit(page, server.url + "/tasks")
+    cell = page.locator("table.tasks tbody tr td.name").first
+    assert cell.inner_text().replace("\n", "") == LONG_NAME
+    breaks = cell.evaluate(LINE_BREAKS)
+    assert set(breaks) <= {".", "_"}, f"the name wraps inside a word, after {breaks}"
+    assert len(breaks) <= 3, f"the name is squeezed into {len(breaks) + 1} lines"
+    box = page.locator("table.tasks").locator("xpath=..")
+    assert box.evaluate("e => getComputedStyle(e).overflowX") == "auto"
+    assert box.evaluate("e => e.scrollWidth > e.clientWidth"), "the table was squeezed to fit"
+    assert fits(page), "the page itself scrolls sideways"
+    page.screenshot("tasks-long-name")
+    page.assert_clean()
+
+
+def test_the_search_box_opens_a_task_by_its_id_and_says_when_nothing_has_it(
+    api: Any, control_plane_server: ServedControlPlane, open_browser_page: OpenBrowserPage,
+) -> None:  # fmt: skip
+    task_id = submit(api, "bk.add", 1, 2, countdown=600)
+    page, server = open_browser_page("phone"), control_plane_server
+    sign_in(page, server, "viewer")
+    visit(page, server.url + "/queues")
+    search = page.get_by_role("search", name="Find by id")
+    search.get_by_label("Task or dead letter id").fill(task_id[:8])
+    search.get_by_role("button", name="Find").click()
+    page.wait_for_url(server.url + f"/tasks/{task_id}")
+    assert task_id in page.locator("main").inner_text()
+    assert fits(page), "the header with its search box is wider than the phone"
+
+    page.expect_status(404, "/find")
+    search.get_by_label("Task or dead letter id").fill("0000dead-no-such-task")
+    search.get_by_label("Task or dead letter id").press("Enter")
+    page.wait_for_url(re.compile(r"/find\?id="))
+    assert "Nothing has the id" in page.locator("#find-message").inner_text()
+    assert search.get_by_label("Task or dead letter id").input_value() == "0000dead-no-such-task"
+    page.screenshot("find-nothing")
+    assert fits(page)
     page.assert_clean()

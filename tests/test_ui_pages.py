@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from control_plane import create_app
-from control_plane.auth import ROLES, new_token
-from control_plane.settings import Settings
+from control_plane.auth import ROLES
 from tests.support import StartWorker, wait_for
-from tests.support.ui import UiClient, csrf_of
+from tests.support.dead_letters import bury
+from tests.support.ui import UiClient
+from tests.test_api_tasks import submit
 
 PAGES = {
     ("GET", "/"): "viewer",
@@ -36,8 +36,11 @@ PAGES = {
     ("POST", "/workers/<name>/shutdown"): "admin",
     ("POST", "/workers/<name>/forget"): "admin",
     ("GET", "/audit"): "viewer",
+    ("GET", "/find"): "viewer",
     ("GET", "/ui/stream"): "viewer",
 }  # fmt: skip
+#: how a refusal names a role ("this needs an operator; viewer-user is a viewer")
+ARTICLE = {"viewer": "a", "operator": "an", "admin": "an"}
 OPEN = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout"),
         ("GET", "/ui/static/<path:filename>")}  # fmt: skip
 
@@ -82,52 +85,11 @@ def test_each_role_on_each_page(api: Any, method: str, rule: str) -> None:
         body = answer.get_data(as_text=True) if rule != "/ui/stream" else ""
         if ROLES.index(role) < ROLES.index(needed):
             assert answer.status_code == 403, (role, body[:500])
-            assert f"needs the {needed} role" in body
+            assert f"this needs {ARTICLE[needed]} {needed}; {role}-user is {ARTICLE[role]} {role}" \
+                in body  # fmt: skip
         else:
             assert answer.status_code not in (302, 401, 403), (role, answer.status_code)
             assert answer.status_code < 500, body[:2000]
-
-
-def test_signing_in_sets_a_guarded_cookie_and_removing_the_token_ends_the_session(
-    api: Any, redis_url: str, keyprefix: str
-) -> None:
-    ui = UiClient.signed_in(api.app, None)
-    wrong = ui.post("/login", {"token": "not-a-token"})
-    assert wrong.status_code == 401 and "not one of TQ_API_TOKENS" in wrong.get_data(as_text=True)
-    signed = ui.post("/login", {"token": api.tokens["operator"], "next": "https://evil.example/"})
-    assert signed.status_code == 302 and signed.headers["Location"] == "/"  # never off-site
-    cookie = signed.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
-    assert api.tokens["operator"] not in cookie
-    ui._csrf = None
-    assert "operator-user" in ui.text("/")
-
-    out = ui.post("/logout", {})
-    assert out.status_code == 302
-    assert ui.get("/").status_code == 302
-
-    # the same secret, the operator's token removed from the configuration: sessions end
-    again = UiClient.signed_in(api.app, api.tokens["operator"])
-    _, entry = new_token("someone-else", "admin")
-    others = ",".join(e for e in api.settings.api_tokens.split(",") if "operator-user" not in e)
-    settings = Settings(**{**api.settings.__dict__, "api_tokens": f"{others},{entry}",
-                           "secret_key": api.app.secret_key})  # fmt: skip
-    renewed = create_app(settings)
-    again.client.application = renewed  # the same browser, the reconfigured server
-    try:
-        assert again.get("/").status_code == 302
-    finally:
-        from control_plane.context import backends
-
-        backends(renewed).close()
-
-
-def test_the_session_cookie_is_secure_over_tls(api: Any) -> None:
-    ui = UiClient(api.app.test_client())
-    ui.base_url = "https://localhost"
-    answer = ui.post("/login", {"token": api.tokens["viewer"]})
-    assert answer.status_code == 302
-    assert "Secure" in answer.headers["Set-Cookie"]
 
 
 def test_a_post_without_the_csrf_token_is_refused_and_audited(api: Any) -> None:
@@ -158,7 +120,8 @@ def test_a_viewer_sees_no_action_and_a_forged_post_is_refused(api: Any) -> None:
     page = viewer.text("/queues")
     assert "held" in page and "Resume" not in page and "Purge" not in page
     forged = viewer.post("/queues/held/resume", {})
-    assert forged.status_code == 403 and "needs the operator role" in forged.get_data(as_text=True)
+    assert forged.status_code == 403
+    assert "this needs an operator; viewer-user is a viewer" in forged.get_data(as_text=True)
     assert api.ops.queues.stats("held").paused
     refusal = api.ops.audit.entries().items[0]
     assert (refusal.action, refusal.actor, refusal.detail["status"]) == (
@@ -260,11 +223,6 @@ def test_user_data_is_escaped_on_every_page_and_no_page_has_inline_script(
     assert "&lt;img src=x" in admin.text("/dlq")  # the unknown task's name
 
 
-def test_login_page_is_a_form_with_a_csrf_token(api: Any) -> None:
-    page = UiClient.signed_in(api.app, None).text("/login")
-    assert csrf_of(page) and 'type="password"' in page and 'autocomplete="current-password"' in page
-
-
 def test_revoking_a_waiting_task_from_its_page_removes_it_for_good(
     api: Any, api_env: dict[str, str]
 ) -> None:
@@ -324,3 +282,129 @@ def test_deleting_dead_letters_from_the_list_needs_an_admin_and_a_reason(
     assert re.search(r"<strong>1</strong> item would be affected", asked.get_data(as_text=True))
     admin.post("/dlq/delete", {**matching, "confirmed": "1", "reason": "cleanup"})
     assert api.ops.dead_letters.stats().total == 0
+
+
+def test_the_task_filter_keeps_the_states_a_link_gave(api: Any) -> None:
+    ui = UiClient.signed_in(api.app, api.tokens["viewer"])
+    one = ui.text("/tasks?state=FAILURE")
+    assert re.search(r'<option value="FAILURE" selected>', one), one[:3000]
+    several = ui.text("/tasks?state=FAILURE,REVOKED")
+    assert re.search(r'<option value="FAILURE,REVOKED" selected>FAILURE, REVOKED</option>',
+                     several), several[:3000]  # fmt: skip
+    assert "TaskState" not in one + several
+
+
+#: query strings no list page takes, and what its 400 page must say of each
+REFUSED_QUERIES = {
+    "state=x%00": "state: holds a NUL character",
+    "state=FAILED": "state: ",
+    "since=garbage": "since: give an ISO 8601 time",
+    "cursor=W251bGwsIngiXQ": "cursor: ",  # base64 of [null,"x"]
+    "cursor=W1tdLFtdXQ": "cursor: ",  # base64 of [[],[]]
+}
+
+
+@pytest.mark.parametrize("query", sorted(REFUSED_QUERIES))
+@pytest.mark.parametrize("path", ["/tasks", "/dlq", "/audit", "/workers"])
+def test_a_list_page_answers_a_bad_query_with_a_400_page_naming_the_field(
+    api: Any, path: str, query: str
+) -> None:
+    ui = UiClient.signed_in(api.app, api.tokens["viewer"])
+    answer = ui.get(f"{path}?{query}")
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 400, (answer.status_code, page[:2000])
+    alert = re.search(r'<div class="flash flash-error" role="alert">(.*?)</div>', page, re.S)
+    assert alert, page[:3000]
+    said = re.sub(r"\s+", " ", alert.group(1))
+    field = query.split("=")[0]
+    if path == "/workers" or (path != "/tasks" and field == "state"):
+        assert f"{field}: not a filter of this page" in said, said
+    else:
+        assert REFUSED_QUERIES[query] in said, said
+    assert "Value error" not in said and "Extra inputs" not in said, said
+    assert "<h1>" in page and 'role="search"' in page, "the page itself, with its filters"
+
+
+def test_the_search_box_opens_a_task_a_prefix_or_a_dead_letter_and_says_what_it_cannot(
+    api: Any, api_env: dict[str, str]
+) -> None:
+    from tests.backend_app import make_app
+
+    client = make_app(api_env)
+    try:
+        waiting = client.send_task("bk.add", (1, 2), countdown=600).id
+        twins = [client.send_task("bk.add", (i, i), countdown=600,
+                                  task_id=f"feedbeef-{i}000-4000-8000-000000000000").id
+                 for i in range(2)]  # fmt: skip
+        buried = bury(client, "bk.add", (3, 4))
+    finally:
+        client.close()
+    entry = api.ops.dead_letters.find(buried)
+    assert entry is not None and entry.id != buried
+    ui = UiClient.signed_in(api.app, api.tokens["viewer"])
+    for path in ("/", "/tasks", "/queues", "/dlq", "/workers", "/audit", f"/tasks/{waiting}"):
+        page = ui.text(path)
+        assert re.search(r'<form[^>]*action="/find"[^>]*role="search"', page), path
+        assert 'name="id"' in page, path
+
+    def found(ident: str) -> str:
+        answer = ui.get(f"/find?id={ident}")
+        assert answer.status_code == 302, (ident, answer.get_data(as_text=True)[:2000])
+        return str(answer.headers["Location"])
+
+    assert found(waiting) == f"/tasks/{waiting}"
+    assert found(f"%20{waiting[:8]}%E2%80%A6%20") == f"/tasks/{waiting}"  # as tables shorten it
+    assert found(entry.id) == f"/dlq/{entry.id}"
+    assert found(buried) == f"/tasks/{buried}"
+
+    def refused(ident: str, status: int) -> str:
+        answer = ui.get(f"/find?id={ident}")
+        page = answer.get_data(as_text=True)
+        assert answer.status_code == status, (ident, answer.status_code, page[:2000])
+        message = re.search(r'<p id="find-message"[^>]*>(.*?)</p>', page, re.S)
+        assert message, page[:3000]
+        assert re.search(r'<input[^>]*id="find-id"[^>]*value="[^"]*"', page)
+        return re.sub(r"\s+", " ", message.group(1))
+
+    assert "Nothing has the id" in refused("0123abcd-nothing", 404)
+    assert "at least 4 characters" in refused("fe", 404)
+    ambiguous = refused("feedbeef", 409)
+    assert "several task ids" in ambiguous and twins[0] in ambiguous, ambiguous
+    assert "Give a task id" in refused("", 400)
+    assert "NUL" in refused("ab%00cd", 400)
+
+
+def test_a_task_page_says_what_the_broker_and_the_result_store_each_hold(
+    api: Any, api_env: dict[str, str]
+) -> None:
+    from tests.backend_app import make_app
+
+    waiting = submit(api, "bk.add", 1, 2, countdown=600)  # the API records it as sent
+    client = make_app(api_env)
+    try:
+        unrecorded = client.send_task("bk.add", (1, 2), countdown=600).id
+        buried = bury(client, "bk.add", (3, 4))
+    finally:
+        client.close()
+    ui = UiClient.signed_in(api.app, api.tokens["viewer"])
+
+    def lines(task_id: str) -> dict[str, str]:
+        page = ui.text(f"/tasks/{task_id}")
+        found = {}
+        for label, key in (("In the broker", "task-in-broker"),
+                           ("In the result store", "task-in-results")):  # fmt: skip
+            match = re.search(rf"<dt>{label}</dt>\s*<dd id=\"{key}\">(.*?)</dd>", page, re.S)
+            assert match, (label, page[:4000])
+            found[label] = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", match.group(1))).strip()
+        return found
+
+    assert lines(waiting) == {"In the broker": "delayed on queue celery",
+                              "In the result store": "PENDING"}  # fmt: skip
+    assert lines(unrecorded) == {"In the broker": "delayed on queue celery",
+                                 "In the result store": "nothing recorded yet"}  # fmt: skip
+    assert lines(buried)["In the broker"] == "dead-lettered on queue celery"
+    api.ops.tasks.revoke(waiting, reason="not needed")
+    assert lines(waiting) == {
+        "In the broker": "no message (it was acknowledged, removed, or never published here)",
+        "In the result store": "REVOKED",
+    }

@@ -1,11 +1,12 @@
 """The admin UI: server-rendered pages over the same operations layer as the REST API.
 
 Pages: ``/`` (overview), ``/tasks``, ``/tasks/<id>``, ``/queues``, ``/dlq``, ``/dlq/<id>``,
-``/workers``, ``/audit`` and ``/login``, served by the same process as ``/api/v1``. Templates
-live next to this blueprint (``templates/ui``), the stylesheet and two small scripts in
-``static`` (no third-party code, nothing from a CDN: it works offline). Sign-in, sessions and
-CSRF: ``session``; what pages read from requests and how actions confirm: ``forms``; errors
-as pages: ``error_pages``.
+``/workers``, ``/audit``, ``/find`` (the search box of every page) and ``/login``, served by
+the same process as ``/api/v1``. Templates live next to this blueprint (``templates/ui``), the
+stylesheet and two small scripts in ``static`` (no third-party code, nothing from a CDN: it
+works offline). Sign-in, sessions and CSRF: ``session`` (each sign-in recorded in Redis:
+``sign_ins``); what pages read from requests and how actions confirm: ``forms``; errors as
+pages: ``error_pages``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..settings import Settings
 
 #: the modules that add routes and handlers to the blueprint (imported once, before it is
 #: registered with any app)
-PAGES = ("overview", "tasks", "queues", "dead_letters", "workers", "audit", "live",
+PAGES = ("overview", "tasks", "queues", "dead_letters", "workers", "audit", "find", "live",
          "error_pages")  # fmt: skip
 
 

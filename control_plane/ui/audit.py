@@ -24,7 +24,7 @@ def audit() -> Any:
     try:
         found = g.ops.audit.entries(criteria, limit=given.limit, cursor=given.cursor)
     except InvalidRequest as exc:
-        errors["query"] = str(exc)
+        errors["cursor" if given.cursor else "query"] = str(exc)
         found = None
     next_url = None
     if found is not None and found.next_cursor:

@@ -6,21 +6,27 @@ from __future__ import annotations
 
 import logging
 
+from apiflask import HTTPError
 from flask import g, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from taskqueue_backend.operations import Conflict, InvalidRequest, NotFound, OperationError
+from taskqueue_backend.operations import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    OperationError,
+    unavailable,
+)
 
-from ..errors import dependency_down
 from .blueprint import bp
 
 logger = logging.getLogger(__name__)
 
 STATUS_TITLES = {400: "Bad request", 401: "Sign in again", 403: "Not allowed",
                  404: "Not found", 405: "Not allowed here", 409: "Conflict",
-                 413: "Too large", 422: "Cannot do that", 500: "Something went wrong",
-                 503: "A dependency is down"}  # fmt: skip
+                 413: "Too large", 422: "Cannot do that", 429: "Too many at once",
+                 500: "Something went wrong", 503: "A dependency is down"}  # fmt: skip
 
 
 def error_page(status: int, message: str) -> tuple[str, int]:
@@ -61,11 +67,19 @@ def http(exc: HTTPException) -> tuple[str, int]:
     return error_page(exc.code or 500, exc.description or exc.name)
 
 
+@bp.errorhandler(HTTPError)
+def refused(exc: HTTPError) -> tuple[str, int, dict]:
+    """A refusal raised by code the API shares (e.g. a full set of event streams)."""
+    page, status = error_page(exc.status_code, exc.message or "error")
+    return page, status, dict(exc.headers or {})
+
+
 @bp.errorhandler(Exception)
 def unexpected(exc: Exception) -> tuple[str, int]:
-    down = dependency_down(exc)
+    down = unavailable(exc)
     if down is not None:
-        return error_page(503, f"{down} is unreachable: {exc}")
+        logger.warning("page %s %s: %s", request.method, request.path, exc)
+        return error_page(503, f"{down.dependency} is unreachable; see the server's log.")
     request_id = g.get("request_id", "-")
     logger.exception("page %s %s failed (request id %s)", request.method, request.path,
                      request_id)  # fmt: skip

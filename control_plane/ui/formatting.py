@@ -1,15 +1,21 @@
 """How the admin UI writes values: times in UTC, ages and durations a person reads at a glance,
-short ids, and payloads as indented JSON — or, for pickle, yaml and other content types, as
-an opaque size and type (never deserialized). Everything is returned as plain text, so Jinja's
-autoescaping applies to it like to any other user data."""
+short ids, payloads as indented JSON — or, for pickle, yaml and other content types, as an
+opaque size and type (never deserialized) — and long dotted names that wrap between their
+parts. Everything is returned as plain text, so Jinja's autoescaping applies to it like to any
+other user data, but ``breakable``'s names: escaped here, with only ``<wbr>`` added."""
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
+from markupsafe import Markup, escape
+
+#: after these a long name may wrap (``proj.billing.tasks.charge_customer``, ``w1@host``)
+_NAME_BREAKS = re.compile(r"(?<=[._@:/])")
 
 
 def clock(moment: datetime | None, precise: bool = False) -> str:
@@ -99,9 +105,18 @@ def details(found: dict[str, Any] | None, *skip: str) -> str:
     return ", ".join(parts)
 
 
+def breakable(name: str | None) -> Markup:
+    """``name`` escaped, with a line-break opportunity (``<wbr>``) after each dot, underscore,
+    ``@``, colon and slash: a long task or worker name wraps between its parts, never letter
+    by letter, and a table cell is never narrower than its longest part."""
+    if not name:
+        return Markup("–")
+    return Markup("<wbr>").join(escape(part) for part in _NAME_BREAKS.split(name) if part)
+
+
 def install(app: Flask) -> None:
     filters = {"clock": clock, "iso": iso, "duration": duration, "ago": ago, "short_id": short_id,
                "number": number, "percent": percent, "payload": payload,
-               "details": details}  # fmt: skip
+               "details": details, "breakable": breakable}  # fmt: skip
     app.jinja_env.filters.update(filters)
     app.jinja_env.tests["opaque"] = is_opaque

@@ -2,7 +2,8 @@
 
 Filters come from the query string and are validated by the same models as the API's query
 parameters (``control_plane.api.models``), so a page and its API route accept the same
-filters; empty form fields mean "any", and times without a zone are UTC. Destructive actions
+filters; empty form fields mean "any", and times without a zone are UTC. A value the page
+cannot take is named with what it takes instead, and the page answers 400. Destructive actions
 go through ``confirmation``: the first POST shows what would happen (the dry-run count) and
 asks for a reason; the second, with ``confirmed=1``, acts. Outcomes and refusals are flashed
 on the page the action came from.
@@ -24,17 +25,40 @@ M = TypeVar("M", bound=BaseModel)
 CONTROL_FIELDS = frozenset({"csrf_token", "reason", "confirmed", "typed"})
 
 
+#: what a refused time should look like
+TIME_HINT = ("not a time: give one such as 2026-05-01T12:00:00 (UTC) or a duration ago such as "
+             "90s, 15m, 2h, 7d")  # fmt: skip
+
+
+def _message(error: Any) -> str:
+    """pydantic's message for a refused value, as a person reads it."""
+    if str(error["type"]).startswith(("datetime", "date_")):
+        return TIME_HINT
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
 def query(model: type[M]) -> tuple[M, dict[str, str]]:
     """``model`` from the query string (empty fields dropped), and the fields it refused
-    (field name -> message); a refused field is left at its default."""
+    (field name -> message); a refused field is left at its default. A field the model does
+    not have, or a value holding a NUL, is refused before the model sees it, so the message
+    names the field."""
     given = {k: v.strip() for k, v in request.args.items() if v.strip()}
     errors: dict[str, str] = {}
+    takes = ", ".join(model.model_fields)
+    for name in list(given):
+        if name not in model.model_fields:
+            errors[name] = f"not a filter of this page (it takes {takes})"
+        elif "\x00" in given[name]:
+            errors[name] = "holds a NUL character, which no value may hold"
+        else:
+            continue
+        del given[name]
     while True:
         try:
             found = model.model_validate(given)
             break
         except ValidationError as exc:
-            bad = {str(e["loc"][0]) if e["loc"] else "": e["msg"] for e in exc.errors()}
+            bad = {str(e["loc"][0]) if e["loc"] else "": _message(e) for e in exc.errors()}
             errors.update(bad)
             if not set(bad) & set(given):
                 found = model()

@@ -1,7 +1,7 @@
 """Task pages: ``/tasks`` (results filtered by state, name, queue, worker, time and text, a
-cursor page at a time, the filters in the URL) and ``/tasks/<id>`` (where the task is in the
-broker now, its arguments, result or traceback, its dead letter and its whole history, with
-retry and revoke)."""
+cursor page at a time, the filters in the URL) and ``/tasks/<id>`` (where its message is in
+the broker and what state the result store recorded, said apart; its arguments, result or
+traceback, its dead letter and its whole history, with retry and revoke)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def tasks() -> Any:
     return render_template(
         "ui/tasks.html", section="tasks", page=found, given=given, errors=errors,
         states=STATES, next_url=next_url, first_url=first_url,
+        chosen_state=",".join(s.value for s in given.state or ()),  # several: from a link
     ), 400 if errors else 200  # fmt: skip
 
 
@@ -53,6 +54,7 @@ def task(task_id: str) -> Any:
     state = status.result.state if status.result is not None else None
     return render_template(
         "ui/task.html", section="tasks", status=status, signals=SIGNALS,
+        has_broker=g.ops.has_broker, has_results=g.ops.results is not None,
         may_retry=status.dead_letter is not None or state in ("FAILURE", "REVOKED", "REJECTED"),
         may_revoke=state not in FINISHED and status.place != "dead-lettered",
     )  # fmt: skip

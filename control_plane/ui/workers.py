@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g, render_template, request, url_for
+from flask import g, render_template, url_for
 
 from taskqueue_backend.operations import Conflict, InvalidRequest, NotFound
 from taskqueue_backend.vocabulary import WorkerState, values
 
+from ..api import models as m
 from . import forms
 from .blueprint import bp
 from .session import page
@@ -22,11 +23,11 @@ STATUSES = values(WorkerState)
 @bp.get("/workers")
 @page("viewer")
 def workers() -> Any:
-    status = request.args.get("status") or None
-    if status not in (None, *STATUSES):
-        status = None
+    given, errors = forms.query(m.WorkersQuery)
+    status = given.status.value if given.status else None
     return render_template("ui/workers.html", section="workers", status=status,
-                           statuses=STATUSES, workers=g.ops.workers.all(status))  # fmt: skip
+                           statuses=STATUSES, workers=g.ops.workers.all(status),
+                           errors=errors), 400 if errors else 200  # fmt: skip
 
 
 @bp.post("/workers/<name>/recover")
