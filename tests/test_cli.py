@@ -1,11 +1,13 @@
 """The ``taskqueue`` command line as people use it: one meaning per option, ``--json`` anywhere,
 readable tables that name the broker and result store they read, a clear error when nothing is
-configured, durable removes that the result store records, task id prefixes."""
+configured, durable removes that the result store records, task id prefixes, stored text that
+cannot drive the terminal (control characters shown escaped), the audit log."""
 
 from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 import time
@@ -15,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from celery import Celery
+from celery import Celery, states
+from celery.app.task import Context
 
 from taskqueue_backend.operations import AuditQuery, Operations
 from taskqueue_backend.operations.audit import default_actor
@@ -186,3 +189,110 @@ def test_workers_table_shows_the_consumer_id_forget_needs(
     assert by_id.returncode == 0, by_id.stderr
     assert [w.state for w in ops.workers.all()] == ["online"]
     ops.close()
+
+
+#: what a hostile task name or exception text may hold: an OSC window title ended by BEL, a
+#: CSI screen clear, an OSC 8 hyperlink, a backspace, a carriage return, DEL and the C1 CSI
+HOSTILE = ("\x1b]0;owned\x07\x1b[2J\x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\"
+           "\x08\r\x7f\x9b2J")  # fmt: skip
+#: the same text as the tables print it
+HOSTILE_SHOWN = ("\\x1b]0;owned\\x07\\x1b[2J\\x1b]8;;http://evil.example/\\x1b\\click"
+                 "\\x1b]8;;\\x1b\\\\x08\\x0d\\x7f\\u009b2J")  # fmt: skip
+CONTROL_CHARACTERS = {chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))} - {"\n"}
+
+
+def on_a_terminal(*args: str) -> str:
+    """What ``taskqueue ARGS`` writes when its output is a terminal (a pseudo-terminal)."""
+    leader, follower = pty.openpty()
+    clean = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    process = subprocess.Popen(
+        [str(TASKQUEUE), *args], stdout=follower, stderr=subprocess.DEVNULL, cwd=REPO_ROOT,
+        env={**clean, "PYTHONPATH": str(REPO_ROOT)},
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the pseudo-terminal closed with the process
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.wait(timeout=60) == 0
+    return b"".join(chunks).decode().replace("\r\n", "\n")  # the terminal's own line ends
+
+
+def test_stored_text_cannot_drive_the_terminal(
+    redis_url: str, keyprefix: str, client: Celery, database: str
+) -> None:
+    dead = bury(client, f"proj.{HOSTILE}", ("x",), detail=f"refused: {HOSTILE}")
+    results = make_app(redis_url, keyprefix)
+    results.conf.update(result_backend=f"tq+{database}", result_extended=True)
+    failed = str(uuid.uuid4())
+    results.backend.store_result(failed, RuntimeError(f"boom {HOSTILE}"), states.FAILURE,
+                                 request=Context(task=f"proj.{HOSTILE}", id=failed))  # fmt: skip
+    results.close()
+    base = ["--broker-url", redis_url, "--keyprefix", keyprefix, "--database-url", database]
+    commands = [["dlq", "list"], ["dlq", "show", dead], ["status", dead], ["tasks"]]
+
+    for command in commands:
+        piped = taskqueue(*base, *command)
+        assert piped.returncode == 0, (command, piped.stderr)
+        for shown in (piped.stdout, on_a_terminal(*base, *command)):
+            assert set(shown) & CONTROL_CHARACTERS == set(), (command, shown)
+            assert HOSTILE_SHOWN[:20] in shown, (command, shown)  # visible, escaped
+    assert f"proj.{HOSTILE_SHOWN}\n" in taskqueue(*base, "dlq", "show", dead).stdout  # in full
+    as_json = taskqueue(*base, "dlq", "show", dead, "--json")
+    assert json.loads(as_json.stdout)["task_name"] == f"proj.{HOSTILE}"  # JSON keeps the text
+    [row] = json.loads(taskqueue(*base, "tasks", "--json").stdout)["items"]
+    assert row["name"] == f"proj.{HOSTILE}" and HOSTILE in row["exception_message"]
+
+
+def test_audit_lists_who_did_what_newest_first_with_filters_and_pages(
+    redis_url: str, keyprefix: str, client: Celery
+) -> None:
+    dead = bury(client, "tests.app.record", ("gone",))
+    base = ["--broker-url", redis_url, "--keyprefix", keyprefix]
+    for args in (["queues", "pause", "mail", "--note", "provider down"],
+                 ["queues", "resume", "mail", "--note", "provider back"],
+                 ["dlq", "delete", dead, "--note", "sent by mistake"]):  # fmt: skip
+        assert taskqueue(*base, *args).returncode == 0, args
+    ops = Operations.from_urls(redis_url, transport_options={"global_keyprefix": keyprefix})
+    ops.audit.record("ops-bot", "worker.forget", "w9@host", "retired")
+    ops.close()
+
+    listed = taskqueue(*base, "audit")
+    queue_actions = taskqueue(*base, "audit", "--action", "queue.", "--json")
+    exact = taskqueue(*base, "audit", "--action", "queue.pause", "--json")
+    by_actor = taskqueue(*base, "audit", "--actor", "ops-bot", "--json")
+    by_target = taskqueue(*base, "audit", "--target", "MAIL", "--json")
+    recent = taskqueue(*base, "audit", "--since", "1h", "--json")
+    before = taskqueue(*base, "audit", "--until", "1h", "--json")
+    first = taskqueue(*base, "audit", "--limit", "3")
+    wrong_time = taskqueue(*base, "audit", "--since", "yesterday-ish")
+
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split()[:4] == ["AT", "(UTC)", "ACTOR", "ACTION"]
+    assert [row.split()[3] for row in rows] == ["worker.forget", "dlq.delete", "queue.resume",
+                                                "queue.pause"]  # fmt: skip
+    assert "provider down" in rows[-1] and default_actor() in rows[-1]
+    assert time.strftime("%Y-%m-%d", time.gmtime()) in rows[0]  # readable times
+
+    def actions(done: subprocess.CompletedProcess[str]) -> list[str]:
+        assert done.returncode == 0, done.stderr
+        return [e["action"] for e in json.loads(done.stdout)["items"]]
+
+    assert actions(queue_actions) == ["queue.resume", "queue.pause"]
+    assert actions(exact) == ["queue.pause"]
+    assert actions(by_actor) == ["worker.forget"]
+    assert actions(by_target) == ["queue.resume", "queue.pause"]
+    assert len(actions(recent)) == 4 and actions(before) == []
+    assert first.returncode == 0 and len(first.stdout.splitlines()) == 1 + 3 + 1
+    cursor = first.stdout.splitlines()[-1].removeprefix("more: --cursor ")
+    rest = taskqueue(*base, "audit", "--limit", "3", "--cursor", cursor, "--json")
+    assert actions(rest) == ["queue.pause"]
+    assert json.loads(rest.stdout)["next_cursor"] is None
+    assert wrong_time.returncode == 2 and "--since" in wrong_time.stderr, wrong_time.stderr

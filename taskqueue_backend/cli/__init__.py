@@ -6,6 +6,7 @@ Importing this package imports click and the command modules only.
 """
 
 from . import database  # noqa: F401 - registers ``taskqueue db``
+from .audit import audit
 from .dlq import dlq
 from .loadtest import loadtest
 from .main import main
@@ -17,5 +18,6 @@ main.add_command(workers)
 main.add_command(status)
 main.add_command(history)
 main.add_command(loadtest)
+main.add_command(audit)
 
 __all__ = ["dlq", "main"]

@@ -1,9 +1,18 @@
 """How the commands print: aligned tables with readable times for people, ``--json`` for
-scripts (the operations layer's one JSON shape)."""
+scripts (the operations layer's one JSON shape).
+
+Tables, shortened cells and ``key: value`` pairs show stored text (task names, exception
+messages, tracebacks, arguments) with every control character escaped (``\\x1b``, ``\\x07``,
+``\\u009b``): that text comes from whoever published or ran a task, and a terminal acts on
+control sequences — window titles, hyperlinks, clearing the screen, moving the cursor — so a
+dead letter could otherwise rewrite what an operator sees. ``--json`` needs no escaping: JSON
+spells every control character as ``\\u00XX`` already.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -13,6 +22,21 @@ import click
 
 from ..clock import as_utc, seconds_since
 from ..operations import to_json
+
+#: C0 controls, DEL and C1 controls; ``_BUT_NEWLINE`` spares the newline ``pairs`` splits on
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROLS_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def _escaped(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    # C1 as \u0080..\u009f: \x9b would read as the byte 0x9b, not as the character
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
+
+
+def visible(text: str, newlines: bool = False) -> str:
+    """``text`` with every control character escaped (the newline too unless ``newlines``)."""
+    return (_CONTROLS_BUT_NEWLINE if newlines else _CONTROLS).sub(_escaped, text)
 
 
 def when(moment: datetime | None) -> str:
@@ -56,12 +80,13 @@ def due(moment: datetime | None) -> str:
 
 
 def shorten(value: Any, width: int = 40) -> str:
-    text = "-" if value is None or value == "" else str(value).replace("\n", " ")
+    """One line of at most ``width`` characters, control characters escaped."""
+    text = "-" if value is None or value == "" else visible(str(value).replace("\n", " "))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str], empty: str = "(none)") -> None:
-    cells = [[str(c) for c in row] for row in rows]
+    cells = [[visible(str(c)) for c in row] for row in rows]
     if not cells:
         click.echo(empty)
         return
@@ -76,13 +101,15 @@ def as_json(data: Any) -> None:
 
 
 def pairs(data: dict[str, Any]) -> None:
-    """One ``key: value`` line each (multi-line values indented below their key)."""
+    """One ``key: value`` line each (multi-line values indented below their key); control
+    characters escaped, the newlines of a multi-line value aside."""
     width = max((len(k) for k in data), default=0)
     for key, value in data.items():
-        text = "-" if value is None or value == "" else str(value)
+        name = visible(key)
+        text = "-" if value is None or value == "" else visible(str(value), newlines=True)
         if "\n" in text:
-            click.echo(f"{key}:")
-            for line in text.rstrip("\n").splitlines():
+            click.echo(f"{name}:")
+            for line in text.rstrip("\n").split("\n"):  # the newline alone starts a line
                 click.echo(f"    {line}")
         else:
-            click.echo(f"{key.ljust(width)}  {text}")
+            click.echo(f"{name.ljust(width)}  {text}")
