@@ -20,9 +20,10 @@ DELIVERED_AT = "tq_delivered_at"  # epoch seconds when this consumer leased it
 DELIVERIES = "tq_delivery_count"  # 1 on the first delivery
 PUBLISHED_AT = "tq_published_at"  # epoch ms when it was first published
 REPLAYS = "tq_replays"  # how often it was replayed from the dead letters
+QUEUED_AT = "tq_queued_at"  # epoch ms of its latest replay from the dead letters, else PUBLISHED_AT
 
 #: every property above, removed when a message is rebuilt for the dead letters
-DELIVERY_PROPERTIES = (QUEUE, DELIVERED_AT, DELIVERIES, PUBLISHED_AT, REPLAYS)
+DELIVERY_PROPERTIES = (QUEUE, DELIVERED_AT, DELIVERIES, PUBLISHED_AT, REPLAYS, QUEUED_AT)
 
 
 def properties_of(request: Any) -> dict[str, Any]:
@@ -48,5 +49,14 @@ def delivered_at(request: Any) -> float | None:
 
 def published_at(request: Any) -> float | None:
     """When the message was first published to this package's broker (epoch seconds)."""
-    value = properties_of(request).get(PUBLISHED_AT)
+    return _epoch_ms(properties_of(request).get(PUBLISHED_AT))
+
+
+def queued_at(request: Any) -> float | None:
+    """Where the message's queue wait starts (epoch seconds): its latest replay from the dead
+    letters, else its first publish (a replay of a day-old dead letter has not waited a day)."""
+    return _epoch_ms(properties_of(request).get(QUEUED_AT))
+
+
+def _epoch_ms(value: Any) -> float | None:
     return value / 1000 if isinstance(value, int | float) and value > 0 else None

@@ -521,3 +521,29 @@ def test_an_expired_dead_letter_is_replayed_only_with_a_new_expiry_or_none(
     wait_for(lambda: {e["label"] for e in read_log(redis_client, keyprefix)} == {"first",
                                                                                  "second"},
              timeout=30, message=lambda: str(read_log(redis_client, keyprefix)))  # fmt: skip
+
+
+def test_the_worker_log_names_the_reason_a_dead_letter_is_kept_under(
+    redis_url: str, keyprefix: str, client: Celery, start_worker: StartWorker
+) -> None:
+    unknown = client.send_task("tests.app.added_in_a_fix", ("no such task here",)).id
+    refused = client.send_task("tests.app.reject_without_requeue", ("refused",)).id
+    worker = start_worker()
+    dead = dead_letters(redis_url, keyprefix)
+    entries = wait_for(lambda: (found := [dead.find(unknown), dead.find(refused)]) and all(
+        found) and found[0].reason == "unknown_task" and found, timeout=30,
+        message="not dead-lettered")  # fmt: skip
+
+    def lines_of(message_id: str) -> list[str]:
+        return [line for line in worker.log_text().splitlines() if message_id in line]
+
+    unknown_lines = wait_for(lambda: lines_of(entries[0].id), timeout=10,
+                             message=lambda: worker.log_tail())  # fmt: skip
+    refused_lines = wait_for(lambda: lines_of(entries[1].id), timeout=10,
+                             message=lambda: worker.log_tail())  # fmt: skip
+    assert len(unknown_lines) == 1, unknown_lines
+    assert "dead-lettered: unknown_task (no task named 'tests.app.added_in_a_fix'" in \
+        unknown_lines[0]  # fmt: skip
+    assert "rejected" not in unknown_lines[0]
+    assert entries[1].reason == "rejected"  # a task's own refusal is logged as it is kept
+    assert [line for line in refused_lines if "dead-lettered: rejected" in line], refused_lines

@@ -5,7 +5,8 @@
   the main process's prefetched/running gauges;
 - its samples start from zero at every worker start (the directory is emptied);
 - ``/healthz`` answers 200 while the broker consumer heartbeats and 503 once the broker is
-  gone past the heartbeat window.
+  gone past the heartbeat window;
+- a task replayed from the dead letters waits from its replay, not from its first publish.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskqueue_backend.embedded import EmbeddedRedis, free_port
+from taskqueue_backend.transport.keys import QueueKeys
 from tests.app import make_app
-from tests.support import StartWorker, wait_for
+from tests.support import StartWorker, operations_for, wait_for
+from tests.support.dead_letters import bury
 from tests.support.exported_metrics import exporter_check
 
 
@@ -118,3 +122,31 @@ def test_healthz_follows_the_broker_heartbeat(start_worker: StartWorker, keypref
                                 message=lambda: str(healthz(port)))  # fmt: skip
         assert "no broker heartbeat for" in text
         assert time.monotonic() - started >= 2.0, "503 only once the window has passed"
+
+
+def test_a_replayed_dead_letter_waits_from_its_replay_not_from_its_first_publish(
+    start_worker: StartWorker, redis_url: str, keyprefix: str, redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    app = make_app(redis_url, keyprefix)
+    try:
+        task_id = bury(app, "tests.app.record", ("a day in the dead letters",))
+    finally:
+        app.close()
+    ops = operations_for(redis_url, keyprefix)
+    entry = ops.dead_letters.get(task_id)
+    a_day_ago = int((time.time() - 86_400) * 1000)
+    redis_client.hset(QueueKeys(keyprefix, "celery").message(entry.id), "published_at", a_day_ago)
+    assert ops.dead_letters.get(task_id).published_at.timestamp() < time.time() - 86_000
+    port = free_port()
+    env = {"TQ_WORKER_METRICS_PORT": str(port), "TQ_WORKER_METRICS_DIR": str(tmp_path / "m")}
+    start_worker(concurrency=1, env=env).wait_ready()
+    wait_for(lambda: healthz(port)[0] == 200, timeout=30, message=lambda: str(healthz(port)))
+
+    assert ops.dead_letters.replay([task_id], reason="fixed").done == 1
+    samples = wait_for(lambda: (found := scrape(port)) and value(
+        found, "taskqueue_worker_task_queue_wait_seconds_count", task="tests.app.record") == 1
+        and found, timeout=30, message="the replayed task did not run")  # fmt: skip
+    ops.close()
+    waited = value(samples, "taskqueue_worker_task_queue_wait_seconds_sum", task="tests.app.record")
+    assert waited < 30, f"the replayed task waited {waited:.0f} s: counted from its first publish"

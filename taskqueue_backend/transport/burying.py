@@ -3,6 +3,11 @@
 
 Mixed into the channel (``channel.TaskQueueChannel``), whose scripts, leases and keys it
 uses. Every entry is one Lua script; listeners (the result backend's history) hear of it.
+
+Each dead letter is logged once, with the reason it is kept under. Celery rejects the message
+of an unknown task or an invalid one first and says why right after (``hooks``:
+``task_unknown``, ``task_rejected``), in the same turn of the worker's event loop; so a
+rejection's line waits for the end of that turn, and names the reason Celery reported.
 """
 
 from __future__ import annotations
@@ -38,10 +43,14 @@ class DeadLetterMixin:
     """The channel's dead-letter operations."""
 
     _recent_dead: OrderedDict[str, tuple[str, str]]
+    #: delivery tag -> (queue, message id, detail) of a rejection whose line waits for the
+    #: reason Celery reports
+    _held_lines: dict[str, tuple[str, str, str]] | None = None
     consumer_id: str
 
     if TYPE_CHECKING:  # provided by the channel
         options: Any
+        connection: Any
         body_encoding: str
 
         def encode_body(self, body: Any, encoding: str | None = None) -> tuple[Any, str]: ...
@@ -150,24 +159,64 @@ class DeadLetterMixin:
                 keys.queue,
                 {"reason": reason, "detail": detail},
             )
-            logger.warning(
-                "message %s from queue %r dead-lettered: %s (%s)",
-                message_id,
-                keys.queue,
-                reason,
-                detail,
-            )
             self._recent_dead[delivery_tag] = (keys.queue, message_id)
             while len(self._recent_dead) > 1000:
                 self._recent_dead.popitem(last=False)
+            held = (keys.queue, message_id, detail)
+            if reason != DeadLetterReason.REJECTED or not self._hold_line(delivery_tag, held):
+                _log_dead_letter(message_id, keys.queue, reason, detail)
         self._maybe_retire()
+
+    def _hold_line(self, delivery_tag: str, line: tuple[str, str, str]) -> bool:
+        """Log a rejection at the end of this turn of the worker's event loop, once Celery
+        has said why it rejected (False outside an event loop: log it now)."""
+        from kombu.asynchronous import get_event_loop
+
+        hub = get_event_loop()
+        if hub is None or not getattr(self.connection, "in_event_loop", False):
+            return False
+        if self._held_lines is None:
+            self._held_lines = {}
+        self._held_lines[delivery_tag] = line
+        # on_tick runs once per turn, after the deferred acks and rejects (call_soon) and
+        # before the next poll; a rejection made while receiving (in a readable callback) is
+        # reported in that callback, before the next turn
+        hub.on_tick.add(self._log_held_lines)
+        return True
+
+    def _log_held_lines(self) -> None:
+        """The end of the turn: the rejections no reason came for are kept as rejected."""
+        from kombu.asynchronous import get_event_loop
+
+        hub = get_event_loop()
+        if hub is not None:
+            hub.on_tick.discard(self._log_held_lines)
+        while self._held_lines:
+            _tag, (queue, message_id, detail) = self._held_lines.popitem()
+            _log_dead_letter(message_id, queue, DeadLetterReason.REJECTED, detail)
 
     def annotate_dead_letter(self, delivery_tag: str, reason: str, detail: str) -> None:
         """Replace the generic 'rejected' reason with the one Celery reported afterwards."""
         found = self._recent_dead.pop(delivery_tag, None)
         if found is None:
             return
-        keys = self.queue_keys(found[0])
-        self.scripts["annotate"](
-            keys=[keys.dead], args=[keys.base, found[1], reason, detail], client=self.redis
+        queue, message_id = found
+        keys = self.queue_keys(queue)
+        annotated = self.scripts["annotate"](
+            keys=[keys.dead], args=[keys.base, message_id, reason, detail], client=self.redis
         )
+        held = self._held_lines.pop(delivery_tag, None) if self._held_lines else None
+        if held is not None:
+            if annotated:
+                _log_dead_letter(message_id, queue, reason, detail)
+            else:  # replayed or deleted meanwhile: it was kept as rejected
+                _log_dead_letter(message_id, queue, DeadLetterReason.REJECTED, held[2])
+        elif annotated:  # its rejection was logged at once (no event loop to wait for)
+            logger.warning("message %s from queue %r: its dead letter is kept as %s (%s), the "
+                           "reason Celery reported after rejecting it", message_id, queue,
+                           reason, detail)  # fmt: skip
+
+
+def _log_dead_letter(message_id: str, queue: str, reason: str, detail: str) -> None:
+    logger.warning("message %s from queue %r dead-lettered: %s (%s)", message_id, queue, reason,
+                   detail)  # fmt: skip

@@ -33,8 +33,9 @@ from .options import BrokerOptions
 logger = logging.getLogger(__name__)
 
 Empty = virtual.Empty
-#: fields per message in a fetch reply: id, body, deliveries, published_at, replays
-FETCH_STRIDE = 5
+#: fields per message in a fetch reply: id, body, deliveries, published_at, replays,
+#: replayed_at
+FETCH_STRIDE = 6
 #: the detail fetch.lua gives an expired message's dead letter
 EXPIRED_DETAIL = "message TTL passed before delivery"
 
@@ -130,12 +131,14 @@ class ConsumingMixin:
         payloads = []
         for i in range(0, len(flat), FETCH_STRIDE):
             published = bytes_to_str(flat[i + 3])
+            replayed = bytes_to_str(flat[i + 5])
             leased = Leased(
                 message_id=bytes_to_str(flat[i]),
                 body=flat[i + 1],
                 deliveries=int(flat[i + 2]),
                 published_at_ms=int(published) if published else None,
                 replays=int(flat[i + 4] or 0),
+                replayed_at_ms=int(replayed) if replayed else None,
             )
             if not no_ack:
                 self._leases[leased.message_id] = queue

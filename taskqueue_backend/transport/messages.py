@@ -118,6 +118,7 @@ class Leased:
     deliveries: int
     published_at_ms: int | None
     replays: int
+    replayed_at_ms: int | None  # the last replay from the dead letters
 
 
 def for_delivery(leased: Leased, queue: str) -> dict[str, Any]:
@@ -141,6 +142,7 @@ def for_delivery(leased: Leased, queue: str) -> dict[str, Any]:
     props[delivery.DELIVERIES] = leased.deliveries
     props[delivery.PUBLISHED_AT] = leased.published_at_ms
     props[delivery.REPLAYS] = leased.replays
+    props[delivery.QUEUED_AT] = leased.replayed_at_ms or leased.published_at_ms
     headers = payload.get("headers")
     if leased.deliveries > 1 and isinstance(headers, dict):
         headers[delivery.DELIVERY_COUNT] = leased.deliveries

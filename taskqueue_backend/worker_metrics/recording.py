@@ -54,7 +54,8 @@ def metrics() -> dict[str, Any]:
             )  # fmt: skip
             _metrics["wait"] = Histogram(
                 "taskqueue_worker_task_queue_wait_seconds",
-                "Published to started (this package's broker stamps the publish time)",
+                "Queued to started: from the publish, or from the replay of a dead letter "
+                "(this package's broker stamps both)",
                 ["task"], buckets=BUCKETS, registry=None,
             )  # fmt: skip
             _metrics["redeliveries"] = Counter(
@@ -85,9 +86,9 @@ def on_prerun(task_id: str | None = None, task: Any = None, **kwargs: Any) -> No
     _started[task_id] = time.monotonic()
     request = getattr(task, "request", None)
     name = task_label(getattr(task, "name", None))
-    published = delivery.published_at(request)
-    if published is not None:
-        metrics()["wait"].labels(name).observe(max(time.time() - published, 0.0))
+    queued = delivery.queued_at(request)  # a replay waits from the replay, not a day before
+    if queued is not None:
+        metrics()["wait"].labels(name).observe(max(time.time() - queued, 0.0))
     if delivery.delivery_count(request) > 1:
         metrics()["redeliveries"].labels(name).inc()
 

@@ -2,7 +2,8 @@
 -- (nothing while the queue is paused).
 -- KEYS: ready, delayed, inflight, signal, state
 -- ARGV: base, consumer, max, now_ms, release_limit, no_ack ('1': hand over and forget, no lease)
--- Returns {next_due_ms or '', {id, body, deliveries, published_at_ms, replays, ...},
+-- Returns {next_due_ms or '', {id, body, deliveries, published_at_ms, replays,
+--          replayed_at_ms or '', ...},
 --          {id, body, ...} of the messages found expired (dead-lettered, not delivered)}
 -- A leased message remembers its position ('score'), where it goes back if it is returned.
 local base, consumer = ARGV[1], ARGV[2]
@@ -45,7 +46,8 @@ while leased < max do
   end
   local id = popped[1]
   local mk = mkey(base, id)
-  local f = redis.call('HMGET', mk, 'body', 'expire_at', 'published_at', 'task_id', 'replays')
+  local f = redis.call('HMGET', mk, 'body', 'expire_at', 'published_at', 'task_id', 'replays',
+                       'replayed_at')
   if f[1] then
     local expire_at = tonumber(f[2]) or 0
     if expire_at > 0 and expire_at <= now then
@@ -61,6 +63,7 @@ while leased < max do
       out[#out + 1] = n
       out[#out + 1] = f[3] or ''
       out[#out + 1] = f[5] or 0
+      out[#out + 1] = f[6] or ''
       leased = leased + 1
     else
       local n = redis.call('HINCRBY', mk, 'deliveries', 1)
@@ -73,6 +76,7 @@ while leased < max do
       out[#out + 1] = n
       out[#out + 1] = f[3] or ''
       out[#out + 1] = f[5] or 0
+      out[#out + 1] = f[6] or ''
       leased = leased + 1
     end
   end
