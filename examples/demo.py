@@ -1,4 +1,5 @@
-"""End-to-end demo (``python -m examples.demo``): a stock worker drains tasks in priority order.
+"""End-to-end demo (``python -m examples.demo [--port PORT]``): a stock worker drains tasks in
+priority order.
 
 Ten ``report`` tasks with shuffled priorities are published before the worker starts; a single
 worker (``-P solo -c 1``, prefetch 1) then runs them strictly by priority, lowest number first.
@@ -7,14 +8,21 @@ Then ``add(2, 3)`` with a 2 s countdown shows delayed delivery from the broker, 
 history shows failed, dead-lettered, replayed, succeeded), and the worker registry lists the
 worker. Then it serves the control plane (``examples.serving``: admin UI and REST API) over
 all of it, with a dead letter left to replay and a paused queue, and prints its URL and a
-login token until Ctrl-C. Without ``REDIS_URL`` an embedded redis-server is started and removed
-afterwards; the commands printed at the end work after the demo has exited.
+login token until Ctrl-C (on ``--port``, else 8080 when it is free, else any free port).
+
+Without ``REDIS_URL`` an embedded redis-server is started and removed afterwards. With it, the
+demo works under a key prefix of its own (``taskqueue-demo-<random>:``) and removes every key
+under it at the end, leaving that Redis as it found it; given ``BROKER_KEYPREFIX`` it works
+under that prefix instead, which may hold other data, so it leaves its keys there and says
+which. The commands printed at the end work after the demo has exited.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -27,7 +35,7 @@ from typing import Any, TypeVar
 import redis
 from kombu.exceptions import OperationalError
 
-from examples.serving import populate, serve_until_interrupted
+from examples.serving import populate, port_is_free, serve_until_interrupted
 from taskqueue_backend.embedded import EmbeddedRedis
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -77,13 +85,15 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
             worker.wait()
 
 
-def run_demo(embedded: bool) -> None:
-    # Imported only now: the example's configuration reads REDIS_URL at import time.
+def run_demo(embedded: bool, own_prefix: bool, port: int | None) -> None:
+    # Imported only now: the example's configuration reads REDIS_URL and BROKER_KEYPREFIX at
+    # import time.
     from examples.proj.celery import app
     from examples.proj.tasks import add, charge, report
 
     queue = f"demo-{uuid.uuid4().hex[:8]}"  # a queue of its own, so a shared Redis is safe
-    order_key = f"demo:{queue}:order"  # likewise the list the tasks report into
+    prefix = app.conf.broker_transport_options.get("global_keyprefix") or ""
+    order_key = f"{prefix}demo:{queue}:order"  # likewise the list the tasks report into
     redis_client = redis.Redis.from_url(app.conf.broker_url, decode_responses=True)
 
     priorities = list(range(10))
@@ -136,23 +146,25 @@ def run_demo(embedded: bool) -> None:
         wait_until(lambda: len(app.backend.task_history(handle.id)) >= 3, 10, "the history")
         for event in app.backend.task_history(handle.id):
             print(f"    {event['at']:%H:%M:%S.%f}  {event['event']:<10} {event['worker'] or ''}")
-        replayed = show_dead_letters(app, charge, queue, redis_client)
+        replayed = show_dead_letters(app, charge, queue, redis_client, prefix)
         show_workers(app)
-        populate(app, queue)
-        serve_until_interrupted(app)
+        populate(app, queue, prefix)
+        serve_until_interrupted(app, port)
     finally:
         stop_worker(worker)
-        redis_client.delete(order_key, f"demo:{queue}:fixed")
+        redis_client.delete(order_key, f"{prefix}demo:{queue}:fixed")
         redis_client.close()
-    show_commands(app, replayed, queue, embedded)
-    app.close()
+        app.close()  # its connections too, before its keys are removed
+    show_commands(app, replayed, queue, show_broker=not embedded and not own_prefix)
 
 
-def show_dead_letters(app: Any, charge: Any, queue: str, redis_client: redis.Redis) -> str:
+def show_dead_letters(
+    app: Any, charge: Any, queue: str, redis_client: redis.Redis, prefix: str
+) -> str:
     """A task that fails lands in the dead letters; after the "fix" a replay runs it."""
     from taskqueue_backend.operations import Operations
 
-    fixed_flag = f"demo:{queue}:fixed"
+    fixed_flag = f"{prefix}demo:{queue}:fixed"
     say("publishing charge('INV-42'), which fails until its bug is fixed")
     say("  (expected: the worker logs this failure with its traceback, ending in "
         "RuntimeError: payment API rejected invoice INV-42)")  # fmt: skip
@@ -195,9 +207,10 @@ def show_workers(app: Any) -> None:
                   f"failed={w.failed}")  # fmt: skip
 
 
-def show_commands(app: Any, task_id: str, queue: str, embedded: bool) -> None:
-    """Commands that work after the demo exits (the result store stays; an embedded Redis
-    does not)."""
+def show_commands(app: Any, task_id: str, queue: str, show_broker: bool) -> None:
+    """Commands that work after the demo exits: the result store stays; the broker's keys stay
+    only under a prefix the demo was given (an embedded Redis is gone, and the keys under the
+    demo's own prefix are removed)."""
     from taskqueue_backend.selection import result_database_url
 
     database = result_database_url(app) or ""
@@ -207,7 +220,7 @@ def show_commands(app: Any, task_id: str, queue: str, embedded: bool) -> None:
     say("try it yourself (these work after the demo has exited):")
     print(f"    {tool} --database-url {database} status {task_id[:8]}")
     print(f"    {tool} --database-url {database} tasks --name 'examples.proj.tasks.*'")
-    if not embedded:
+    if show_broker:
         broker = f"--broker-url {app.conf.broker_url}"
         prefix = app.conf.broker_transport_options.get("global_keyprefix")
         if prefix:
@@ -222,19 +235,84 @@ def stop_on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> int:
+def choose_prefix() -> tuple[str, bool]:
+    """The broker key prefix the demo works under (``BROKER_KEYPREFIX``, read by the example's
+    configuration), and whether it is the demo's own: then every key under it is the demo's."""
+    given = os.environ.get("BROKER_KEYPREFIX")
+    if given is not None:
+        return given, False
+    prefix = f"taskqueue-demo-{uuid.uuid4().hex[:8]}:"
+    os.environ["BROKER_KEYPREFIX"] = prefix  # for the worker and the control plane too
+    return prefix, True
+
+
+def remove_keys(url: str, prefix: str) -> int:
+    """Delete every key under ``prefix`` from the Redis at ``url``; how many there were."""
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"  # the prefix taken literally
+    removed = 0
+    with redis.Redis.from_url(url) as client:
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        for start in range(0, len(keys), 500):
+            removed += client.delete(*keys[start : start + 500])
+    return removed
+
+
+def tidy_up(url: str, prefix: str, own: bool) -> None:
+    """Leave a Redis the demo was given as it found it, or say what is left there."""
+    if not own:
+        say(f"left its keys in {url} under the key prefix {prefix!r} it was given "
+            "(BROKER_KEYPREFIX), which other data may share: its queues demo-… with their "
+            "dead letters and waiting tasks, its worker in the registry and its audit entries; "
+            "unset BROKER_KEYPREFIX to have the demo use a prefix of its own and remove its "
+            "keys at the end")  # fmt: skip
+        return
+    try:
+        removed = remove_keys(url, prefix)
+    except redis.RedisError as exc:
+        say(f"could not remove its keys under {prefix!r} from {url} ({exc}): they are all "
+            f"the keys matching {prefix}*")  # fmt: skip
+        return
+    say(f"removed the {removed} keys it made under {prefix!r} from {url}")
+
+
+def port_number(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is a number from 1 to 65535, not {text!r}")
+    return int(text)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python3 dev.py demo", description="Run the taskqueue-backend demo, then serve "
+        "its control plane until Ctrl-C.",
+    )  # fmt: skip
+    parser.add_argument("--port", type=port_number, metavar="PORT",
+                        help="the control plane's port on 127.0.0.1 (default: 8080 when it "
+                             "is free, else any free port)")  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.port is not None and not port_is_free(args.port):
+        say(f"FAILED: port {args.port} on 127.0.0.1 is in use; choose another with --port")
+        return 1
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     # Ctrl-C stops the demo even where it was started with SIGINT ignored (a background job)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     server: EmbeddedRedis | None = None
+    given = os.environ.get("REDIS_URL") or None  # a Redis the demo does not own
+    prefix, own = choose_prefix()
     try:
-        if not os.environ.get("REDIS_URL"):
+        if given is None:
             server = EmbeddedRedis().start()
             os.environ["REDIS_URL"] = server.url
             say(f"REDIS_URL is not set: started an embedded redis-server at {server.url}")
         else:
-            say(f"using REDIS_URL={os.environ['REDIS_URL']}")
-        run_demo(embedded=server is not None)
+            say(f"using REDIS_URL={given}")
+            if own:
+                say(f"working under a key prefix of its own, {prefix!r}, removed at the end")
+        run_demo(embedded=server is not None, own_prefix=own, port=args.port)
     except (DemoFailed, RuntimeError) as exc:
         say(f"FAILED: {exc}")
         return 1
@@ -248,6 +326,8 @@ def main() -> int:
         if server is not None:
             say("stopping the embedded redis-server")
             server.stop()
+        elif given is not None:
+            tidy_up(given, prefix, own)
     say("done")
     return 0
 

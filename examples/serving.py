@@ -30,19 +30,26 @@ def say(message: str) -> None:
     print(f"demo: {message}", flush=True)
 
 
+def port_is_free(port: int) -> bool:
+    """Whether nothing holds ``port`` on 127.0.0.1 now."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(preferred: int = PREFERRED_PORT) -> int:
     """``preferred`` when nothing listens there, else any free port."""
-    for port in (preferred, 0):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(probe.getsockname()[1])
-    raise RuntimeError("no free port on 127.0.0.1")
+    if port_is_free(preferred):
+        return preferred
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
-def populate(app: Any, queue: str) -> str:
+def populate(app: Any, queue: str, prefix: str = "") -> str:
     """A dead letter that stays, an unknown task's dead letter, and a paused queue with waiting
     tasks; returns the paused queue's name."""
     from examples.proj.tasks import add, charge
@@ -52,7 +59,7 @@ def populate(app: Any, queue: str) -> str:
         ops.queues.pause(paused, reason="waiting for the mail provider's maintenance window")
         for n in range(3):
             add.apply_async((n, n), queue=paused, priority=n)
-        stuck = charge.apply_async(("INV-43", f"demo:{queue}:never-fixed"), queue=queue)
+        stuck = charge.apply_async(("INV-43", f"{prefix}demo:{queue}:never-fixed"), queue=queue)
         unknown = app.send_task("examples.proj.tasks.refund", ("INV-7",), queue=queue)
         deadline = time.monotonic() + 30
         while not (ops.dead_letters.find(stuck.id) and ops.dead_letters.find(unknown.id)):
@@ -64,12 +71,13 @@ def populate(app: Any, queue: str) -> str:
     return paused
 
 
-def serve_until_interrupted(app: Any) -> None:
-    """Serve the control plane for the demo's app until Ctrl-C (or the server stops)."""
+def serve_until_interrupted(app: Any, port: int | None = None) -> None:
+    """Serve the control plane for the demo's app on ``port`` (default: ``free_port()``) until
+    Ctrl-C (or the server stops)."""
     from control_plane.auth import new_token
 
     token, entry = new_token("demo-admin", "admin")
-    port = free_port()
+    port = port or free_port()
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
