@@ -58,6 +58,25 @@ def test_nul_bytes_are_refused_or_not_found_never_500(api: Any) -> None:
     assert body.status_code == 400, body.json
 
 
+def test_times_at_the_ends_of_the_calendar_are_read_not_500(api: Any) -> None:
+    """The first hour of year 1 east of Greenwich is before the earliest UTC time there is;
+    the last hour of 9999 west of it, after the latest: they bound a filter as far as can be.
+    A date that is no date is refused, and the document does not allow it."""
+    submit(api, "bk.add", 1, 2)
+    for query in ({"until": "0001-01-01T00:00:00+01:00"}, {"since": "9999-12-31T23:59:59-01:00"}):
+        for path in ("/api/v1/tasks", "/api/v1/dlq", "/api/v1/audit"):
+            answer = api.get(path, query_string=query)
+            assert answer.status_code == 200, (path, query, answer.json)
+            assert answer.json["items"] == [], (path, query)
+    ends = {"since": "0001-01-01T00:00:00+01:00", "until": "9999-12-31T23:59:59-01:00"}
+    wide = api.get("/api/v1/audit", query_string=ends)
+    assert wide.status_code == 200 and wide.json["items"], wide.json
+    for bad in ("2023-02-29T10:00", "2024-04-31T10:00", "2024-01-01T24:00"):
+        answer = api.get("/api/v1/tasks", query_string={"since": bad})
+        assert answer.status_code == 400, (bad, answer.json)
+        assert "since" in error_of(answer)
+
+
 def test_forged_cursors_are_refused(api: Any) -> None:
     submit(api, "bk.add", 1, 2)
     for cursor in ("W251bGwsIngiXQ", "W1tdLFtdXQ", "e30", "bm90IGpzb24", "!!"):

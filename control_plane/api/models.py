@@ -143,7 +143,10 @@ def _whole(value: Any) -> Any:
 
 #: numbers and flags of a JSON body are JSON numbers and booleans (``false`` is no number)
 Number = Annotated[float, StrictType()]
-Whole = Annotated[int, BeforeValidator(_whole), StrictType()]
+#: whole numbers of a body, their bounds inside (before the conversion, so the document
+#: shows them)
+Priority = Annotated[int, StrictType(), Field(ge=0, le=255), BeforeValidator(_whole)]
+BulkLimit = Annotated[int, StrictType(), Field(ge=1, le=10_000), BeforeValidator(_whole)]
 Flag = Annotated[bool, StrictType()]
 
 
@@ -223,7 +226,7 @@ class SubmitIn(Strict):
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     queue: str | None = Field(None, min_length=1, max_length=255)
-    priority: Whole | None = Field(None, ge=0, le=255)
+    priority: Priority | None = None
     countdown: Number | None = Field(None, ge=0, le=366 * 24 * 3600)
     eta: Instant | None = None
     reason: str = Reason
@@ -252,7 +255,7 @@ class BulkIn(Strict):
     ids: list[str] | None = Field(None, min_length=1, max_length=10_000)
     filter: TaskFilter | None = None
     dry_run: Flag = False
-    limit: Whole = Field(1000, ge=1, le=10_000, description="Refuse when more tasks match.")
+    limit: BulkLimit = Field(1000, description="Refuse when more tasks match.")
     terminate: Flag = False
     reason: str = Reason
 

@@ -63,9 +63,17 @@ def parse_deadline(text: str | datetime | None) -> datetime | None:
 
 
 def _aware(moment: datetime | None) -> datetime | None:
+    """``moment`` in UTC; a time whose UTC falls outside the years 1 to 9999 (the first hour
+    of year 1 east of Greenwich, say) is the earliest or latest time there is."""
     if moment is None:
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        edge = datetime.min if moment.year == datetime.min.year else datetime.max
+        return edge.replace(tzinfo=UTC)
 
 
 def parse_states(
