@@ -149,7 +149,8 @@ _COMMON = {422: "The request is well-formed but cannot be honoured (the message 
 def document(app: APIFlask) -> None:
     """Add to each operation of the OpenAPI document the errors every such route may answer:
     403 (a role too low) where the route needs more than viewer, 404 where a path names
-    something, 413 where it takes a body, 422 and 503 everywhere; the JSON error body each."""
+    something, 413 where it takes a body, 415 where it may take one, 422 and 503 everywhere;
+    the JSON error body each."""
     roles = {}
     for rule in app.url_map.iter_rules():
         view = app.view_functions.get(rule.endpoint)
@@ -178,6 +179,8 @@ def document(app: APIFlask) -> None:
                     wanted[404] = "Not found"
                 if "requestBody" in operation:
                     wanted[413] = "The body is larger than TQ_MAX_BODY_BYTES"
+                if method in ("post", "put", "patch"):  # a body of another type (bodies.py)
+                    wanted[415] = "The body is not JSON (send Content-Type: application/json)"
                 responses = operation.setdefault("responses", {})
                 for status, text in sorted(wanted.items()):
                     responses.setdefault(str(status), {"description": text, "content": error})

@@ -72,6 +72,9 @@ def test_the_openapi_document_is_valid(api: Any) -> None:
     # a bound the models hold is a bound the document states (not a key no tool reads)
     text = json.dumps(document)
     assert not re.findall(r'"(ge|le|gt|lt|min_length|max_length)":', text)
+    for path, operations in document["paths"].items():  # a body that is not JSON
+        for method in {"post", "put", "patch"} & set(operations):
+            assert "415" in operations[method]["responses"], (method, path)
     priority = document["components"]["schemas"]["SubmitIn"]["properties"]["priority"]
     assert {"minimum": 0, "maximum": 255}.items() <= priority["anyOf"][0].items(), priority
 

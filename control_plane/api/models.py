@@ -157,10 +157,15 @@ def _states(value: Any) -> Any:
         isinstance(value, list) and all(isinstance(v, str) for v in value)
     ):
         raise ValueError(STATES_TEXT)
+    if isinstance(value, list) and len(value) > len(TaskState):
+        raise ValueError(f"at most {len(TaskState)} states (there are no more)")
     try:
-        return parse_states(value, fold_case=False)
+        found = parse_states(value, fold_case=False)
     except Exception as exc:  # the message lists the allowed states
         raise ValueError(str(exc)) from None
+    if not found:  # ``state=`` or ``[]``: leave the field out to take every state
+        raise ValueError(f"give at least one state, or leave it out; {STATES_TEXT}")
+    return found
 
 
 STATES_TEXT = f"Result states, comma-separated: {', '.join(values(TaskState))}."
@@ -176,7 +181,7 @@ StatesBody = Annotated[
     BeforeValidator(_states),
     WithJsonSchema({"anyOf": [
         {"type": "array", "items": {"type": "string", "enum": list(values(TaskState))},
-         "maxItems": len(TaskState)},
+         "minItems": 1, "maxItems": len(TaskState)},
         {"type": "string", "pattern": list_pattern(TaskState)},
         {"type": "null"},
     ], "description": STATES_TEXT}),
