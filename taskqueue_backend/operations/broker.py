@@ -17,6 +17,7 @@ from kombu import Connection
 from redis import Redis
 
 from ..selection import TRANSPORT_PATH, uses_taskqueue_broker
+from ..transport.admin import BrokerAdmin
 from ..transport.keys import GlobalKeys, QueueKeys
 from ..transport.options import BrokerOptions
 from ..transport.scripts import Scripts
@@ -34,6 +35,15 @@ class BrokerAccess:
     scripts: Scripts
     #: what a client Celery app needs to publish and to send remote control commands here
     celery_settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def admin(self) -> BrokerAdmin:
+        """The broker's data (dead letters, queues, registry, audit): the only way in."""
+        if self._admin is None:
+            self._admin = BrokerAdmin(self.client, self.scripts, self.prefix, self.options)
+        return self._admin
+
+    _admin: BrokerAdmin | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def open(

@@ -23,14 +23,11 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from .. import lifecycle
 from ..clock import from_epoch, from_epoch_ms
-from ..transport import fields, retention
-from ..transport.keys import QueueKeys
 from ..transport.messages import with_expiry
-from ..transport.replies import as_int, as_text
 from . import history, parsing
 from .data import Page
 from .dead_letter_entries import (
@@ -50,9 +47,7 @@ from .errors import Conflict, InvalidRequest, NotFound
 from .tasks import MIN_PREFIX, glob_escape
 
 if TYPE_CHECKING:
-    from redis import Redis
-
-    from ..transport.scripts import Scripts
+    from ..transport.admin import BrokerAdmin
     from .api import Operations
 
 
@@ -63,23 +58,12 @@ class DeadLetters:
         self.ops = ops
 
     @property
-    def client(self) -> Redis:
-        return self.ops.broker.client
-
-    @property
-    def prefix(self) -> str:
-        return self.ops.broker.prefix
-
-    @property
-    def scripts(self) -> Scripts:
-        return self.ops.broker.scripts
+    def data(self) -> BrokerAdmin:
+        return self.ops.broker.admin
 
     @property
     def actor(self) -> str:
         return self.ops.actor
-
-    def _keys(self, queue: str) -> QueueKeys:
-        return QueueKeys(self.prefix, queue)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -100,12 +84,11 @@ class DeadLetters:
             high = after[0] if high == "+inf" else min(int(high), after[0])
 
         def newest_first(queue: str) -> Iterator[tuple[int, str, str]]:
-            key, offset = self._keys(queue).dead, 0
+            offset = 0
             while True:
-                members = cast(list[tuple[bytes, float]], self.client.zrevrangebyscore(
-                    key, high, low, start=offset, num=chunk, withscores=True))  # fmt: skip
-                for message_id, score in members:
-                    found = (int(score), as_text(message_id) or "", queue)
+                members = self.data.dead_newest_first(queue, high, low, offset, chunk)
+                for score, message_id in members:
+                    found = (score, message_id, queue)
                     if after is None or (found[0], found[1]) < after:
                         yield found
                 if len(members) < chunk:
@@ -118,12 +101,9 @@ class DeadLetters:
     def _load(
         self, candidates: list[tuple[int, str, str]], with_body: bool = False
     ) -> list[DeadLetter]:
-        pipe = self.client.pipeline(transaction=False)
-        for _, message_id, queue in candidates:
-            pipe.hmget(self._keys(queue).message(message_id), fields.RECORD_FIELDS)
+        records = self.data.records([(queue, message_id) for _, message_id, queue in candidates])
         loaded = []
-        for (score, message_id, queue), values in zip(candidates, pipe.execute(), strict=True):
-            message = fields.read_record(queue, message_id, values)
+        for (score, _, _), message in zip(candidates, records, strict=True):
             if message is not None:  # else: removed meanwhile
                 loaded.append(entry_of(message, score, with_body))
         return loaded
@@ -181,9 +161,8 @@ class DeadLetters:
         pattern = glob_escape(prefix) + "*"
         found: list[tuple[str, str]] = []
         for queue in self.ops.queues.names():
-            for member, _score in self.client.zscan_iter(self._keys(queue).dead, match=pattern,
-                                                         count=1000):  # fmt: skip
-                found.append((queue, as_text(member) or ""))
+            for message_id in self.data.dead_ids_like(queue, pattern):
+                found.append((queue, message_id))
                 if len(found) > 1:
                     shown = ", ".join(m for _, m in found)
                     raise Conflict(f"{prefix!r} is the start of several dead letters' message "
@@ -200,19 +179,12 @@ class DeadLetters:
         return found
 
     def _get(self, ident: str) -> DeadLetter | None:
-        queues = self.ops.queues.names()
-        pipe = self.client.pipeline(transaction=False)
-        for queue in queues:
-            pipe.hget(self._keys(queue).ids, ident)
-        message_ids = [as_text(found) or ident for found in pipe.execute()]
-        for queue, message_id in zip(queues, message_ids, strict=True):
-            pipe.zscore(self._keys(queue).dead, message_id)
-        for queue, message_id, score in zip(queues, message_ids, pipe.execute(), strict=True):
-            if score is not None:
-                found = self._load([(int(score), message_id, queue)], with_body=True)
-                if found:
-                    return found[0]
-        return None
+        located = self.data.locate_dead(self.ops.queues.names(), ident)
+        if located is None:
+            return None
+        queue, message_id, score = located
+        found = self._load([(score, message_id, queue)], with_body=True)
+        return found[0] if found else None
 
     def stats(self, scan_limit: int | None = None) -> Stats:
         """Counts of the dead letters (see ``Stats``): totals per queue and the oldest age from
@@ -223,26 +195,17 @@ class DeadLetters:
         stats = Stats()
         now = time.time()
         queues = self.ops.queues.names()
-        pipe = self.client.pipeline(transaction=False)
-        for queue in queues:
-            keys = self._keys(queue)
-            pipe.zcard(keys.dead)
-            pipe.zrange(keys.dead, 0, 0, withscores=True)
-            pipe.hget(keys.state, "dead_trimmed")
-            pipe.zcard(keys.replaying)
-        replies = pipe.execute()
         oldest_ms: float | None = None
-        for i, queue in enumerate(queues):
-            dead, first, trimmed, replaying = replies[4 * i : 4 * i + 4]
+        for queue, counts in zip(queues, self.data.dead_counts(queues), strict=True):
+            dead, first, trimmed, replaying = counts
             if dead:
-                stats.by_queue[queue] = int(dead)
-                stats.total += int(dead)
-            if first:
-                score = float(first[0][1])
-                oldest_ms = score if oldest_ms is None else min(oldest_ms, score)
-            if as_int(trimmed):
-                stats.trimmed[queue] = as_int(trimmed) or 0
-            stats.replaying += int(replaying)
+                stats.by_queue[queue] = dead
+                stats.total += dead
+            if first is not None:
+                oldest_ms = first if oldest_ms is None else min(oldest_ms, first)
+            if trimmed:
+                stats.trimmed[queue] = trimmed
+            stats.replaying += replaying
         if oldest_ms is not None:
             stats.oldest_age = max(now - oldest_ms / 1000, 0.0)
         by_task: Counter[str] = Counter()
@@ -324,7 +287,7 @@ class DeadLetters:
                 if ahead > 0:
                     time.sleep(ahead)
         if to_queue:
-            self.client.sadd(self.ops.broker.global_keys.queues, to_queue)
+            self.data.note_queue(to_queue)
         given = from_epoch_ms(new_expiry) if new_expiry else None
         extra = {} if new_expiry is None else {"expires": given.isoformat() if given else None}
         self._audit("replay", outcome, reason, flt, ids, **extra)
@@ -334,14 +297,9 @@ class DeadLetters:
         self, queue: str, batch: list[DeadLetter], target: str, reason: str,
         new_expiry: int | None = None,
     ) -> list[str]:  # fmt: skip
-        keys, target_keys = self._keys(queue), self._keys(target)
         now = int(time.time() * 1000)
-        claimed = self.scripts["dlq_claim"](
-            keys=[keys.dead, keys.replaying],
-            args=[keys.base, now, STALE_CLAIM_MS, *(e.id for e in batch)],
-            client=self.client,
-        )
-        pairs = reply_pairs(claimed)
+        pairs = reply_pairs(self.data.claim_dead(queue, [e.id for e in batch], now,
+                                                 STALE_CLAIM_MS))  # fmt: skip
         if not pairs:
             return []
         entries = {e.id: e for e in batch}
@@ -351,27 +309,15 @@ class DeadLetters:
             for message_id, task_id in pairs if task_id
         ])  # fmt: skip
         releases: list[Any] = []
-        bodies = self._bodies(queue, [m for m, _ in pairs]) if new_expiry is not None else {}
+        bodies = self.data.bodies(queue, [m for m, _ in pairs]) if new_expiry is not None else {}
         for message_id, _ in pairs:
             body = bodies.get(message_id)
             if body is None:
                 releases += [message_id, "", ""]
             else:  # the operator's new expiry (0: none)
                 releases += [message_id, with_expiry(body, new_expiry or 0), new_expiry or 0]
-        self.scripts["dlq_release"](
-            keys=[keys.replaying, target_keys.ready, target_keys.signal, target_keys.state,
-                  target_keys.ids],
-            args=[keys.base, target_keys.base, now, *releases],
-            client=self.client,
-        )  # fmt: skip
+        self.data.release_dead(queue, target, now, releases)
         return [task_id or message_id for message_id, task_id in pairs]
-
-    def _bodies(self, queue: str, message_ids: list[str]) -> dict[str, bytes]:
-        pipe = self.client.pipeline(transaction=False)
-        for message_id in message_ids:
-            pipe.hget(self._keys(queue).message(message_id), fields.BODY)
-        found = zip(message_ids, pipe.execute(), strict=True)
-        return {m: body for m, body in found if body is not None}
 
     # -- delete and purge ----------------------------------------------------------------------
 
@@ -417,11 +363,7 @@ class DeadLetters:
     ) -> Outcome:
         outcome = Outcome(action, matched=len(selected))
         for queue, batch in _batches_per_queue(selected, BATCH):
-            keys = self._keys(queue)
-            gone = self.scripts["dlq_delete"](
-                keys=[keys.dead], args=[keys.base, *(e.id for e in batch)], client=self.client
-            )
-            pairs = reply_pairs(gone)
+            pairs = reply_pairs(self.data.delete_dead(queue, [e.id for e in batch]))
             outcome.done += len(pairs)
             outcome.skipped += len(batch) - len(pairs)
             outcome.task_ids += [t or m for m, t in pairs]
@@ -461,9 +403,7 @@ class DeadLetters:
         Consuming workers apply it on every heartbeat; the control plane calls this too."""
         trimmed = {}
         for queue in queues if queues is not None else self.ops.queues.names():
-            n = retention.trim_queue(
-                self.client, self.scripts, self.prefix, self.ops.broker.options, queue
-            )
+            n = self.data.trim_dead(queue)
             if n:
                 trimmed[queue] = n
         return trimmed

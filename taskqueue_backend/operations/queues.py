@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 from ..clock import from_epoch_ms, now_ms
-from ..transport import fields, scheduled, stats
-from ..transport.channel import purge_waiting
-from ..transport.replies import as_text
+from ..transport.admin import StoredMessage
+from ..transport.stats import QueueCounts
 from . import history
 from .errors import InvalidRequest, NotFound
 
@@ -76,7 +75,7 @@ class RemoveOutcome:
     result_revoked: bool = False  # the result store now says REVOKED
 
 
-def location(message: fields.StoredMessage) -> MessageLocation:
+def location(message: StoredMessage) -> MessageLocation:
     return MessageLocation(
         queue=message.queue,
         message_id=message.message_id,
@@ -109,9 +108,9 @@ class Queues:
 
     def names(self) -> list[str]:
         """Queues that hold anything (a queue that expired or was deleted is left out)."""
-        return stats.known_queues(self.broker.client, self.broker.prefix)
+        return self.broker.admin.queue_names()
 
-    def _stats(self, counts: stats.QueueCounts, consumers: int) -> QueueStats:
+    def _stats(self, counts: QueueCounts, consumers: int) -> QueueStats:
         now = time.time() * 1000
         oldest, lease = counts.oldest_ready_published_ms, counts.oldest_lease_ms
         return QueueStats(
@@ -130,43 +129,36 @@ class Queues:
             paused_at=from_epoch_ms(counts.paused_since_ms) if counts.paused_since_ms else None,
         )
 
-    def _counts(self, queue: str) -> stats.QueueCounts:
-        b = self.broker
-        return stats.read_counts(b.client, b.scripts, b.prefix, b.options, queue)
+    def _counts(self, queue: str) -> QueueCounts:
+        return self.broker.admin.counts(queue)
 
     def all(self) -> list[QueueStats]:
         """Every queue that holds anything, with its counts and live consumers."""
-        b = self.broker
         names = self.names()
-        consumers = stats.consumers_per_queue(b.client, b.prefix, b.options, names)
+        consumers = self.broker.admin.consumers(names)
         return [self._stats(self._counts(q), consumers.get(q, 0)) for q in names]
 
     def stats(self, queue: str) -> QueueStats:
         self._known(queue)
-        b = self.broker
-        consumers = stats.consumers_per_queue(b.client, b.prefix, b.options, [queue])
+        consumers = self.broker.admin.consumers([queue])
         return self._stats(self._counts(queue), consumers.get(queue, 0))
 
     # -- messages ----------------------------------------------------------------------------
 
-    def message(self, queue: str, message_id: str) -> fields.StoredMessage | None:
-        keys = self.broker.queue_keys(queue)
-        values = self.broker.client.hmget(keys.message(message_id), fields.RECORD_FIELDS)
-        return fields.read_record(queue, message_id, cast(list[Any], values))
+    def message(self, queue: str, message_id: str) -> StoredMessage | None:
+        return self.broker.admin.message(queue, message_id)
 
     def find(self, task_id: str) -> list[MessageLocation]:
         """Every queue holding a message of this task (usually one)."""
         return [location(m) for m in self.find_messages(task_id)]
 
-    def find_messages(self, task_id: str) -> list[fields.StoredMessage]:
+    def find_messages(self, task_id: str) -> list[StoredMessage]:
         queues = self.names()
-        pipe = self.broker.client.pipeline(transaction=False)
-        for queue in queues:
-            pipe.hget(self.broker.queue_keys(queue).ids, task_id)
         found = []
-        for queue, message_id in zip(queues, pipe.execute(), strict=True):
+        for queue, message_id in zip(queues, self.broker.admin.message_ids_of(queues, task_id),
+                                     strict=True):  # fmt: skip
             if message_id is not None:
-                message = self.message(queue, as_text(message_id) or "")
+                message = self.message(queue, message_id)
                 if message is not None:
                     found.append(message)
         return found
@@ -175,8 +167,7 @@ class Queues:
         """The queue's delayed messages, soonest first."""
         if not 1 <= limit <= 10_000:
             raise InvalidRequest(f"limit must be from 1 to 10000, got {limit}")
-        found = scheduled.delayed_messages(self.broker.client, self.broker.prefix, queue, limit)
-        return [location(m) for m in found]
+        return [location(m) for m in self.broker.admin.delayed(queue, limit)]
 
     # -- changing them -----------------------------------------------------------------------
 
@@ -188,14 +179,8 @@ class Queues:
         task_id = self.ops.tasks.resolve(ident)
         outcome = RemoveOutcome(task_id)
         for queue in self.names():
-            keys = self.broker.queue_keys(queue)
             before = self.message_of(queue, task_id)
-            state, _owner = self.broker.scripts["remove"](
-                keys=[keys.ready, keys.delayed, keys.dead, keys.ids],
-                args=[keys.base, task_id],
-                client=self.broker.client,
-            )
-            state = as_text(state)
+            state = self.broker.admin.remove_waiting(queue, task_id)
             if state == "removed" and before is not None:
                 outcome.removed.append(location(before))
             elif state == "inflight" and before is not None:
@@ -213,9 +198,9 @@ class Queues:
             )  # fmt: skip
         return outcome
 
-    def message_of(self, queue: str, task_id: str) -> fields.StoredMessage | None:
-        message_id = self.broker.client.hget(self.broker.queue_keys(queue).ids, task_id)
-        return None if message_id is None else self.message(queue, as_text(message_id) or "")
+    def message_of(self, queue: str, task_id: str) -> StoredMessage | None:
+        [message_id] = self.broker.admin.message_ids_of([queue], task_id)
+        return None if message_id is None else self.message(queue, message_id)
 
     def _revoke_result(self, task_id: str, outcome: RemoveOutcome, reason: str) -> bool:
         first = outcome.removed[0]
@@ -234,11 +219,7 @@ class Queues:
         (before a deploy starts sending to it). False if it was paused already."""
         if not queue or len(queue) > 255:
             raise InvalidRequest("give the queue's name (at most 255 characters)")
-        keys = self.broker.queue_keys(queue)
-        done = bool(self.broker.scripts["pause"](
-            keys=[keys.state, self.broker.global_keys.queues],
-            args=[now_ms(), self.ops.actor, reason, queue], client=self.broker.client,
-        ))  # fmt: skip
+        done = self.broker.admin.pause(queue, now_ms(), self.ops.actor, reason)
         self.ops.audit.record(self.ops.actor, "queue.pause", queue, reason, changed=done)
         return done
 
@@ -246,11 +227,7 @@ class Queues:
         """Let consumers lease from ``queue`` again (they are woken at once). False if it was
         not paused."""
         self._known(queue)
-        keys = self.broker.queue_keys(queue)
-        done = bool(self.broker.scripts["resume"](
-            keys=[keys.ready, keys.delayed, keys.signal, keys.state], args=[keys.base],
-            client=self.broker.client,
-        ))  # fmt: skip
+        done = self.broker.admin.resume(queue)
         self.ops.audit.record(self.ops.actor, "queue.resume", queue, reason, changed=done)
         return done
 
@@ -264,8 +241,7 @@ class Queues:
         if dry_run:
             counts = self.stats(queue)
             return counts.ready + (counts.delayed if include_delayed else 0)
-        b = self.broker
-        gone = purge_waiting(b.scripts, b.client, b.queue_keys(queue), include_delayed)
+        gone = self.broker.admin.purge(queue, include_delayed)
         self.ops.audit.record(self.ops.actor, "queue.purge", queue, reason, purged=gone,
                               include_delayed=include_delayed)  # fmt: skip
         return gone

@@ -1,0 +1,87 @@
+"""The queues' data in Redis: the registry of known queues, each queue's counts
+(``stats.lua``), its messages' hashes and task-id index, its delayed set, and the scripts that
+remove, pause, resume and purge (``remove``, ``pause``, ``resume``, ``purge``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from .. import fields, scheduled, stats
+from ..keys import GlobalKeys, QueueKeys
+from ..replies import as_text
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from ..options import BrokerOptions
+    from ..scripts import Scripts
+
+
+class QueueData:
+    """Mixed into ``BrokerAdmin``, whose client, scripts, prefix and options it uses."""
+
+    client: Redis
+    scripts: Scripts
+    prefix: str
+    options: BrokerOptions
+
+    def queue_names(self) -> list[str]:
+        """Queues that hold anything (one that expired or was deleted is left out)."""
+        return stats.known_queues(self.client, self.prefix)
+
+    def counts(self, queue: str) -> stats.QueueCounts:
+        return stats.read_counts(self.client, self.scripts, self.prefix, self.options, queue)
+
+    def consumers(self, queues: Sequence[str]) -> dict[str, int]:
+        """Live consumers per queue."""
+        return stats.consumers_per_queue(self.client, self.prefix, self.options, list(queues))
+
+    def message(self, queue: str, message_id: str) -> fields.StoredMessage | None:
+        keys = QueueKeys(self.prefix, queue)
+        values = self.client.hmget(keys.message(message_id), fields.RECORD_FIELDS)
+        return fields.read_record(queue, message_id, cast(list[Any], values))
+
+    def message_ids_of(self, queues: Sequence[str], task_id: str) -> list[str | None]:
+        """Per queue, the id of the task's message there (the task-id index), or None."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.hget(QueueKeys(self.prefix, queue).ids, task_id)
+        return [as_text(found) for found in pipe.execute()]
+
+    def delayed(self, queue: str, limit: int) -> list[fields.StoredMessage]:
+        """The queue's delayed messages, soonest first."""
+        return scheduled.delayed_messages(self.client, self.prefix, queue, limit)
+
+    def remove_waiting(self, queue: str, task_id: str) -> str:
+        """Delete the task's message if it waits (``remove.lua``): ``removed``, or where it
+        is instead (``inflight``, ``dead``), or ``missing``."""
+        keys = QueueKeys(self.prefix, queue)
+        state, _owner = self.scripts["remove"](
+            keys=[keys.ready, keys.delayed, keys.dead, keys.ids], args=[keys.base, task_id],
+            client=self.client,
+        )  # fmt: skip
+        return as_text(state) or ""
+
+    def pause(self, queue: str, now: int, actor: str, reason: str) -> bool:
+        """Stop consumers leasing from ``queue`` (``pause.lua``); False if it was paused."""
+        keys = QueueKeys(self.prefix, queue)
+        return bool(self.scripts["pause"](
+            keys=[keys.state, GlobalKeys(self.prefix).queues], args=[now, actor, reason, queue],
+            client=self.client,
+        ))  # fmt: skip
+
+    def resume(self, queue: str) -> bool:
+        """Let consumers lease from ``queue`` again, waking them (``resume.lua``)."""
+        keys = QueueKeys(self.prefix, queue)
+        return bool(self.scripts["resume"](
+            keys=[keys.ready, keys.delayed, keys.signal, keys.state], args=[keys.base],
+            client=self.client,
+        ))  # fmt: skip
+
+    def purge(self, queue: str, include_delayed: bool) -> int:
+        """Delete the queue's waiting messages; how many went."""
+        from ..channel import purge_waiting
+
+        return purge_waiting(self.scripts, self.client, QueueKeys(self.prefix, queue),
+                             include_delayed)  # fmt: skip
