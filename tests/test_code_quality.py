@@ -110,6 +110,47 @@ def test_no_module_publishes_a_marked_message_for_the_dead_letters() -> None:
     assert "x-tq-dead-letter" not in string_literals()
 
 
+#: what only ``transport`` (its ``admin`` package for everyone else) knows of the broker's data
+BROKER_INTERNALS = {"taskqueue_backend.transport.keys", "taskqueue_backend.transport.fields",
+                    "taskqueue_backend.transport.scripts", "taskqueue_backend.transport.recovery",
+                    "taskqueue_backend.transport.stats", "taskqueue_backend.transport.scheduled",
+                    "taskqueue_backend.transport.retention",
+                    "taskqueue_backend.transport.audit_stream"}  # fmt: skip
+#: the one module of the operations layer that hands the client to ``transport.admin``
+BROKER_DOOR = "taskqueue_backend/operations/broker.py"
+
+
+def test_only_the_transport_touches_the_broker_data() -> None:
+    """The operations layer and the control plane reach the broker's Redis through
+    ``transport.admin`` alone: no Redis client call, no key, field or script of their own."""
+    imports = {**package_imports("taskqueue_backend"), **package_imports("control_plane")}
+    touching = {}
+    for package in ("taskqueue_backend/operations", "control_plane"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            relative = str(path.relative_to(ROOT))
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(
+                ".__init__"
+            )
+            if relative == BROKER_DOOR:
+                continue
+            found = sorted(imports.get(module, set()) & BROKER_INTERNALS)
+            for node in ast.walk(parse(path)):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and node.attr in ("client", "scripts")
+                    and (
+                        isinstance(node.value, ast.Attribute)
+                        and node.value.attr == "broker"
+                        or isinstance(node.value, ast.Name)
+                        and node.value.id == "self"
+                    )
+                ):
+                    found.append(f"line {node.lineno}: .{node.attr}")
+            if found:
+                touching[relative] = found
+    assert touching == {}, "call transport.admin instead"
+
+
 def package_imports(package: str) -> dict[str, set[str]]:
     """module -> the modules of ``package`` it imports (at any level, lazily too)."""
     root = ROOT / package

@@ -42,7 +42,7 @@ def _checks() -> dict[str, str]:
         return {"redis": _down("redis", exc)}
     if ops.has_broker:
         try:
-            ops.broker.client.ping()
+            ops.broker.admin.ping()
             found["redis"] = "ok"
         except Exception as exc:
             found["redis"] = _down("redis", exc)

@@ -16,11 +16,14 @@ import hashlib
 import hmac
 import secrets
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from flask import current_app
-from redis import Redis
 
 from ..context import backends
+
+if TYPE_CHECKING:
+    from taskqueue_backend.transport.admin import BrokerAdmin
 
 
 class NoBroker(RuntimeError):
@@ -34,47 +37,35 @@ class NoBroker(RuntimeError):
         )
 
 
-def record_key(prefix: str, session_id: str) -> str:
-    digest = hashlib.sha256(session_id.encode()).hexdigest()
-    return f"{prefix}{{tq}}:ui-session:{digest}"
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
-def _redis() -> tuple[Redis, str] | None:
-    """The broker's client and global key prefix (None: this control plane has no broker)."""
+def _records() -> BrokerAdmin | None:
+    """Where sign-ins are recorded: the broker's data (None: this control plane has none)."""
     ops = backends(current_app).ops()
-    if not ops.has_broker:
-        return None
-    return ops.broker.client, ops.broker.prefix
+    return ops.broker.admin if ops.has_broker else None
 
 
 def start(name: str, lifetime: timedelta) -> str:
     """Record a new sign-in of ``name`` for ``lifetime``; its id, for the session cookie."""
-    found = _redis()
-    if found is None:
+    records = _records()
+    if records is None:
         raise NoBroker()
-    client, prefix = found
     session_id = secrets.token_urlsafe(32)
-    milliseconds = max(int(lifetime.total_seconds() * 1000), 1)
-    client.set(record_key(prefix, session_id), name, px=milliseconds)
+    records.sign_in_record(_digest(session_id), name, max(int(lifetime.total_seconds() * 1000), 1))
     return session_id
 
 
 def is_current(session_id: str, name: str) -> bool:
     """Whether the sign-in ``session_id`` of ``name`` is recorded (not ended, not expired)."""
-    found = _redis()
-    if found is None:
-        return False
-    client, prefix = found
-    recorded = client.get(record_key(prefix, session_id))
-    if recorded is None:
-        return False
-    text = recorded.decode() if isinstance(recorded, bytes) else str(recorded)
-    return hmac.compare_digest(text.encode(), name.encode())
+    records = _records()
+    recorded = records.signed_in(_digest(session_id)) if records is not None else None
+    return recorded is not None and hmac.compare_digest(recorded.encode(), name.encode())
 
 
 def end(session_id: str) -> None:
     """Forget the sign-in: every copy of its cookie is signed out from now on."""
-    found = _redis()
-    if found is not None:
-        client, prefix = found
-        client.delete(record_key(prefix, session_id))
+    records = _records()
+    if records is not None:
+        records.sign_in_end(_digest(session_id))

@@ -14,10 +14,10 @@ import re
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from ..clock import from_epoch
-from ..transport import audit_stream as stream
+from ..transport.admin import AuditRecord
 from ..transport.replies import as_text
 from .broker import BrokerAccess
 from .data import Page
@@ -90,9 +90,7 @@ class AuditLog:
         self, actor: str, action: str, target: str, reason: str = "", **detail: Any
     ) -> AuditEntry:
         detail = {"outcome": "done", **self.context, **detail}
-        entry_id, at = stream.record(
-            self.broker.client, self.broker.prefix, actor, action, target, reason, **detail
-        )
+        entry_id, at = self.broker.admin.audit_append(actor, action, target, reason, **detail)
         return AuditEntry(entry_id, from_epoch(at), actor, action, target, reason,
                           json.loads(json.dumps(detail, default=str)))  # fmt: skip
 
@@ -105,7 +103,6 @@ class AuditLog:
         if cursor is not None and not _STREAM_ID.match(cursor):
             raise InvalidRequest(f"invalid cursor {cursor!r}")
         query = query or AuditQuery()
-        key = self.broker.global_keys.audit
         if query.until is not None and query.until.timestamp() < 0:
             return Page([], None)  # stream ids count milliseconds from 1970
         if cursor:
@@ -119,29 +116,21 @@ class AuditLog:
         found: list[AuditEntry] = []
         more = False
         while not more:
-            batch = cast(list[Any], self.broker.client.xrevrange(key, high, low, count=500))
+            batch = self.broker.admin.audit_newest_first(high, low, 500)
             if not batch:
                 break
-            for entry_id, raw in batch:
-                entry = self._entry(_text(entry_id), raw)
+            for record in batch:
+                entry = _entry(record)
                 if query.matches(entry):
                     if len(found) == limit:
                         more = True
                         break
                     found.append(entry)
-            high = f"({_text(batch[-1][0])}"
+            high = f"({batch[-1].id}"
         return Page(found, found[-1].id if more and found else None)
 
-    @staticmethod
-    def _entry(entry_id: str, raw: dict[Any, Any]) -> AuditEntry:
-        f = {_text(k): _text(v) for k, v in raw.items()}
-        at = f.get(stream.AT)
-        return AuditEntry(
-            id=entry_id,
-            at=from_epoch(float(at)) if at else None,
-            actor=f.get(stream.ACTOR, ""),
-            action=f.get(stream.ACTION, ""),
-            target=f.get(stream.TARGET, ""),
-            reason=f.get(stream.REASON, ""),
-            detail=json.loads(f.get(stream.DETAIL) or "{}"),
-        )
+
+def _entry(record: AuditRecord) -> AuditEntry:
+    return AuditEntry(id=record.id, at=from_epoch(record.at) if record.at else None,
+                      actor=record.actor, action=record.action, target=record.target,
+                      reason=record.reason, detail=record.detail)  # fmt: skip

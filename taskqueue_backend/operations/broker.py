@@ -1,7 +1,9 @@
 """Reaching the broker: a kombu connection of this transport, kept open for the operations.
 
-Every Redis call of the operations layer goes through the client of a channel of this
-transport, so whatever kombu's connection machinery supports reaches it too: ``redis://``,
+Every Redis call of the operations layer goes through ``admin`` (``transport.admin``, the one
+owner of the broker's keys, fields and scripts outside the transport's own moves), over the
+client of a channel of this transport, so whatever kombu's connection machinery supports
+reaches it too: ``redis://``,
 ``rediss://`` with TLS options, ACL users, database numbers, Sentinel (``sentinel://`` with
 ``master_name``), failover URLs and ``global_keyprefix``. The channel never consumes: it only
 lends its connection pool (thread-safe, so one broker access serves every request thread).
@@ -18,7 +20,6 @@ from redis import Redis
 
 from ..selection import TRANSPORT_PATH, uses_taskqueue_broker
 from ..transport.admin import BrokerAdmin
-from ..transport.keys import GlobalKeys, QueueKeys
 from ..transport.options import BrokerOptions
 from ..transport.scripts import Scripts
 from .errors import InvalidRequest
@@ -90,13 +91,6 @@ class BrokerAccess:
         """The broker's URL without its password, and the key prefix if any."""
         where = self.connection.as_uri()
         return f"{where} (keyprefix {self.prefix!r})" if self.prefix else where
-
-    def queue_keys(self, queue: str) -> QueueKeys:
-        return QueueKeys(self.prefix, queue)
-
-    @property
-    def global_keys(self) -> GlobalKeys:
-        return GlobalKeys(self.prefix)
 
     def close(self) -> None:
         self.connection.release()

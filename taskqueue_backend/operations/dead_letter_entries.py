@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from ..clock import from_epoch_ms
-from ..transport.fields import StoredMessage
+from ..transport.admin import StoredMessage
 from ..transport.messages import expires_at
 from ..transport.replies import as_text
 from ..vocabulary import DeadLetterReason, UnknownValue, parse, values

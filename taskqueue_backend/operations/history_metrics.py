@@ -23,17 +23,18 @@ others read the totals as they are.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from .. import lifecycle
 from ..backend import listing
-from ..transport.replies import as_text
 
 if TYPE_CHECKING:
+    from ..transport.admin import BrokerAdmin
     from .api import Operations
 
 #: the history events counted
@@ -54,65 +55,62 @@ class Tally:
         self.ops = ops
         assert ops.results is not None
         table = ops.results.tables.events
-        digest = hashlib.sha256(f"{table.schema}.{table.name}".encode()).hexdigest()[:16]
-        base = ops.broker.global_keys.metrics(digest)
-        self.key, self.names_key, self.lock_key = base, f"{base}:names", f"{base}:lock"
+        self.store = hashlib.sha256(f"{table.schema}.{table.name}".encode()).hexdigest()[:16]
 
     @property
-    def client(self) -> Any:
-        return self.ops.broker.client
+    def data(self) -> BrokerAdmin:
+        return self.ops.broker.admin
 
     def fold(self) -> None:
         """Count the history rows written since the last fold (if no other process is)."""
-        if not self.client.set(self.lock_key, "1", nx=True, ex=LOCK_SECONDS):
+        if not self.data.tally_lock(self.store, LOCK_SECONDS):
             return
         try:
             self._fold()
         finally:
-            self.client.delete(self.lock_key)
+            self.data.tally_unlock(self.store)
 
     def _fold(self) -> None:
         store = self.ops.results
         assert store is not None
         newest = listing.last_event_id(store)
-        last = as_text(self.client.hget(self.key, "last_id"))
-        if last is None:  # first scrape of this store: count from now on
-            self.client.hset(self.key, "last_id", newest)
+        last = self.data.tally(self.store).get("last_id")
+        if not last:  # first scrape of this store: count from now on
+            self.data.tally_add(self.store, newest)
             return
         low = int(last)
         if newest <= low:
             return
-        pipe = self.client.pipeline(transaction=True)
         if newest - low > MAX_ROWS:
-            pipe.hincrby(self.key, "skipped", newest - low)
-            pipe.hset(self.key, "last_id", newest)
-            pipe.execute()
+            self.data.tally_add(self.store, newest, {"skipped": newest - low})
             return
         counts, finished = listing.counted_events(store, COUNTED_EVENTS, low, newest)
-        labelled = {as_text(n) for n in cast(set[bytes], self.client.smembers(self.names_key))}
+        labelled = self.data.tally_names(self.store)
+        new_names = []
         for name in sorted({name for _, name in counts}):
             if name not in labelled and len(labelled) < MAX_NAMES:
                 labelled.add(name)
-                pipe.sadd(self.names_key, name)
+                new_names.append(name)
+        increments: Counter[str] = Counter()
+        amounts: dict[str, float] = {}
         for (event, name), n in counts.items():
-            pipe.hincrby(self.key, f"e|{event}|{name if name in labelled else OTHER}", n)
+            increments[f"e|{event}|{name if name in labelled else OTHER}"] += n
         for sent, started, done in finished:
             if started is not None and done is not None:
-                self._observe(pipe, "runtime", (done - started).total_seconds())
+                _observe(increments, amounts, "runtime", (done - started).total_seconds())
             if sent is not None and started is not None:
-                self._observe(pipe, "wait", (started - sent).total_seconds())
-        pipe.hset(self.key, "last_id", newest)
-        pipe.execute()
-
-    def _observe(self, pipe: Any, metric: str, seconds: float) -> None:
-        seconds = max(seconds, 0.0)
-        bucket = next((str(b) for b in BUCKETS if seconds <= b), "+Inf")
-        pipe.hincrby(self.key, f"{metric}|{bucket}", 1)
-        pipe.hincrbyfloat(self.key, f"{metric}|sum", seconds)
+                _observe(increments, amounts, "wait", (started - sent).total_seconds())
+        self.data.tally_add(self.store, newest, increments, amounts, new_names)
 
     def read(self) -> dict[str, str]:
-        raw = cast(dict[bytes, bytes], self.client.hgetall(self.key))
-        return {as_text(k) or "": as_text(v) or "" for k, v in raw.items()}
+        return self.data.tally(self.store)
+
+
+def _observe(counts: Counter[str], amounts: dict[str, float], metric: str, seconds: float) -> None:
+    seconds = max(seconds, 0.0)
+    bucket = next((str(b) for b in BUCKETS if seconds <= b), "+Inf")
+    counts[f"{metric}|{bucket}"] += 1
+    amounts[f"{metric}|sum"] = amounts.get(f"{metric}|sum", 0.0) + seconds
 
 
 class HistoryCollector(Collector):

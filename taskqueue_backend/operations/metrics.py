@@ -22,7 +22,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ..transport.replies import as_int
 from ..vocabulary import WorkerState
 
 if TYPE_CHECKING:
@@ -67,17 +66,15 @@ class BrokerCollector(Collector):
             "taskqueue_queue_consumers", "Live consumers of the queue", labels=["queue"]
         )
         all_stats = self.ops.queues.all()
-        pipe = self.ops.broker.client.pipeline(transaction=False)
-        for stats in all_stats:
-            pipe.hget(self.ops.broker.queue_keys(stats.queue).state, "dead_trimmed")
-        for stats, trims in zip(all_stats, pipe.execute(), strict=True):
+        trimmed_counts = self.ops.broker.admin.dead_trimmed([s.queue for s in all_stats])
+        for stats, trims in zip(all_stats, trimmed_counts, strict=True):
             q = stats.queue
             for state, count in (("ready", stats.ready), ("delayed", stats.delayed),
                                  ("inflight", stats.inflight), ("dead", stats.dead)):  # fmt: skip
                 messages.add_metric([q, state], count)
             if stats.oldest_ready_age is not None:
                 oldest.add_metric([q], stats.oldest_ready_age)
-            trimmed.add_metric([q], as_int(trims) or 0)
+            trimmed.add_metric([q], trims)
             for priority, count in stats.ready_by_priority.items():
                 ready.add_metric([q, str(priority)], count)
             for reason, count in stats.dead_by_reason.items():

@@ -13,8 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..clock import from_epoch_ms, now_ms
-from ..transport.admin import StoredMessage
-from ..transport.stats import QueueCounts
+from ..transport.admin import QueueCounts, StoredMessage
 from . import history
 from .errors import InvalidRequest, NotFound
 

@@ -118,17 +118,16 @@ class TaskActions:
         # a key is the caller's own: another principal reusing it gets a task of its own
         digest = hashlib.sha256(f"{self.ops.actor}\n{idempotency_key}".encode()).hexdigest()
         fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
-        key = self.ops.broker.global_keys.idempotency(digest)
         task_id = str(uuid.uuid4())
         claim = json.dumps({"task_id": task_id, "fingerprint": fingerprint})
-        client = self.ops.broker.client
-        if client.set(key, claim, nx=True, ex=IDEMPOTENCY_WINDOW):
+        data = self.ops.broker.admin
+        if data.claim_once(digest, claim, IDEMPOTENCY_WINDOW):
             try:
                 return self._send(request, task_id, reason, idempotency_key=True)
             except Exception:
-                client.delete(key)  # nothing was sent: the key may be used again
+                data.unclaim(digest)  # nothing was sent: the key may be used again
                 raise
-        first = json.loads(client.get(key) or "{}")
+        first = json.loads(data.claim_of(digest) or "{}")
         if first.get("fingerprint") != fingerprint:
             raise Conflict("this Idempotency-Key was used for a different request within its "
                            "window; use a new key for a new request")  # fmt: skip

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..backend import listing
 from ..clock import as_utc
-from ..transport.replies import as_text
 from .data import Page
 from .dead_letter_entries import DeadLetter
 from .errors import Conflict, InvalidRequest, NotFound
@@ -155,11 +154,9 @@ class Tasks(TaskActions):
         found: set[str] = set()
         if not self.ops.has_broker:
             return found
-        client = self.ops.broker.client
         for queue in self.ops.queues.names():
-            key = self.ops.broker.queue_keys(queue).ids
-            for task_id, _ in client.hscan_iter(key, match=pattern, count=1000):
-                found.add(as_text(task_id) or "")
+            for task_id in self.ops.broker.admin.task_ids_like(queue, pattern):
+                found.add(task_id)
                 if len(found) > limit:
                     return found
         return found

@@ -23,17 +23,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ..clock import from_epoch, from_epoch_ms
-from ..transport import recovery
 from ..transport.replies import as_int, as_seconds, as_text
 from ..vocabulary import UnknownValue, WorkerState, parse, values
 from . import history
 from .errors import Conflict, InvalidRequest, NotFound
 
 if TYPE_CHECKING:
-    from ..transport.keys import GlobalKeys
     from .api import Operations
     from .broker import BrokerAccess
 
@@ -82,10 +80,6 @@ class Workers:
     def broker(self) -> BrokerAccess:
         return self.ops.broker
 
-    @property
-    def keys(self) -> GlobalKeys:
-        return self.ops.broker.global_keys
-
     def all(self, status: str | None = None) -> list[WorkerInfo]:
         """Online and stale workers (newest beat first), then offline ones (newest first)."""
         if status is not None:
@@ -93,37 +87,24 @@ class Workers:
                 status = parse(WorkerState, status, "worker status")
             except UnknownValue as exc:
                 raise InvalidRequest(str(exc)) from None
-        client = self.broker.client
         now = time.time()
-        recovery.prune_offline(client, self.broker.prefix)
-        Scored = list[tuple[bytes, float]]
-        live: Scored = []
-        gone: Scored = []
-        if status != WorkerState.OFFLINE:
-            live = cast(Scored, client.zrevrange(self.keys.consumers, 0, -1, withscores=True))
-        if status in (None, WorkerState.OFFLINE):
-            gone = cast(Scored, client.zrevrange(self.keys.offline, 0, -1, withscores=True))
-        pipe = client.pipeline(transaction=False)
-        for consumer_id, _ in live + gone:
-            pipe.hgetall(self.keys.consumer(as_text(consumer_id) or ""))
-        hashes = pipe.execute()
+        live, gone = self.broker.admin.registered(
+            live=status != WorkerState.OFFLINE, offline=status in (None, WorkerState.OFFLINE)
+        )
         infos = []
         deadline = now - self.broker.options.heartbeat_timeout
-        for index, ((consumer_id, score), raw) in enumerate(zip(live + gone, hashes, strict=True)):
+        for index, (consumer_id, score, raw) in enumerate(live + gone):
             offline = index >= len(live)
-            if offline and not raw:
-                continue  # expired meanwhile
-            info = self._info(as_text(consumer_id) or "", raw, score, offline, deadline, now)
+            info = self._info(consumer_id, raw, score, offline, deadline, now)
             if status is None or info.state == status:
                 infos.append(info)
         self._add_failures(infos)
         return infos
 
     def _info(
-        self, consumer_id: str, raw: dict[Any, Any], score: float, offline: bool, deadline: float,
+        self, consumer_id: str, f: dict[str, Any], score: float, offline: bool, deadline: float,
         now: float,
     ) -> WorkerInfo:  # fmt: skip
-        f = {as_text(k) or "": v for k, v in raw.items()}
         beat = as_seconds(f.get("last_beat")) if offline else score / 1000
         state = (
             WorkerState.OFFLINE
@@ -150,11 +131,9 @@ class Workers:
         )
 
     def _add_failures(self, infos: list[WorkerInfo]) -> None:
-        pipe = self.broker.client.pipeline(transaction=False)
-        for w in infos:
-            pipe.get(self.keys.failures(w.hostname, w.pid or 0))
-        for w, count in zip(infos, pipe.execute(), strict=True):
-            w.failed = as_int(count) or 0
+        counts = self.broker.admin.failures([(w.hostname, w.pid or 0) for w in infos])
+        for w, count in zip(infos, counts, strict=True):
+            w.failed = count
 
     def get(self, ident: str) -> list[WorkerInfo]:
         """The worker processes with this consumer id or node name (a node restarted several
@@ -168,10 +147,8 @@ class Workers:
     def recover_stale(self, reason: str = "") -> list[RecoveryOutcome]:
         """Return the messages of every stale worker now (live workers also do it on their
         heartbeat); the tasks' history and the audit log say who did it."""
-        b = self.broker
         notify = partial(history.record_broker_events, self.ops)
-        done = recovery.reap_stale(b.client, b.scripts, b.prefix, b.options, self.ops.actor,
-                                   notify=notify)  # fmt: skip
+        done = self.broker.admin.recover_every_stale(self.ops.actor, notify)
         if done:
             target = ",".join(r.consumer_id for r in done)[:500]
             returned = sum(len(r.returned) for r in done)
@@ -188,14 +165,8 @@ class Workers:
             states = ", ".join(sorted({w.state for w in found}))
             raise Conflict(f"{ident} is not stale ({states}): only a worker that missed its "
                            "heartbeat window is recovered")  # fmt: skip
-        b = self.broker
         notify = partial(history.record_broker_events, self.ops)
-        done = [
-            recovery.recover_consumer(
-                b.client, b.scripts, b.prefix, w.consumer_id, b.options, self.ops.actor, notify
-            )  # fmt: skip
-            for w in stale
-        ]
+        done = [self.broker.admin.recover(w.consumer_id, self.ops.actor, notify) for w in stale]
         self.ops.audit.record(self.ops.actor, "worker.recover", ident, reason,
                               returned=sum(len(r.returned) for r in done),
                               dead_lettered=sum(len(r.dead_lettered) for r in done))  # fmt: skip
@@ -228,13 +199,8 @@ class Workers:
                 f": only a worker that is gone can be forgotten{hint}"
             )  # fmt: skip
         running = {(w.hostname, w.pid) for w in self.all() if w.state != WorkerState.OFFLINE}
-        pipe = self.broker.client.pipeline(transaction=True)
-        for worker in found:
-            pipe.zrem(self.keys.offline, worker.consumer_id)
-            pipe.delete(self.keys.consumer(worker.consumer_id))
-            if (worker.hostname, worker.pid) not in running:  # a restart may reuse name and pid
-                pipe.delete(self.keys.failures(worker.hostname, worker.pid or 0))
-        pipe.execute()
+        self.broker.admin.forget([(w.consumer_id, w.hostname, w.pid or 0) for w in found],
+                                 keep_counts={(h, p or 0) for h, p in running})  # fmt: skip
         forgotten = [w.consumer_id for w in found]
         self.ops.audit.record(self.ops.actor, "worker.forget", ident, reason,
                               consumers=forgotten)  # fmt: skip

@@ -96,6 +96,11 @@ class GlobalKeys:
         """String: the task an ``Idempotency-Key`` (by its SHA-256) submitted, while it lasts."""
         return f"{self.prefix}{{tq}}:idempotency:{digest}"
 
+    def sign_in(self, digest: str) -> str:
+        """String: the principal of an admin UI sign-in (by the SHA-256 of its session id),
+        while the sign-in lasts."""
+        return f"{self.prefix}{{tq}}:ui-session:{digest}"
+
     def consumer(self, consumer_id: str) -> str:
         """Hash describing one consumer: hostname, pid, queues, held, started_at, counts."""
         return f"{self.prefix}{{tq}}:consumer:{consumer_id}"

@@ -17,14 +17,17 @@ from redis import Redis
 from ..fields import StoredMessage
 from ..options import BrokerOptions
 from ..scripts import Scripts
+from ..stats import QueueCounts
+from .bookkeeping import AuditRecord, BookkeepingData
 from .dead_letters import DeadLetterData
 from .queues import QueueData
+from .registry import RegistryData
 
-__all__ = ["BrokerAdmin", "StoredMessage"]
+__all__ = ["AuditRecord", "BrokerAdmin", "QueueCounts", "StoredMessage"]
 
 
 @dataclass
-class BrokerAdmin(DeadLetterData, QueueData):
+class BrokerAdmin(DeadLetterData, QueueData, RegistryData, BookkeepingData):
     """The broker's data under one ``global_keyprefix`` of one Redis database."""
 
     client: Redis

@@ -86,6 +86,13 @@ class DeadLetterData:
             counts.append((int(dead or 0), oldest, as_int(trimmed) or 0, int(replaying or 0)))
         return counts
 
+    def dead_trimmed(self, queues: Sequence[str]) -> list[int]:
+        """Per queue, how many dead letters retention has trimmed."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.hget(self._queue(queue).state, "dead_trimmed")
+        return [as_int(n) or 0 for n in pipe.execute()]
+
     def claim_dead(self, queue: str, message_ids: Sequence[str], now: int, stale_ms: int) -> Any:
         """Claim entries for a replay (``dlq_claim.lua``): the (message id, task id) pairs
         claimed, flat as the script returns them."""

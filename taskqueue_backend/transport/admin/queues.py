@@ -4,7 +4,7 @@ remove, pause, resume and purge (``remove``, ``pause``, ``resume``, ``purge``)."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import fields, scheduled, stats
@@ -48,6 +48,12 @@ class QueueData:
         for queue in queues:
             pipe.hget(QueueKeys(self.prefix, queue).ids, task_id)
         return [as_text(found) for found in pipe.execute()]
+
+    def task_ids_like(self, queue: str, pattern: str) -> Iterator[str]:
+        """The task ids in the queue's task-id index that match a glob ``pattern``."""
+        key = QueueKeys(self.prefix, queue).ids
+        for task_id, _ in self.client.hscan_iter(key, match=pattern, count=1000):
+            yield as_text(task_id) or ""
 
     def delayed(self, queue: str, limit: int) -> list[fields.StoredMessage]:
         """The queue's delayed messages, soonest first."""
