@@ -204,3 +204,12 @@ def test_the_control_plane_has_no_import_circle() -> None:
         if module not in seen:
             visit(module, [module])
     assert circles == [], f"import circles: {circles}"
+
+
+def test_the_worker_metrics_server_does_not_import_the_transport() -> None:
+    """It reads who the process is from ``worker_info``, which the transport sets."""
+    graph = package_imports("taskqueue_backend")
+    reached = {name: sorted(t for t in targets if t.startswith("taskqueue_backend.transport"))
+               for name, targets in graph.items()
+               if name.startswith("taskqueue_backend.worker_metrics")}  # fmt: skip
+    assert {name: found for name, found in reached.items() if found} == {}

@@ -21,10 +21,9 @@ from uuid import uuid4
 from kombu.utils.json import dumps
 from redis import Redis
 
-from .. import lifecycle
+from .. import lifecycle, worker_info
 from ..clock import now_ms
 from ..vocabulary import DeadLetterReason
-from . import worker_info
 from .keys import QueueKeys
 from .messages import publish_fields
 

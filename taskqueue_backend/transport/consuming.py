@@ -22,10 +22,9 @@ from kombu.utils.encoding import bytes_to_str
 from redis import Redis
 from redis.exceptions import NoScriptError
 
-from .. import lifecycle
+from .. import lifecycle, worker_info
 from ..clock import now_ms
 from ..vocabulary import DeadLetterReason
-from . import worker_info
 from .keys import QueueKeys
 from .messages import Leased, MalformedMessage, for_delivery
 from .options import BrokerOptions

@@ -44,9 +44,9 @@ from typing import Any
 from kombu.serialization import dumps
 
 from .. import headers as delivery
+from .. import worker_info
 from ..selection import uses_taskqueue_broker
 from ..vocabulary import DeadLetterReason
-from . import worker_info
 
 logger = logging.getLogger(__name__)
 

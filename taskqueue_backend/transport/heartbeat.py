@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from redis import Redis
 from redis.exceptions import RedisError
 
-from . import recovery, retention, worker_info
+from .. import worker_info
+from . import recovery, retention
 from .options import BrokerOptions
 from .scripts import Scripts
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from .. import worker_info
 from ..selection import TRANSPORT_ALIAS, TRANSPORT_PATH
 from ..vocabulary import DeadLetterReason
-from . import worker_info
 
 _installed = False
 _lock = threading.Lock()

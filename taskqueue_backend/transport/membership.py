@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 
+from .. import worker_info
 from ..clock import now_ms
-from . import recovery, worker_info
+from . import recovery
 from .heartbeat import Heartbeat
 from .keys import QueueKeys
 from .options import BrokerOptions

@@ -14,7 +14,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from ..transport import worker_info
+from .. import worker_info
 from .recording import WorkerCollector
 
 

@@ -1,4 +1,6 @@
-"""Who this process is, as the consumer registry shows it (set by the Celery hooks)."""
+"""Who this process is, as the consumer registry shows it (set by the transport's Celery
+hooks), and when its consumer last heartbeat: shared by the transport, which sets it, and the
+worker's metrics server (``worker_metrics``), which reads it without importing the transport."""
 
 from __future__ import annotations
 
