@@ -4,6 +4,8 @@ Environment (set by the ``start_worker`` fixture):
 
 - ``TQ_TEST_REDIS_URL``: broker URL; ``TQ_TEST_KEYPREFIX``: the test's key prefix.
 - ``TQ_TEST_TRANSPORT_OPTIONS``: extra broker transport options as a JSON object.
+- ``TQ_TEST_RECORD_URL``: the plain Redis the tasks record into, when the broker URL is not
+  one (a ``sentinel://`` URL); default: the broker's.
 - ``TQ_TEST_PREFETCH``: ``worker_prefetch_multiplier`` (default 4).
 - ``TQ_TEST_ACKS_LATE``: "1" turns on ``task_acks_late``; ``TQ_TEST_ACKS_ON_FAILURE``: "0"
   turns off ``task_acks_on_failure_or_timeout``.
@@ -49,7 +51,7 @@ def _recorder_client() -> redis.Redis:
     """One plain Redis client per process, created on first use (after any fork)."""
     global _recorder, _recorder_pid
     if _recorder is None or _recorder_pid != os.getpid():
-        _recorder = redis.Redis.from_url(_env_redis_url())
+        _recorder = redis.Redis.from_url(os.environ.get("TQ_TEST_RECORD_URL") or _env_redis_url())
         _recorder_pid = os.getpid()
     return _recorder
 

@@ -158,3 +158,22 @@ def test_tq_failover_urls_keep_this_transport(server: EmbeddedRedis) -> None:
     assert type(connection.transport).__module__.startswith("taskqueue_backend.transport")
     roundtrip(connection, "failover")
     assert redis.Redis(port=server.port).exists(QueueKeys("", "failover").state)
+
+
+@pytest.mark.parametrize("scheme", ["redis", "sentinel"])
+def test_switching_to_an_alternate_url_keeps_this_transport(scheme: str) -> None:
+    """kombu takes an alternate's transport from its scheme when it fails over: a list of
+    redis:// or sentinel:// URLs would land on kombu's own transport after the first error."""
+    urls = ";".join(f"{scheme}://127.0.0.1:{free_port()}/0" for _ in range(3))
+    options = {"master_name": "m"} if scheme == "sentinel" else {}
+    connection = Connection(urls, transport=TRANSPORT, transport_options=options)
+    try:
+        assert type(connection.transport).__module__.startswith("taskqueue_backend.transport")
+        for _ in range(4):  # round the list and back
+            connection.maybe_switch_next()
+            assert type(connection.transport).__module__.startswith(
+                "taskqueue_backend.transport"), connection.transport  # fmt: skip
+            assert connection.transport.sentinel == (scheme == "sentinel")
+        assert connection.alt == urls.split(";"), "the sentinels are still read from the list"
+    finally:
+        connection.release()

@@ -18,6 +18,33 @@ class BatchPublishError(KombuError):
     """A pipelined burst failed part-way; which of its messages landed is unknown."""
 
 
+class NotReplicated(KombuError):
+    """Published on the primary, but fewer replicas than ``wait_for_replicas`` confirmed it
+    within ``wait_for_replicas_timeout``: a failover now could lose it. Not retried (a retry
+    would publish it twice); the caller decides."""
+
+
+def ask_replicas(channel: TaskQueueChannel, pipeline: Any) -> bool:
+    """Queue ``WAIT`` on ``pipeline`` after its writes when ``wait_for_replicas`` asks for
+    it (WAIT counts the writes of its own connection, so it goes in the same pipeline)."""
+    wanted = channel.options.wait_for_replicas
+    if wanted:
+        timeout_ms = max(1, int(channel.options.wait_for_replicas_timeout * 1000))
+        pipeline.execute_command("WAIT", wanted, timeout_ms)
+    return bool(wanted)
+
+
+def check_replicas(channel: TaskQueueChannel, acked: Any) -> None:
+    """Raise ``NotReplicated`` when ``WAIT``'s reply is fewer replicas than asked for."""
+    wanted = channel.options.wait_for_replicas
+    if int(acked) < wanted:
+        timeout_ms = max(1, int(channel.options.wait_for_replicas_timeout * 1000))
+        raise NotReplicated(
+            f"published, but {int(acked)} of the {wanted} replica(s) asked for "
+            f"(wait_for_replicas) confirmed it within {timeout_ms} ms"
+        )
+
+
 class ScriptBatch:
     """Buffers publish scripts (and fanout PUBLISH commands) until ``flush``."""
 
@@ -52,13 +79,16 @@ class ScriptBatch:
     def flush(self) -> None:
         if not self._buffered:
             return
+        waits = ask_replicas(self.channel, self.pipeline)
         try:
-            self.pipeline.execute()
+            replies = self.pipeline.execute()
         except Exception as exc:
             self.pipeline.reset()
             raise BatchPublishError("publish batch failed; delivery is uncertain") from exc
         finally:
             self._buffered = 0
+        if waits:
+            check_replicas(self.channel, replies[-1])
 
     def discard(self) -> None:
         self._buffered = 0

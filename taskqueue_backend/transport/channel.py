@@ -20,7 +20,7 @@ from kombu.utils.json import dumps
 from redis import Redis
 
 from ..clock import now_ms
-from .batch import ScriptBatch
+from .batch import ScriptBatch, ask_replicas, check_replicas
 from .burying import DeadLetterMixin
 from .consuming import ConsumingMixin
 from .keys import GlobalKeys, QueueKeys
@@ -120,6 +120,11 @@ class TaskQueueChannel(ConsumingMixin, MembershipMixin, DeadLetterMixin, _Channe
         ]
         if batch is not None:
             batch.add_script("publish", call_keys, call_args)
+        elif self.options.wait_for_replicas:
+            pipe = self.redis.pipeline(transaction=False)
+            self.scripts["publish"](keys=call_keys, args=call_args, client=pipe)
+            ask_replicas(self, pipe)
+            check_replicas(self, pipe.execute()[-1])
         else:
             self.scripts["publish"](keys=call_keys, args=call_args, client=self.redis)
         self._remember_queue(queue)

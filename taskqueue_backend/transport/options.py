@@ -36,6 +36,11 @@ class BrokerOptions:
     release_limit: int = 1000
     dead_letter_max_count: int = 0
     dead_letter_max_age: float = 0.0
+    #: publishing waits until this many replicas hold the message (Redis ``WAIT``), so a
+    #: failover to one of them cannot lose it; 0: no wait (Redis's asynchronous replication)
+    wait_for_replicas: int = 0
+    #: seconds a publish waits for them; fewer within it is ``NotReplicated``
+    wait_for_replicas_timeout: float = 1.0
 
     @classmethod
     def from_transport_options(cls, options: Mapping[str, Any]) -> BrokerOptions:
@@ -78,6 +83,8 @@ class BrokerOptions:
             raise ValueError("dead_letter_max_count and dead_letter_max_age must be >= 0")
         if self.fetch_limit < 1 or self.release_limit < 1:
             raise ValueError("fetch_limit and release_limit must be >= 1")
+        if self.wait_for_replicas < 0 or self.wait_for_replicas_timeout <= 0:
+            raise ValueError("wait_for_replicas must be >= 0 and wait_for_replicas_timeout > 0")
 
     def rank(self, priority: Any) -> int:
         """Position class of a priority: rank 0 is served first.

@@ -8,6 +8,7 @@ from urllib.parse import quote
 from kombu.transport import redis as kombu_redis
 from kombu.utils.url import as_url
 
+from ..selection import TRANSPORT_ALIAS
 from .channel import Channel, SentinelChannel
 
 
@@ -16,6 +17,33 @@ def _uses_sentinel(client: Any) -> bool:
     return "master_name" in client.transport_options or any(
         u.startswith("sentinel://") for u in urls
     )
+
+
+#: URL schemes kombu would map to its own Redis transport when it switches to an alternate
+_STOCK_SCHEMES = ("redis://", "rediss://", "sentinel://")
+
+
+def keep_this_transport_on_failover(client: Any) -> None:
+    """Make the connection's failover cycle switch to alternates by this transport's scheme.
+
+    After a connection error kombu switches to the next alternate URL of a ``;``-separated
+    list and takes the transport from that URL's scheme: with ``sentinel://a;sentinel://b``
+    (how Sentinel is configured) or ``redis://a;redis://b`` the worker would go on, after the
+    first failover, on kombu's own Redis transport — reading lists this broker never writes,
+    while its queues wait. The cycle is rebuilt over the same URLs with the ``tq`` scheme
+    (registered by the hooks); ``client.alt`` keeps the original URLs, where kombu's Sentinel
+    channel finds its sentinels. TLS for such a list comes from ``broker_use_ssl``.
+    """
+    alternates = [str(u) for u in (client.alt or [])]
+    if getattr(client, "_tq_cycle", False) or not any(
+        u.startswith(_STOCK_SCHEMES) for u in alternates
+    ):
+        return
+    ours = [f"{TRANSPORT_ALIAS}://{u.split('://', 1)[1]}" if u.startswith(_STOCK_SCHEMES) else u
+            for u in alternates]  # fmt: skip
+    client.cycle = client.failover_strategy(ours)
+    next(client.cycle)  # as kombu's: the connection is on the first one now
+    client._tq_cycle = True
 
 
 class Transport(kombu_redis.Transport):
@@ -44,6 +72,7 @@ class Transport(kombu_redis.Transport):
         from . import hooks
 
         hooks.install()  # the transport is selected: its Celery hooks apply to this process
+        keep_this_transport_on_failover(client)
         self.sentinel = _uses_sentinel(client)
         if self.sentinel:
             self.Channel = SentinelChannel
