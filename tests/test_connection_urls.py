@@ -177,3 +177,15 @@ def test_switching_to_an_alternate_url_keeps_this_transport(scheme: str) -> None
         assert connection.alt == urls.split(";"), "the sentinels are still read from the list"
     finally:
         connection.release()
+
+
+def test_a_tls_alternate_stays_tls_after_a_switch() -> None:
+    urls = ";".join(f"rediss://127.0.0.1:{free_port()}/0" for _ in range(2))
+    connection = Connection(urls, transport=TRANSPORT)
+    try:
+        assert connection.transport  # made as a connection attempt makes it, before a switch
+        connection.maybe_switch_next()
+        assert type(connection.transport).__module__.startswith("taskqueue_backend.transport")
+        assert connection.ssl, "the switched-to rediss:// alternate lost TLS"
+    finally:
+        connection.release()

@@ -32,18 +32,28 @@ def keep_this_transport_on_failover(client: Any) -> None:
     first failover, on kombu's own Redis transport — reading lists this broker never writes,
     while its queues wait. The cycle is rebuilt over the same URLs with the ``tq`` scheme
     (registered by the hooks); ``client.alt`` keeps the original URLs, where kombu's Sentinel
-    channel finds its sentinels. TLS for such a list comes from ``broker_use_ssl``.
+    channel finds its sentinels.
     """
     alternates = [str(u) for u in (client.alt or [])]
     if getattr(client, "_tq_cycle", False) or not any(
         u.startswith(_STOCK_SCHEMES) for u in alternates
     ):
         return
-    ours = [f"{TRANSPORT_ALIAS}://{u.split('://', 1)[1]}" if u.startswith(_STOCK_SCHEMES) else u
+    ours = [_with_our_scheme(u, bool(client.ssl)) if u.startswith(_STOCK_SCHEMES) else u
             for u in alternates]  # fmt: skip
     client.cycle = client.failover_strategy(ours)
     next(client.cycle)  # as kombu's: the connection is on the first one now
     client._tq_cycle = True
+
+
+def _with_our_scheme(url: str, ssl_given: bool) -> str:
+    """``url`` by the ``tq`` scheme. A ``rediss://`` URL keeps TLS: its ``ssl_*`` query
+    parameters say how; without them and without ``broker_use_ssl``, kombu's own default for
+    ``rediss://`` (TLS without certificate checks, which kombu warns about) is spelled out."""
+    scheme, rest = url.split("://", 1)
+    if scheme == "rediss" and not ssl_given and "ssl_" not in rest:
+        rest += ("&" if "?" in rest else "?") + "ssl_cert_reqs=none"
+    return f"{TRANSPORT_ALIAS}://{rest}"
 
 
 class Transport(kombu_redis.Transport):
