@@ -12,7 +12,7 @@ import click
 from ..operations import AuditEntry, AuditQuery
 from . import output
 from .options import parse_time
-from .session import json_option, ops, reports_errors, session
+from .session import json_option, ops, page_options, reports_errors, session
 
 
 def _time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
@@ -36,8 +36,7 @@ def _actor(entry: AuditEntry) -> str:
 @click.option("--target", help="Case-insensitive text in the target (task id, queue...).")
 @click.option("--since", callback=_time, help="At or after: ISO time, or a duration ago (2h).")
 @click.option("--until", callback=_time, help="At or before: ISO time, or a duration ago (30m).")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--cursor", help="Continue after the page that printed this cursor.")
+@page_options
 @json_option
 @click.pass_context
 @reports_errors

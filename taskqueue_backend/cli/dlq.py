@@ -16,7 +16,7 @@ from ..operations import REASONS, Filter, InvalidRequest, Outcome, parsing
 from ..operations.dead_letters import DeadLetters
 from . import output
 from .options import parse_deadline, parse_duration
-from .session import json_option, ops, reports_errors, session
+from .session import json_option, ops, page_options, reports_errors, session
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -100,8 +100,7 @@ def dlq() -> None:
 
 @dlq.command("list")
 @filter_options
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--cursor", help="Continue after the page that printed this cursor.")
+@page_options
 @json_option
 @click.pass_context
 @reports_errors

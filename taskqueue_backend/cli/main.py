@@ -14,7 +14,7 @@ import click
 from ..operations import MessageLocation, QueueStats, parsing
 from ..vocabulary import TaskState, values
 from . import output
-from .session import Session, json_option, ops, reports_errors, session
+from .session import Session, json_option, ops, page_options, reports_errors, session
 
 TASK_STATES = values(TaskState)
 
@@ -239,8 +239,7 @@ def consumers(ctx: click.Context) -> None:
     show_default=True,
     help="The time to order (and bound with --since/--until) by.",
 )
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--cursor", help="Continue after the page that printed this cursor.")
+@page_options
 @json_option
 @click.pass_context
 @reports_errors

@@ -106,6 +106,15 @@ def json_option(command: Any) -> Any:
                         callback=enable, help="Print JSON.")(command)  # fmt: skip
 
 
+def page_options(command: Any) -> Any:
+    """``--limit`` and ``--cursor`` of a command that prints one page of a list."""
+    command = click.option("--cursor", help="Continue after the page that printed this cursor.")(
+        command
+    )
+    return click.option("--limit", default=50, show_default=True,
+                        type=click.IntRange(1, 1000))(command)  # fmt: skip
+
+
 def reports_errors(command: F) -> F:
     """Operation errors and lost connections become one-line errors, never tracebacks: exit
     code 2 for a request that cannot be honoured as given, 1 for not found or a conflict."""
