@@ -153,14 +153,9 @@ class Queues:
 
     def find_messages(self, task_id: str) -> list[StoredMessage]:
         queues = self.names()
-        found = []
-        for queue, message_id in zip(queues, self.broker.admin.message_ids_of(queues, task_id),
-                                     strict=True):  # fmt: skip
-            if message_id is not None:
-                message = self.message(queue, message_id)
-                if message is not None:
-                    found.append(message)
-        return found
+        ids = self.broker.admin.message_ids_of(queues, task_id)
+        held = [(q, m) for q, m in zip(queues, ids, strict=True) if m is not None]
+        return [m for m in self.broker.admin.records(held) if m is not None]
 
     def delayed(self, queue: str, limit: int = 100) -> list[MessageLocation]:
         """The queue's delayed messages, soonest first."""

@@ -8,14 +8,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from .. import audit_stream
-from ..keys import GlobalKeys
 from ..replies import as_text
-
-if TYPE_CHECKING:
-    from redis import Redis
+from .base import AdminData
 
 
 @dataclass
@@ -31,11 +28,8 @@ class AuditRecord:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-class BookkeepingData:
-    """Mixed into ``BrokerAdmin``, whose client and prefix it uses."""
-
-    client: Redis
-    prefix: str
+class BookkeepingData(AdminData):
+    """A part of ``BrokerAdmin``."""
 
     # -- audit ---------------------------------------------------------------------------------
 
@@ -47,14 +41,14 @@ class BookkeepingData:
 
     def audit_newest_first(self, high: str, low: str, count: int) -> list[AuditRecord]:
         """Up to ``count`` audit entries from stream id ``high`` down to ``low``."""
-        key = GlobalKeys(self.prefix).audit
+        key = self._global.audit
         found = cast(list[tuple[Any, Any]], self.client.xrevrange(key, high, low, count=count))
         return [_audit_record(as_text(entry_id) or "", raw) for entry_id, raw in found]
 
     # -- history metrics -----------------------------------------------------------------------
 
     def _tally(self, store: str) -> str:
-        return GlobalKeys(self.prefix).metrics(store)
+        return self._global.metrics(store)
 
     def tally_lock(self, store: str, seconds: int) -> bool:
         """Take the store's tally lock for ``seconds`` (False: another process holds it)."""
@@ -94,27 +88,27 @@ class BookkeepingData:
 
     def claim_once(self, digest: str, claim: str, seconds: int) -> bool:
         """Record ``claim`` under an idempotency key for ``seconds`` unless one is there."""
-        key = GlobalKeys(self.prefix).idempotency(digest)
+        key = self._global.idempotency(digest)
         return bool(self.client.set(key, claim, nx=True, ex=seconds))
 
     def claim_of(self, digest: str) -> str | None:
-        return as_text(self.client.get(GlobalKeys(self.prefix).idempotency(digest)))
+        return as_text(self.client.get(self._global.idempotency(digest)))
 
     def unclaim(self, digest: str) -> None:
-        self.client.delete(GlobalKeys(self.prefix).idempotency(digest))
+        self.client.delete(self._global.idempotency(digest))
 
     # -- admin UI sign-ins ---------------------------------------------------------------------
 
     def sign_in_record(self, digest: str, name: str, milliseconds: int) -> None:
         """Record a sign-in of ``name`` (by a digest of its session id) for a while."""
-        self.client.set(GlobalKeys(self.prefix).sign_in(digest), name, px=milliseconds)
+        self.client.set(self._global.sign_in(digest), name, px=milliseconds)
 
     def signed_in(self, digest: str) -> str | None:
         """The principal of a recorded sign-in, or None (ended, expired or never made)."""
-        return as_text(self.client.get(GlobalKeys(self.prefix).sign_in(digest)))
+        return as_text(self.client.get(self._global.sign_in(digest)))
 
     def sign_in_end(self, digest: str) -> None:
-        self.client.delete(GlobalKeys(self.prefix).sign_in(digest))
+        self.client.delete(self._global.sign_in(digest))
 
     def ping(self) -> None:
         """Raise when Redis does not answer."""

@@ -6,29 +6,15 @@ these and never the keys or scripts."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from .. import fields, retention
-from ..keys import GlobalKeys, QueueKeys
 from ..replies import as_int, as_text
-
-if TYPE_CHECKING:
-    from redis import Redis
-
-    from ..options import BrokerOptions
-    from ..scripts import Scripts
+from .base import AdminData
 
 
-class DeadLetterData:
-    """Mixed into ``BrokerAdmin``, whose client, scripts, prefix and options it uses."""
-
-    client: Redis
-    scripts: Scripts
-    prefix: str
-    options: BrokerOptions
-
-    def _queue(self, queue: str) -> QueueKeys:
-        return QueueKeys(self.prefix, queue)
+class DeadLetterData(AdminData):
+    """A part of ``BrokerAdmin``."""
 
     def dead_newest_first(
         self, queue: str, high: int | str, low: int | str, offset: int, count: int
@@ -39,15 +25,6 @@ class DeadLetterData:
         members = cast(list[tuple[bytes, float]], self.client.zrevrangebyscore(
             key, high, low, start=offset, num=count, withscores=True))  # fmt: skip
         return [(int(score), as_text(member) or "") for member, score in members]
-
-    def records(self, wanted: Sequence[tuple[str, str]]) -> list[fields.StoredMessage | None]:
-        """The stored message of each (queue, message id); None where it is gone."""
-        pipe = self.client.pipeline(transaction=False)
-        for queue, message_id in wanted:
-            pipe.hmget(self._queue(queue).message(message_id), fields.RECORD_FIELDS)
-        replies = zip(wanted, pipe.execute(), strict=True)
-        return [fields.read_record(queue, message_id, values)
-                for (queue, message_id), values in replies]  # fmt: skip
 
     def dead_ids_like(self, queue: str, pattern: str) -> Iterator[str]:
         """The message ids in the queue's dead set that match a glob ``pattern``."""
@@ -132,4 +109,4 @@ class DeadLetterData:
 
     def note_queue(self, queue: str) -> None:
         """Add a queue to the registry of known queues (a replay to a new queue)."""
-        self.client.sadd(GlobalKeys(self.prefix).queues, queue)
+        self.client.sadd(self._global.queues, queue)

@@ -5,26 +5,14 @@ remove, pause, resume and purge (``remove``, ``pause``, ``resume``, ``purge``)."
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, cast
 
 from .. import fields, scheduled, stats
-from ..keys import GlobalKeys, QueueKeys
 from ..replies import as_text
-
-if TYPE_CHECKING:
-    from redis import Redis
-
-    from ..options import BrokerOptions
-    from ..scripts import Scripts
+from .base import AdminData
 
 
-class QueueData:
-    """Mixed into ``BrokerAdmin``, whose client, scripts, prefix and options it uses."""
-
-    client: Redis
-    scripts: Scripts
-    prefix: str
-    options: BrokerOptions
+class QueueData(AdminData):
+    """A part of ``BrokerAdmin``."""
 
     def queue_names(self) -> list[str]:
         """Queues that hold anything (one that expired or was deleted is left out)."""
@@ -38,20 +26,18 @@ class QueueData:
         return stats.consumers_per_queue(self.client, self.prefix, self.options, list(queues))
 
     def message(self, queue: str, message_id: str) -> fields.StoredMessage | None:
-        keys = QueueKeys(self.prefix, queue)
-        values = self.client.hmget(keys.message(message_id), fields.RECORD_FIELDS)
-        return fields.read_record(queue, message_id, cast(list[Any], values))
+        return self.records([(queue, message_id)])[0]
 
     def message_ids_of(self, queues: Sequence[str], task_id: str) -> list[str | None]:
         """Per queue, the id of the task's message there (the task-id index), or None."""
         pipe = self.client.pipeline(transaction=False)
         for queue in queues:
-            pipe.hget(QueueKeys(self.prefix, queue).ids, task_id)
+            pipe.hget(self._queue(queue).ids, task_id)
         return [as_text(found) for found in pipe.execute()]
 
     def task_ids_like(self, queue: str, pattern: str) -> Iterator[str]:
         """The task ids in the queue's task-id index that match a glob ``pattern``."""
-        key = QueueKeys(self.prefix, queue).ids
+        key = self._queue(queue).ids
         for task_id, _ in self.client.hscan_iter(key, match=pattern, count=1000):
             yield as_text(task_id) or ""
 
@@ -62,7 +48,7 @@ class QueueData:
     def remove_waiting(self, queue: str, task_id: str) -> str:
         """Delete the task's message if it waits (``remove.lua``): ``removed``, or where it
         is instead (``inflight``, ``dead``), or ``missing``."""
-        keys = QueueKeys(self.prefix, queue)
+        keys = self._queue(queue)
         state, _owner = self.scripts["remove"](
             keys=[keys.ready, keys.delayed, keys.dead, keys.ids], args=[keys.base, task_id],
             client=self.client,
@@ -71,15 +57,15 @@ class QueueData:
 
     def pause(self, queue: str, now: int, actor: str, reason: str) -> bool:
         """Stop consumers leasing from ``queue`` (``pause.lua``); False if it was paused."""
-        keys = QueueKeys(self.prefix, queue)
+        keys = self._queue(queue)
         return bool(self.scripts["pause"](
-            keys=[keys.state, GlobalKeys(self.prefix).queues], args=[now, actor, reason, queue],
+            keys=[keys.state, self._global.queues], args=[now, actor, reason, queue],
             client=self.client,
         ))  # fmt: skip
 
     def resume(self, queue: str) -> bool:
         """Let consumers lease from ``queue`` again, waking them (``resume.lua``)."""
-        keys = QueueKeys(self.prefix, queue)
+        keys = self._queue(queue)
         return bool(self.scripts["resume"](
             keys=[keys.ready, keys.delayed, keys.signal, keys.state], args=[keys.base],
             client=self.client,
@@ -89,5 +75,5 @@ class QueueData:
         """Delete the queue's waiting messages; how many went."""
         from ..channel import purge_waiting
 
-        return purge_waiting(self.scripts, self.client, QueueKeys(self.prefix, queue),
+        return purge_waiting(self.scripts, self.client, self._queue(queue),
                              include_delayed)  # fmt: skip

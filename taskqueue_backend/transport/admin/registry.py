@@ -5,35 +5,24 @@ stale consumer's leases (``transport.recovery``)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from .. import recovery
-from ..keys import GlobalKeys
 from ..replies import as_int, as_text
-
-if TYPE_CHECKING:
-    from redis import Redis
-
-    from ..options import BrokerOptions
-    from ..scripts import Scripts
+from .base import AdminData
 
 #: (consumer id, score: last beat or offline time in ms, its hash with text keys)
 Registered = tuple[str, float, dict[str, Any]]
 
 
-class RegistryData:
-    """Mixed into ``BrokerAdmin``, whose client, scripts, prefix and options it uses."""
-
-    client: Redis
-    scripts: Scripts
-    prefix: str
-    options: BrokerOptions
+class RegistryData(AdminData):
+    """A part of ``BrokerAdmin``."""
 
     def registered(self, live: bool, offline: bool) -> tuple[list[Registered], list[Registered]]:
         """The live consumers (newest beat first) and the offline ones (newest first), each
         with its hash; offline entries past their keeping are pruned first, and one whose
         hash expired meanwhile is left out."""
-        keys = GlobalKeys(self.prefix)
+        keys = self._global
         recovery.prune_offline(self.client, self.prefix)
         Scored = list[tuple[bytes, float]]
         found: list[tuple[str, float, bool]] = []
@@ -58,7 +47,7 @@ class RegistryData:
 
     def failures(self, processes: Sequence[tuple[str, int]]) -> list[int]:
         """The failed-task count of each (node name, pid)."""
-        keys = GlobalKeys(self.prefix)
+        keys = self._global
         pipe = self.client.pipeline(transaction=False)
         for hostname, pid in processes:
             pipe.get(keys.failures(hostname, pid))
@@ -68,7 +57,7 @@ class RegistryData:
                ) -> None:  # fmt: skip
         """Remove offline consumers (consumer id, node name, pid) from the registry, and their
         failure counts unless a running process has the same node name and pid."""
-        keys = GlobalKeys(self.prefix)
+        keys = self._global
         pipe = self.client.pipeline(transaction=True)
         for consumer_id, hostname, pid in consumers:
             pipe.zrem(keys.offline, consumer_id)

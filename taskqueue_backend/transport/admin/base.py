@@ -1,0 +1,42 @@
+"""What every part of ``BrokerAdmin`` works on: one Redis database's client, the transport's
+scripts, the ``global_keyprefix`` and the broker options, the key names under it, and the
+stored messages every part reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .. import fields
+from ..keys import GlobalKeys, QueueKeys
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from ..options import BrokerOptions
+    from ..scripts import Scripts
+
+
+class AdminData:
+    """The base of the parts mixed into ``BrokerAdmin`` (a dataclass with these fields)."""
+
+    client: Redis
+    scripts: Scripts
+    prefix: str
+    options: BrokerOptions
+
+    def _queue(self, queue: str) -> QueueKeys:
+        return QueueKeys(self.prefix, queue)
+
+    @property
+    def _global(self) -> GlobalKeys:
+        return GlobalKeys(self.prefix)
+
+    def records(self, wanted: Sequence[tuple[str, str]]) -> list[fields.StoredMessage | None]:
+        """The stored message of each (queue, message id); None where it is gone."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue, message_id in wanted:
+            pipe.hmget(self._queue(queue).message(message_id), fields.RECORD_FIELDS)
+        replies = zip(wanted, pipe.execute(), strict=True)
+        return [fields.read_record(queue, message_id, values)
+                for (queue, message_id), values in replies]  # fmt: skip
