@@ -19,8 +19,8 @@ from ..clock import from_epoch_ms
 from ..transport.admin import StoredMessage
 from ..transport.messages import expires_at
 from ..transport.replies import as_text
-from ..vocabulary import DeadLetterReason, UnknownValue, parse, values
-from .errors import InvalidRequest
+from ..vocabulary import DeadLetterReason, values
+from .errors import InvalidRequest, one_of
 
 #: the reasons the broker and the worker hooks give (``vocabulary.DeadLetterReason``)
 REASONS = values(DeadLetterReason)
@@ -84,10 +84,8 @@ class Filter:
 
     def __post_init__(self) -> None:
         if self.reason is not None:
-            try:  # the frozen dataclass keeps the member, which equals its text
-                object.__setattr__(self, "reason", parse(DeadLetterReason, self.reason, "reason"))
-            except UnknownValue as exc:
-                raise InvalidRequest(str(exc)) from None
+            # the frozen dataclass keeps the member, which equals its text
+            object.__setattr__(self, "reason", one_of(DeadLetterReason, self.reason, "reason"))
         if self.since is not None and self.until is not None and self.since > self.until:
             raise InvalidRequest("since is after until")
 

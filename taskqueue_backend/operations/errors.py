@@ -7,6 +7,13 @@ for every tool, whether an error means that Redis or the result store is down.
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import TypeVar
+
+from ..vocabulary import UnknownValue, parse
+
+E = TypeVar("E", bound=StrEnum)
+
 
 class OperationError(Exception):
     """An operation could not be done as asked; the message says why and what to do."""
@@ -23,6 +30,15 @@ class InvalidRequest(OperationError, ValueError):
 class Conflict(OperationError):
     """The request is valid, but the current state forbids it (an online worker cannot be
     forgotten; an id prefix matches several tasks...)."""
+
+
+def one_of(vocabulary: type[E], given: str, what: str) -> E:
+    """The member of ``vocabulary`` that ``given`` names; ``InvalidRequest`` listing the
+    allowed values otherwise."""
+    try:
+        return parse(vocabulary, given, what)
+    except UnknownValue as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 class Unavailable(OperationError):

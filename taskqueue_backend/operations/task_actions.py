@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import lifecycle
 from ..clock import as_utc, from_epoch, iso, utcnow
-from ..vocabulary import BulkAction, Signal, UnknownValue, parse, values
+from ..vocabulary import BulkAction, Signal, values
 from . import history
-from .errors import Conflict, InvalidRequest, NotFound
+from .errors import Conflict, InvalidRequest, NotFound, one_of
 
 if TYPE_CHECKING:
     from .api import Operations
@@ -269,10 +269,7 @@ class TaskActions:
         self, ident: str, *, terminate: bool = False, signal: str = Signal.SIGTERM, reason: str = ""
     ) -> RevokeOutcome:
         """Make sure a task never runs (or stops): see the module docstring."""
-        try:
-            signal = parse(Signal, signal, "signal")
-        except UnknownValue as exc:
-            raise InvalidRequest(str(exc)) from None
+        signal = one_of(Signal, signal, "signal")
         task_id = self.resolve(ident)
         outcome = RevokeOutcome(task_id, terminate=terminate)
         in_flight = False
@@ -312,10 +309,7 @@ class TaskActions:
     ) -> BulkOutcome:
         """``retry`` or ``revoke`` the named tasks, or every result ``query`` matches — at most
         ``limit`` (a larger match is refused, so a broad filter never acts by surprise)."""
-        try:
-            action = parse(BulkAction, action, "action")
-        except UnknownValue as exc:
-            raise InvalidRequest(str(exc)) from None
+        action = one_of(BulkAction, action, "action")
         if not 1 <= limit <= 10_000:
             raise InvalidRequest(f"limit must be from 1 to 10000, got {limit}")
         if bool(ids) == (query is not None):

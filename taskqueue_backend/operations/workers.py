@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..clock import from_epoch, from_epoch_ms
 from ..transport.replies import as_int, as_seconds, as_text
-from ..vocabulary import UnknownValue, WorkerState, parse, values
+from ..vocabulary import WorkerState, values
 from . import history
-from .errors import Conflict, InvalidRequest, NotFound
+from .errors import Conflict, NotFound, one_of
 
 if TYPE_CHECKING:
     from .api import Operations
@@ -83,10 +83,7 @@ class Workers:
     def all(self, status: str | None = None) -> list[WorkerInfo]:
         """Online and stale workers (newest beat first), then offline ones (newest first)."""
         if status is not None:
-            try:
-                status = parse(WorkerState, status, "worker status")
-            except UnknownValue as exc:
-                raise InvalidRequest(str(exc)) from None
+            status = one_of(WorkerState, status, "worker status")
         now = time.time()
         live, gone = self.broker.admin.registered(
             live=status != WorkerState.OFFLINE, offline=status in (None, WorkerState.OFFLINE)
