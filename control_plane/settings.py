@@ -59,13 +59,16 @@ RESERVED_THREADS = 4
 SERVER_THREADS = "TQ_SERVER_THREADS"
 
 
+def _at_least_one(env: Mapping[str, str], name: str, default: str) -> int:
+    """A positive number setting, as a whole count of at least one."""
+    return max(1, int(_number(env.get(name, default), name)))
+
+
 def _stream_limit(env: Mapping[str, str]) -> int:
-    given = env.get("TQ_STREAM_LIMIT")
-    if given:
-        return max(1, int(_number(given, "TQ_STREAM_LIMIT")))
-    threads = env.get(SERVER_THREADS)
-    if threads:
-        return max(1, int(_number(threads, SERVER_THREADS)) - RESERVED_THREADS)
+    if env.get("TQ_STREAM_LIMIT"):
+        return _at_least_one(env, "TQ_STREAM_LIMIT", "")
+    if env.get(SERVER_THREADS):
+        return max(1, _at_least_one(env, SERVER_THREADS, "") - RESERVED_THREADS)
     return 12  # the development server starts a thread per request
 
 
@@ -136,14 +139,7 @@ class Settings:
             stream_heartbeat=_number(env.get("TQ_STREAM_HEARTBEAT", "15"), "TQ_STREAM_HEARTBEAT"),
             stream_poll=_number(env.get("TQ_STREAM_POLL", "0.5"), "TQ_STREAM_POLL"),
             stream_limit=_stream_limit(env),
-            stream_limit_per_caller=max(
-                1,
-                int(
-                    _number(
-                        env.get("TQ_STREAM_LIMIT_PER_CALLER", "4"), "TQ_STREAM_LIMIT_PER_CALLER"
-                    )
-                ),
-            ),
+            stream_limit_per_caller=_at_least_one(env, "TQ_STREAM_LIMIT_PER_CALLER", "4"),
             secret_key=env.get("TQ_SECRET_KEY", ""),
             session_hours=_number(env.get("TQ_SESSION_HOURS", "12"), "TQ_SESSION_HOURS"),
             proxy_hops=_count(env.get("TQ_PROXY_HOPS", "0"), "TQ_PROXY_HOPS"),

@@ -19,6 +19,7 @@ from control_plane.auth import new_token
 from control_plane.context import backends
 from control_plane.settings import Settings
 from taskqueue_backend.embedded import EmbeddedRedis
+from taskqueue_backend.transport.keys import GlobalKeys
 from tests.support.control_plane import make_api
 from tests.support.ui import UiClient, csrf_of
 
@@ -89,7 +90,7 @@ def test_an_anonymous_visit_comes_back_to_its_page_after_signing_in(api: Any) ->
 
 
 def ui_session_keys(client: redis.Redis, keyprefix: str) -> list[bytes]:
-    return list(client.scan_iter(match=f"{keyprefix}{{tq}}:ui-session:*", count=1000))
+    return list(client.scan_iter(match=GlobalKeys(keyprefix).sign_in("*"), count=1000))
 
 
 def test_signing_in_sets_a_guarded_cookie_and_records_the_sign_in(

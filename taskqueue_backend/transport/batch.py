@@ -29,8 +29,7 @@ def ask_replicas(channel: TaskQueueChannel, pipeline: Any) -> bool:
     it (WAIT counts the writes of its own connection, so it goes in the same pipeline)."""
     wanted = channel.options.wait_for_replicas
     if wanted:
-        timeout_ms = max(1, int(channel.options.wait_for_replicas_timeout * 1000))
-        pipeline.execute_command("WAIT", wanted, timeout_ms)
+        pipeline.execute_command("WAIT", wanted, _wait_ms(channel))
     return bool(wanted)
 
 
@@ -38,11 +37,14 @@ def check_replicas(channel: TaskQueueChannel, acked: Any) -> None:
     """Raise ``NotReplicated`` when ``WAIT``'s reply is fewer replicas than asked for."""
     wanted = channel.options.wait_for_replicas
     if int(acked) < wanted:
-        timeout_ms = max(1, int(channel.options.wait_for_replicas_timeout * 1000))
         raise NotReplicated(
             f"published, but {int(acked)} of the {wanted} replica(s) asked for "
-            f"(wait_for_replicas) confirmed it within {timeout_ms} ms"
+            f"(wait_for_replicas) confirmed it within {_wait_ms(channel)} ms"
         )
+
+
+def _wait_ms(channel: TaskQueueChannel) -> int:
+    return max(1, int(channel.options.wait_for_replicas_timeout * 1000))
 
 
 class ScriptBatch:
