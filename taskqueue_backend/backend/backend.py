@@ -29,7 +29,7 @@ from ..selection import BACKEND_PREFIX, plain_database_url
 from . import canvas, history, outage, waiting
 from .opening import engine_for, open_store
 from .queries import Store
-from .schema import build_tables
+from .schema import tables_for
 from .settings import BackendSettings
 from .state_writes import StateWrites
 from .text import clean_text
@@ -64,10 +64,11 @@ class DatabaseBackend(BaseBackend):
         if not self.url:
             raise ValueError("the tq result backend needs a database URL, e.g. tq+sqlite:///r.db")
         self.settings = BackendSettings.from_conf(self.app.conf)
-        self.tables = build_tables(self.settings.table_prefix, self.settings.schema)
+        self.tables = tables_for(self.dialect, self.settings.table_prefix, self.settings.schema)
         self._store: Store | None = None
         self.writes = StateWrites(self)
         self.expires = self.prepare_expires(kwargs.get("expires"), type=maybe_timedelta)
+        self._warn_if_history_outlived()
         history.install(self)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -98,6 +99,17 @@ class DatabaseBackend(BaseBackend):
 
         rendered = make_url(self.url).render_as_string(hide_password=not include_password)
         return f"{BACKEND_PREFIX}{rendered}"
+
+    def _warn_if_history_outlived(self) -> None:
+        """Retention shorter than result expiry: a result may outlive its history."""
+        retention, expires = self.settings.history_retention, self.expires
+        if retention is None or not expires:
+            return
+        kept = expires.total_seconds() if isinstance(expires, timedelta) else float(expires)
+        if retention < kept:
+            logger.warning("taskqueue_history_retention (%g s) is shorter than result_expires "
+                           "(%g s): results kept that long lose their history first",
+                           retention, kept)  # fmt: skip
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -288,12 +300,20 @@ class DatabaseBackend(BaseBackend):
         self.store.forget(bytes_to_str(task_id))
 
     def cleanup(self) -> None:
+        """Celery's ``backend_cleanup``: expired results go in small batches
+        (``result_expires``), then the history's partitions are made ahead and those past
+        ``taskqueue_history_retention`` dropped (``partitions``)."""
+        store = self.store
         if self.expires:
             expires = self.expires
             cutoff = utcnow() - (expires if isinstance(expires, timedelta)
                                  else timedelta(seconds=expires))  # fmt: skip
-            removed = self.store.cleanup(cutoff)
+            removed = store.cleanup(cutoff)
             logger.info("result backend cleanup removed %d expired result(s)", removed)
+        report = store.partitions.maintain(wait=False)
+        if report.created or report.dropped or report.deleted_rows:
+            logger.info("history maintenance: partitions made %s, dropped %s; %d old row(s) "
+                        "deleted", report.created, report.dropped, report.deleted_rows)  # fmt: skip
 
     # -- groups ---------------------------------------------------------------------------
 

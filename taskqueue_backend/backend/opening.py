@@ -1,7 +1,10 @@
 """Opening the result store: the engine for this process, the tables, migrations on first use.
 
 The result backend (in every worker and client) and the operations layer (CLI, control plane)
-open the store the same way, from a database URL and the ``taskqueue_*`` settings.
+open the store the same way, from a database URL and the ``taskqueue_*`` settings. A process
+that migrates on first use also makes the PostgreSQL history's partitions ahead (then checks
+hourly, ``partitions.PartitionKeeper``): it has the rights to, and no row waits in the
+default partition for an operator's ``taskqueue db maintain``.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from sqlalchemy import Engine
 
 from .engine import get_engine
 from .migrate import upgrade
+from .partitions import PartitionKeeper, Policy
 from .queries import Store
-from .schema import build_tables
+from .schema import tables_for
 from .settings import BackendSettings
 
 _migrated: set[tuple[int, str, str, str | None]] = set()
@@ -45,11 +49,17 @@ def open_store(url: str, settings: BackendSettings, migrate: bool | None = None)
     """A store over this process's engine; pending migrations are applied once per process
     and table set when ``migrate`` (default: ``settings.auto_migrate``)."""
     engine = engine_for(url, settings)
+    _, connect_args = _options(url, settings)
+    tables = tables_for(engine.dialect.name, settings.table_prefix, settings.schema)
+    store = Store(engine, tables, connect_args, Policy.from_settings(settings))
     if settings.auto_migrate if migrate is None else migrate:
         key = (os.getpid(), url, settings.table_prefix, settings.schema)
         with _lock:
             if key not in _migrated:
                 upgrade(engine, settings.table_prefix, settings.schema)
+                if tables.partitioned:
+                    PartitionKeeper(store.partitions).ensure()
                 _migrated.add(key)
-    _, connect_args = _options(url, settings)
-    return Store(engine, build_tables(settings.table_prefix, settings.schema), connect_args)
+        if tables.partitioned:
+            store.keeper = PartitionKeeper(store.partitions, checked=True)
+    return store

@@ -6,6 +6,10 @@ and the completion NOTIFY in data-modifying CTEs: one round trip, one transactio
 transaction on SQLite. The upsert never lets a late event overwrite a terminal state, and
 among running states only a newer event moves the state.
 
+On PostgreSQL the history is partitioned by time (``partitions.py``): a process that writes
+checks, at most hourly and in a thread of its own, that the partitions ahead exist. Result
+expiry deletes in small batches, one short transaction each (``expiry.py``).
+
 A write that fails may still have committed (the connection dropped after the server
 committed, before its reply arrived). Its history rows are then marked unsure, and the write
 that retries them (here, in the deferred writer, Celery's retry or the history writer, which
@@ -36,7 +40,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Row
 
 from .. import lifecycle
+from . import expiry
 from .outage import unreachable
+from .partitions import HistoryPartitions, PartitionKeeper, Policy
 from .schema import Tables
 from .statements import (
     FIRST_COLUMNS,
@@ -56,7 +62,11 @@ class Store:
     """The backend's reads and writes over one engine and one set of tables."""
 
     def __init__(
-        self, engine: Engine, tables: Tables, connect_options: dict[str, Any] | None = None
+        self,
+        engine: Engine,
+        tables: Tables,
+        connect_options: dict[str, Any] | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.engine = engine
         self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -75,6 +85,15 @@ class Store:
             from .direct import DirectConnection
 
             self._direct = DirectConnection(engine, connect_options or {})
+        self.policy = policy or Policy()
+        #: the history's partitions (PostgreSQL) or its retention (SQLite)
+        self.partitions = HistoryPartitions(engine, tables, self.policy)
+        #: set by ``opening.open_store`` when this process makes the partitions ahead
+        self.keeper: PartitionKeeper | None = None
+
+    def _tick(self) -> None:
+        if self.keeper is not None:
+            self.keeper.tick()
 
     # -- retries on a dropped connection (database restart) ------------------------------
 
@@ -121,6 +140,7 @@ class Store:
         """Upsert a result row (if any) and append history rows, atomically."""
         if row is None and not events:
             return
+        self._tick()
         if self.dialect == "postgresql":
             # one fresh connection, then the error reaches Celery (result_backend_always_retry)
             self._retrying(_marking(events, lambda: self._write_postgresql(row, events)), 2)
@@ -156,6 +176,7 @@ class Store:
     def write_many(self, rows: Iterable[dict[str, Any]], events: Sequence[dict[str, Any]]) -> None:
         """A batch of (non-terminal) row upserts and history rows in one transaction."""
         full = [self._full_row(row) for row in rows]
+        self._tick()
 
         def run() -> None:
             with self.engine.begin() as conn:
@@ -290,16 +311,10 @@ class Store:
         self._retrying(run)
 
     def cleanup(self, finished_before: datetime) -> int:
-        """Delete results finished, and groups created, before the cut-off; history stays."""
-        r, g = self.tables.results, self.tables.groups
-
-        def run() -> int:
-            with self.engine.begin() as conn:
-                gone = conn.execute(delete(r).where(r.c.finished_at < finished_before)).rowcount
-                conn.execute(delete(g).where(g.c.created_at < finished_before))
-                return int(gone or 0)
-
-        return self._retrying(run)
+        """Delete results finished, and groups created, before the cut-off, in batches of
+        ``policy.batch_size`` (one short transaction each); the history stays (its retention
+        is ``partitions``'). How many results were deleted."""
+        return expiry.expire(self, finished_before, self.policy.batch_size)
 
     # -- groups and chords -----------------------------------------------------------------
 

@@ -4,11 +4,17 @@ Names carry a configurable prefix (``taskqueue_table_prefix``, default ``tq_``) 
 a PostgreSQL schema (``taskqueue_db_schema``). Changes to these tables ship as Alembic
 migrations in ``taskqueue_backend/backend/migrations``; a test checks that the migrations
 build exactly these tables.
+
+On PostgreSQL the history (``task_events``) is partitioned by range of ``at`` (its partitions
+are made and dropped by ``partitions.py``, on the grid of ``periods.py``), so its primary key
+holds the partition key: ``(id, at)``; ids still come from one sequence and stay unique.
+SQLite keeps the flat table, keyed by ``id`` alone (the only key it autoincrements).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -19,6 +25,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -40,9 +47,13 @@ class Tables:
     results: Table
     events: Table
     groups: Table
+    partitioned: bool = False  # the history is partitioned by time (PostgreSQL)
 
 
-def build_tables(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> Tables:
+def build_tables(
+    prefix: str = DEFAULT_PREFIX, schema: str | None = None, partitioned: bool = False
+) -> Tables:
+    """The tables under ``prefix``/``schema``; ``partitioned`` for PostgreSQL's history."""
     metadata = MetaData(schema=schema)
 
     results = Table(
@@ -82,19 +93,23 @@ def build_tables(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> Tab
         Index(f"{prefix}results_root", "root_id"),
     )
 
+    key = ("id", "at") if partitioned else ("id",)
+    partitioning: dict[str, Any] = {"postgresql_partition_by": "RANGE (at)"} if partitioned else {}
     events = Table(
         f"{prefix}task_events",
         metadata,
-        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column("id", BigId, nullable=False, autoincrement=True),
         Column("task_id", TaskId, nullable=False),
         Column("event", String(32), nullable=False),
         Column("state", String(50)),
         Column("at", Moment, nullable=False),
         Column("worker", String(255)),
         Column("detail", JSON),
+        PrimaryKeyConstraint(*key),
         Index(f"{prefix}task_events_task", "task_id", "at"),
         Index(f"{prefix}task_events_event_at", "event", "at"),
         Index(f"{prefix}task_events_at", "at"),
+        **partitioning,
     )
 
     groups = Table(
@@ -110,4 +125,9 @@ def build_tables(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> Tab
         Index(f"{prefix}groups_created", "created_at"),
     )
 
-    return Tables(metadata, results, events, groups)
+    return Tables(metadata, results, events, groups, partitioned)
+
+
+def tables_for(dialect: str, prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> Tables:
+    """The tables as the migrations build them on ``dialect`` (``postgresql`` or ``sqlite``)."""
+    return build_tables(prefix, schema, partitioned=dialect == "postgresql")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+from .periods import Period
 from .schema import DEFAULT_PREFIX
 
 
@@ -34,6 +36,14 @@ class BackendSettings:
       (``state_writes``).
     - ``taskqueue_connect_timeout`` (10 s): how long opening a PostgreSQL connection may take
       (``connect_timeout``), so an unreachable server fails a try instead of hanging it.
+    - ``taskqueue_history_partition`` (``daily``; ``weekly``, ``monthly``): how much time one
+      partition of the PostgreSQL history holds (``partitions``).
+    - ``taskqueue_history_partitions_ahead`` (7): partitions made ahead of the current one.
+    - ``taskqueue_history_retention`` (none: kept for ever): a timedelta or seconds; history
+      partitions wholly older than this are dropped by ``taskqueue db maintain`` and Celery's
+      ``backend_cleanup`` (on SQLite, older rows are deleted in batches).
+    - ``taskqueue_cleanup_batch_size`` (1000): rows deleted per transaction by result expiry
+      (``result_expires``) and by retention outside whole partitions.
     """
 
     table_prefix: str = DEFAULT_PREFIX
@@ -49,6 +59,10 @@ class BackendSettings:
     deferred_writes: bool = True
     result_store_retry_window: float = 120.0
     connect_timeout: float = 10.0
+    history_partition: str = "daily"
+    history_partitions_ahead: int = 7
+    history_retention: float | None = None  # seconds
+    cleanup_batch_size: int = 1000
 
     @classmethod
     def from_conf(cls, conf: Any) -> BackendSettings:
@@ -70,4 +84,31 @@ class BackendSettings:
             deferred_writes=bool(get("taskqueue_deferred_writes", True)),
             result_store_retry_window=float(get("taskqueue_result_store_retry_window", 120.0)),
             connect_timeout=float(get("taskqueue_connect_timeout", 10.0)),
+            history_partition=Period.parse(get("taskqueue_history_partition", "daily")).value,
+            history_partitions_ahead=_at_least(
+                "taskqueue_history_partitions_ahead",
+                get("taskqueue_history_partitions_ahead", 7),
+                0,
+            ),
+            history_retention=seconds(get("taskqueue_history_retention", None)),
+            cleanup_batch_size=_at_least(
+                "taskqueue_cleanup_batch_size", get("taskqueue_cleanup_batch_size", 1000), 1
+            ),
         )
+
+
+def seconds(value: Any) -> float | None:
+    """A duration setting (a timedelta or seconds) in seconds; None stays None."""
+    if value is None:
+        return None
+    found = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if found <= 0:
+        raise ValueError(f"taskqueue_history_retention must be positive, got {value!r}")
+    return found
+
+
+def _at_least(name: str, value: Any, low: int) -> int:
+    number = int(value)
+    if number < low:
+        raise ValueError(f"{name} must be at least {low}, got {value!r}")
+    return number

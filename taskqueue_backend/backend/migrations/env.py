@@ -12,7 +12,7 @@ from __future__ import annotations
 from alembic import context
 
 from taskqueue_backend.backend.migrations.naming import Names
-from taskqueue_backend.backend.schema import build_tables
+from taskqueue_backend.backend.schema import tables_for
 
 
 def run_migrations() -> None:
@@ -31,7 +31,7 @@ def run_migrations() -> None:
     names = Names.from_attributes(config.attributes)
     context.configure(
         connection=connection,
-        target_metadata=build_tables(names.prefix, names.schema).metadata,
+        target_metadata=tables_for(connection.dialect.name, names.prefix, names.schema).metadata,
         version_table=names.version_table,
         version_table_schema=names.schema,
         # SQLite cannot ALTER most things; batch mode recreates the table instead

@@ -14,6 +14,7 @@ from typing import Any
 from alembic import op
 from alembic.runtime.environment import NameFilterParentNames, NameFilterType
 
+from taskqueue_backend.backend.periods import is_partition_name
 from taskqueue_backend.backend.schema import DEFAULT_PREFIX
 
 # key of the Names object among the migration context's options (env.py passes it by this name)
@@ -40,11 +41,17 @@ class Names:
     def owns(
         self, name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames
     ) -> bool:
-        """Alembic ``include_name`` hook: autogenerate compares only this app's tables."""
+        """Alembic ``include_name`` hook: autogenerate compares only this app's tables (the
+        history's partitions are made at run time, not by migrations, and are left out)."""
         if type_ == "schema":
             return name == self.schema
         if type_ == "table":
-            return name is not None and name.startswith(self.prefix) and name != self.version_table
+            return (
+                name is not None
+                and name.startswith(self.prefix)
+                and name != self.version_table
+                and not is_partition_name(f"{self.prefix}task_events", name)
+            )
         return True
 
 
