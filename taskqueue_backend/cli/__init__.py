@@ -5,7 +5,7 @@
 Importing this package imports click and the command modules only.
 """
 
-from . import database  # noqa: F401 - registers ``taskqueue db``
+from . import database, db_maintain  # noqa: F401 - register ``taskqueue db``
 from .audit import audit
 from .dlq import dlq
 from .loadtest import loadtest

@@ -1,5 +1,6 @@
 """``taskqueue db …``: create and upgrade the result backend's tables (migrations shipped in
-the package). SQLAlchemy and Alembic are imported inside the commands: the others stay quick."""
+the package); ``db maintain`` (in ``db_maintain``) keeps the history's partitions. SQLAlchemy
+and Alembic are imported inside the commands: the others stay quick."""
 
 from __future__ import annotations
 
@@ -94,6 +95,17 @@ def _database_target(
     return DatabaseTarget(url, str(prefix), schema or None)
 
 
+def backend_settings(ctx: click.Context) -> Any:
+    """The ``taskqueue_*`` settings of the ``-A`` app (the defaults without one)."""
+    from ..backend.settings import BackendSettings
+
+    app = session(ctx).celery_app() if session(ctx).app_name else None
+    try:
+        return BackendSettings.from_conf(app.conf if app is not None else {})
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _database_options(command: F) -> F:
     command = click.option("--schema", default=None, help="PostgreSQL schema (default: none).")(
         command
@@ -157,14 +169,30 @@ def db_upgrade(
         before = current(engine, target.prefix, target.schema)
         upgrade(engine, target.prefix, target.schema, revision, quiet=not verbose)
         after = current(engine, target.prefix, target.schema)
+        made = _partitions_ahead(ctx, engine, target) if revision == "head" else []
     if session(ctx).as_json:
-        output.as_json({**target.as_dict(), "from": before, "to": after})
+        output.as_json({**target.as_dict(), "from": before, "to": after, "partitions_made": made})
     elif before == after:
         click.echo(f"{target.describe()}: already at revision {after}; nothing to do")
     else:
         click.echo(
             f"{target.describe()}: upgraded from {before or '(no tables)'} to revision {after}"
         )
+    if made and not session(ctx).as_json:
+        click.echo(f"made {len(made)} history partition(s) ahead: {', '.join(made)}")
+
+
+def _partitions_ahead(ctx: click.Context, engine: Any, target: DatabaseTarget) -> list[str]:
+    """On PostgreSQL, the history partitions of now and ahead (retention is ``db maintain``'s)."""
+    if engine.dialect.name != "postgresql":
+        return []
+    from ..backend.partitions import HistoryPartitions, Policy
+    from ..backend.schema import tables_for
+
+    tables = tables_for("postgresql", target.prefix, target.schema)
+    policy = Policy.from_settings(backend_settings(ctx))
+    report = HistoryPartitions(engine, tables, policy).maintain(retention=False)
+    return report.created
 
 
 @db.command("current")
