@@ -38,6 +38,7 @@ from tests.support import (
     OpenBrowserPage,
     StartWorker,
     WorkerProcess,
+    client_for,
     delete_keys_containing,
     ping_error,
     worker_command,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 
     from tests.support.control_plane import ServeControlPlane, ServedControlPlane
     from tests.support.exported_metrics import ExportedMetrics
+    from tests.support.redis_cluster import RedisClusterSet
 
 WORKERS_KEY = pytest.StashKey[list[WorkerProcess]]()
 SERVERS_KEY = pytest.StashKey[list["ServedControlPlane"]]()
@@ -102,6 +104,16 @@ def redis_url(pytestconfig: pytest.Config) -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterSet]:
+    """A Redis Cluster of this session's own: 3 masters, 3 replicas, on loopback."""
+    from tests.support.redis_cluster import RedisClusterSet
+
+    found = RedisClusterSet(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield found
+    found.stop()
+
+
 @pytest.fixture
 def keyprefix(redis_url: str) -> Iterator[str]:
     """A random key prefix for this test; keys containing it are deleted afterwards."""
@@ -113,7 +125,7 @@ def keyprefix(redis_url: str) -> Iterator[str]:
     for thread in threading.enumerate():
         if isinstance(thread, Heartbeat) and thread.prefix == prefix:
             thread.stop()
-    client = redis.Redis.from_url(redis_url)
+    client = client_for(redis_url)
     try:
         delete_keys_containing(client, prefix)
     finally:
@@ -122,8 +134,8 @@ def keyprefix(redis_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    """A plain client (bytes replies) on ``redis_url``."""
-    client = redis.Redis.from_url(redis_url)
+    """A plain client (bytes replies) on ``redis_url`` (a cluster client on a cluster)."""
+    client = client_for(redis_url)
     yield client
     client.close()
 

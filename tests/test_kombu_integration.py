@@ -54,9 +54,19 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedi
     server.stop()
 
 
-@pytest.fixture(params=[None, {"global_keyprefix": "_prefixed_"}], ids=["plain", "prefixed"])
+@pytest.fixture(
+    params=[(False, None), (False, {"global_keyprefix": "_prefixed_"}),
+            (True, None), (True, {"global_keyprefix": "_prefixed_"})],
+    ids=["plain", "prefixed", "cluster", "cluster-prefixed"],
+)  # fmt: skip
 def connection(request: pytest.FixtureRequest, own_redis: EmbeddedRedis) -> kombu.Connection:
-    return kombu.Connection(own_redis.url, transport=TRANSPORT, transport_options=request.param)
+    """This transport on a redis-server of this module's, and on a Redis Cluster (3 masters,
+    3 replicas) of the session's, whose nodes are all given as startup nodes."""
+    on_cluster, options = request.param
+    if on_cluster:
+        cluster = request.getfixturevalue("redis_cluster")
+        return kombu.Connection(cluster.url, transport=TRANSPORT, transport_options=options)
+    return kombu.Connection(own_redis.url, transport=TRANSPORT, transport_options=options)
 
 
 @pytest.fixture

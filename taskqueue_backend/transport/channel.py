@@ -121,13 +121,17 @@ class TaskQueueChannel(ConsumingMixin, MembershipMixin, DeadLetterMixin, _Channe
         if batch is not None:
             batch.add_script("publish", call_keys, call_args)
         elif self.options.wait_for_replicas:
-            pipe = self.redis.pipeline(transaction=False)
-            self.scripts["publish"](keys=call_keys, args=call_args, client=pipe)
-            ask_replicas(self, pipe)
-            check_replicas(self, pipe.execute()[-1])
+            self._publish_replicated(call_keys, call_args)
         else:
             self.scripts["publish"](keys=call_keys, args=call_args, client=self.redis)
         self._remember_queue(queue)
+
+    def _publish_replicated(self, call_keys: list[str], call_args: list[Any]) -> None:
+        """Publish, then ``WAIT`` for the replicas in the same pipeline (one connection)."""
+        pipe = self.redis.pipeline(transaction=False)
+        self.scripts["publish"](keys=call_keys, args=call_args, client=pipe)
+        ask_replicas(self, pipe)
+        check_replicas(self, pipe.execute()[-1])
 
     def create_publish_batch(self, max_size: int) -> ScriptBatch:
         return ScriptBatch(self, max_size)

@@ -197,10 +197,14 @@ class ConsumingMixin:
             raise Empty()
         return payloads[0]
 
-    def _wait_seconds(self, timeout: float | None) -> float:
+    def _wait_seconds(self, timeout: float | None, queue: str | None = None) -> float:
+        """How long a wait may block: until the earliest delayed message (of ``queue``, or
+        of every queue) is due, at most ``timeout`` or ``brpop_timeout``."""
         wait = float(timeout if timeout else self.brpop_timeout or 1)
-        if self._next_due:
-            until = (min(self._next_due.values()) - now_ms()) / 1000
+        due = list(self._next_due.values()) if queue is None else (
+            [self._next_due[queue]] if queue in self._next_due else [])  # fmt: skip
+        if due:
+            until = (min(due) - now_ms()) / 1000
             wait = min(wait, max(until, 0.005))
         return round(wait, 3)
 
@@ -217,10 +221,7 @@ class ConsumingMixin:
             no_ack = queue in self._no_ack_queues
             if not no_ack:
                 self._prepare_consumer(queue)
-            # kombu's reply collection counts one message per drain_events() call
-            count = 1 if no_ack else self._free_slots()
-            if len(active) > 1 and self.queue_order_strategy == "round_robin":
-                count = max(1, count // len(active))  # share the slots between the queues
+            count = self._fetch_count(queue)
             keys, args = self._fetch_call(queue, count, no_ack)
             command = ["EVALSHA", self.scripts.sha("fetch"), len(keys), *keys, *args]
             self._pending = ("fetch", queue, count)
@@ -257,23 +258,37 @@ class ConsumingMixin:
                     self._fetch_queue.extend(target.values())
                 raise Empty()
             self._fetch_queue.popleft()
-            payloads = self._unpack(target, reply, target in self._no_ack_queues)
-            if len(reply[1]) // FETCH_STRIDE >= count and len(self.active_queues) == 1:
-                self._fetch_queue.appendleft(target)  # likely more ready: skip the wait
-            if not payloads:
-                raise Empty()
-            if not getattr(self.connection, "in_event_loop", False):
-                # drain_events(): one message per call, the rest on the next calls
-                self._buffered.extend((p, target) for p in payloads[1:])
-                payloads = payloads[:1]
-            for payload in payloads:
-                self.connection._deliver(payload, target)
-            return True
+            return self._deliver_fetched(target, reply, count)
         finally:
             self._in_poll = None
             flush_reauth = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7
             if flush_reauth is not None:
                 flush_reauth()
+
+    def _deliver_fetched(self, target: str, reply: list[Any], count: int) -> bool:
+        """Deliver what a fetch of ``count`` from ``target`` leased; Empty if nothing."""
+        payloads = self._unpack(target, reply, target in self._no_ack_queues)
+        if len(reply[1]) // FETCH_STRIDE >= count and len(self.active_queues) == 1:
+            self._fetch_queue.appendleft(target)  # likely more ready: skip the wait
+        if not payloads:
+            raise Empty()
+        if not getattr(self.connection, "in_event_loop", False):
+            # drain_events(): one message per call, the rest on the next calls
+            self._buffered.extend((p, target) for p in payloads[1:])
+            payloads = payloads[:1]
+        for payload in payloads:
+            self.connection._deliver(payload, target)
+        return True
+
+    def _fetch_count(self, queue: str) -> int:
+        """How many to lease from ``queue`` in one fetch."""
+        no_ack = queue in self._no_ack_queues
+        # kombu's reply collection counts one message per drain_events() call
+        count = 1 if no_ack else self._free_slots()
+        active = len(self.active_queues)
+        if active > 1 and self.queue_order_strategy == "round_robin":
+            count = max(1, count // active)  # share the slots between the queues
+        return count
 
     def deliver_buffered(self) -> bool:
         """Hand over the next buffered message (``drain_events``); False if none."""

@@ -82,7 +82,7 @@ class MembershipMixin:
                           self._consuming(), self._held_queues)  # fmt: skip
         if self._heartbeat is None:
             self._heartbeat = Heartbeat(
-                Redis(connection_pool=self.pool),
+                self._heartbeat_client(),
                 self.scripts,
                 self.global_keyprefix,
                 self.consumer_id,
@@ -92,6 +92,13 @@ class MembershipMixin:
                 lambda: set(self._held_queues),
             )
             self._heartbeat.start()
+
+    def _heartbeat_client(self) -> Any:
+        """The heartbeat thread's own client (the pool is shared and thread-safe)."""
+        return Redis(connection_pool=self.pool)
+
+    def _fetch_in_flight(self) -> bool:
+        return self._pending is not None and self._pending[0] == "fetch"
 
     def _consumer_info(self) -> dict[str, str]:
         return {
@@ -125,7 +132,7 @@ class MembershipMixin:
 
         (A client that once read an ``inspect`` reply is not a worker to watch.)
         """
-        pending_fetch = self._pending is not None and self._pending[0] == "fetch"
+        pending_fetch = self._fetch_in_flight()
         if (
             self._heartbeat is not None
             and not self._leases

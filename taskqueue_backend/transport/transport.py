@@ -19,6 +19,14 @@ def _uses_sentinel(client: Any) -> bool:
     )
 
 
+def _uses_cluster(client: Any) -> bool:
+    """The ``cluster`` transport option, or else what the first reachable node says."""
+    from . import cluster
+
+    flag = cluster.wanted(client.transport_options)
+    return cluster.is_cluster_node(client) if flag is None else flag
+
+
 #: URL schemes kombu would map to its own Redis transport when it switches to an alternate
 _STOCK_SCHEMES = ("redis://", "rediss://", "sentinel://")
 
@@ -84,10 +92,19 @@ class Transport(kombu_redis.Transport):
         hooks.install()  # the transport is selected: its Celery hooks apply to this process
         keep_this_transport_on_failover(client)
         self.sentinel = _uses_sentinel(client)
+        self.cluster = not self.sentinel and _uses_cluster(client)
         if self.sentinel:
             self.Channel = SentinelChannel
             self.default_port = kombu_redis.SentinelTransport.default_port
+        elif self.cluster:
+            from .cluster_channel import ClusterChannel
+
+            self.Channel = ClusterChannel
         super().__init__(client, **kwargs)
+        if self.cluster:
+            from .cluster_waits import ClusterPoller
+
+            self.cycle = ClusterPoller()  # type: ignore[assignment]
         # kombu parses the URL itself (class attribute False) and then asks the instance
         # whether it renders its own: it does (see as_uri)
         self.can_parse_url = True

@@ -4,7 +4,7 @@ browser pages."""
 from taskqueue_backend.selection import DEFAULT_REDIS_URL
 from tests.support.browser import BrowserPage, OpenBrowserPage
 from tests.support.operations import operations_for
-from tests.support.redis_service import delete_keys_containing, ping_error
+from tests.support.redis_service import client_for, delete_keys_containing, ping_error
 from tests.support.waiting import wait_for
 from tests.support.workers import REPO_ROOT, StartWorker, WorkerProcess, worker_command
 
@@ -15,6 +15,7 @@ __all__ = [
     "REPO_ROOT",
     "StartWorker",
     "WorkerProcess",
+    "client_for",
     "delete_keys_containing",
     "operations_for",
     "ping_error",

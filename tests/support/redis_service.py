@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
 
 def ping_error(url: str) -> str | None:
-    """None when a Redis at ``url`` answers PING, else a one-line description of why not."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
+    """None when a Redis at ``url`` (the first of a ``;`` list) answers PING, else a one-line
+    description of why not."""
+    first = url.split(";")[0]
+    client = redis.Redis.from_url(first, socket_connect_timeout=1.0, socket_timeout=2.0)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -17,12 +22,33 @@ def ping_error(url: str) -> str | None:
     return None
 
 
-def delete_keys_containing(client: redis.Redis, fragment: str) -> int:
+def client_for(url: str) -> Any:
+    """A plain client on ``url``; a ``RedisCluster`` over every node of a ``;`` list when
+    they form a cluster (as the transport decides)."""
+    urls = url.split(";")
+    first = redis.Redis.from_url(urls[0])
+    try:
+        clustered = str(first.info("cluster").get("cluster_enabled", 0)) == "1"
+    finally:
+        first.close()
+    if not clustered:
+        return redis.Redis.from_url(urls[0])
+    nodes = []
+    for each in urls:
+        kwargs = redis.connection.parse_url(each)
+        nodes.append(ClusterNode(kwargs.get("host", "127.0.0.1"), int(kwargs.get("port", 6379))))
+    return RedisCluster(startup_nodes=nodes)
+
+
+def delete_keys_containing(client: Any, fragment: str) -> int:
     """UNLINK every key whose name contains ``fragment``; return how many were removed.
 
     Matching anywhere (not only at the start) also catches keys where the prefix sits inside a
     ``{hash tag}``. Callers pass a random per-test fragment, so nothing else can match.
     """
+    if isinstance(client, RedisCluster):  # one key per call: keys live in many slots
+        return sum(int(client.unlink(key)) for key in
+                   list(client.scan_iter(match=f"*{fragment}*", count=500)))  # fmt: skip
     removed = 0
     batch: list[bytes] = []
     for key in client.scan_iter(match=f"*{fragment}*", count=500):

@@ -56,11 +56,14 @@ class QueueData(AdminData):
         return as_text(state) or ""
 
     def pause(self, queue: str, now: int, actor: str, reason: str) -> bool:
-        """Stop consumers leasing from ``queue`` (``pause.lua``); False if it was paused."""
+        """Stop consumers leasing from ``queue`` (``pause.lua``); False if it was paused.
+
+        A queue nobody has used yet can be paused ahead of its first message: it is listed
+        first (the list lives in another hash slot than the queue)."""
         keys = self._queue(queue)
+        self.client.sadd(self._global.queues, queue)
         return bool(self.scripts["pause"](
-            keys=[keys.state, self._global.queues], args=[now, actor, reason, queue],
-            client=self.client,
+            keys=[keys.state], args=[now, actor, reason], client=self.client,
         ))  # fmt: skip
 
     def resume(self, queue: str) -> bool:

@@ -1,10 +1,9 @@
 -- Pause a queue: consumers lease nothing from it until it is resumed; publishing goes on.
 -- The flag is durable broker state (the queue's state hash), seen by every consumer. A queue
--- nobody has used yet can be paused ahead of its first message: it is listed from then on.
--- KEYS: state, the set of known queues
--- ARGV: now_ms, actor, reason, queue name
+-- nobody has used yet can be paused ahead of its first message (the caller lists it).
+-- KEYS: state
+-- ARGV: now_ms, actor, reason
 -- Returns 1 if this call paused it, 0 if it was paused already.
-redis.call('SADD', KEYS[2], ARGV[4])
 if redis.call('HGET', KEYS[1], 'paused') == '1' then
   return 0
 end
