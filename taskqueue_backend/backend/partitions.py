@@ -174,7 +174,7 @@ class HistoryPartitions:
         cutoff = now - self.policy.retention if retention and self.policy.retention else None
         report.cutoff = cutoff
         for lower, upper in self._missing(conn, now, cutoff):
-            self._step(conn, report, partition_name(self.table, lower),
+            self._step(conn, report, f"making {partition_name(self.table, lower)}",
                        lambda c, lo=lower, up=upper: self._create(c, lo, up, report))  # fmt: skip
         if cutoff is not None:
             self._apply_retention(conn, cutoff, report)
