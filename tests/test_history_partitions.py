@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -205,6 +206,51 @@ def test_a_row_without_a_partition_is_kept_in_the_default_one_until_maintenance_
     report = HistoryPartitions(engine, store.tables, Policy(ahead=1)).maintain(now=later)
     assert report.adopted_rows == 1 and report.default_rows == 0
     assert f"tq_task_events_p{Period.DAILY.start_of(later):%Y%m%d}" in report.created
+
+
+def test_writes_going_on_while_the_current_partition_is_made_all_succeed(
+    pg: tuple[Engine, str],
+) -> None:
+    """The first maintenance after an upgrade makes the partition of now while workers write
+    into its range: no write fails (a row routed to the default partition as the partition
+    is attached would violate its constraint) and none is lost."""
+    engine, schema = pg
+    upgrade(engine, "tq_", schema)
+    store = Store(engine, tables_for("postgresql", "tq_", schema))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    written: list[int] = []
+
+    def write(worker: int) -> None:
+        n = 0
+        while not stop.is_set() or n < 20:
+            task = f"w{worker}-{n}"
+            now = datetime.now(UTC)
+            try:
+                store.write({"task_id": task, "state": "SUCCESS", "updated_at": now},
+                            [event_row(task, "succeeded", "SUCCESS", "w", None, now)])  # fmt: skip
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            n += 1
+        written.append(n)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: where_rows_are(engine, schema).get("tq_task_events_default", 0) > 40)
+    report = HistoryPartitions(engine, store.tables, Policy(ahead=1)).maintain()
+    today = f"tq_task_events_p{Period.DAILY.start_of(datetime.now(UTC)):%Y%m%d}"
+    wait_for(lambda: where_rows_are(engine, schema).get(today, 0) > report.adopted_rows,
+             message="no new row in the new partition")  # fmt: skip
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+
+    assert errors == []
+    assert report.adopted_rows > 40 and len(report.created) == 2
+    kept = where_rows_are(engine, schema)
+    assert "tq_task_events_default" not in kept and sum(kept.values()) == sum(written)
 
 
 def test_weekly_and_monthly_partitions_fill_around_the_existing_ones(

@@ -50,6 +50,9 @@ _BOUND = re.compile(r"FOR VALUES FROM \((.+?)\) TO \((.+?)\)")
 _UNITS = {Period.DAILY: "day", Period.WEEKLY: "week", Period.MONTHLY: "month"}
 #: the most periods of default-partition rows adopted by one run
 MAX_ADOPTED_PERIODS = 100
+#: a partition starting sooner than this may be receiving rows (clocks differ): writers
+#: are held while it is attached
+WRITES_AHEAD = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,10 @@ class HistoryPartitions:
     ) -> None:
         name = partition_name(self.table, lower)
         table, default = self.q(name), self.q(self.default)
+        if lower <= utcnow() + WRITES_AHEAD:
+            # rows of this range may be arriving now: writers wait for the attach (a few ms)
+            # instead of routing a row to the default partition while it happens
+            conn.execute(text(f"LOCK TABLE {self.q(self.table)} IN SHARE ROW EXCLUSIVE MODE"))
         in_range = "at >= :lower AND at < :upper"
         bounds = {"lower": lower, "upper": upper}
         conn.execute(text(f"CREATE TABLE {table} (LIKE {self.q(self.table)})"))
@@ -325,6 +332,17 @@ class PartitionKeeper:
                              daemon=True).start()  # fmt: skip
         finally:
             self._lock.release()
+
+
+def routed_before_attach(exc: BaseException) -> bool:
+    """Whether a write failed because a partition for its row was attached while the write
+    was being routed (PostgreSQL sent the row to the default partition, then found it belongs
+    to the new one): written again, it goes to the new partition."""
+    original = getattr(exc, "orig", None) or exc
+    if getattr(original, "sqlstate", None) != "23514":  # check_violation
+        return False
+    table = getattr(getattr(original, "diag", None), "table_name", None) or ""
+    return table.endswith("task_events_default") and "partition constraint" in str(original)
 
 
 # -- helpers ------------------------------------------------------------------------------------

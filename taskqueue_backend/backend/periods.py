@@ -81,7 +81,7 @@ def partition_name(table: str, start: datetime) -> str:
 
 
 def default_partition_name(table: str) -> str:
-    return _checked(f"{table}_default")
+    return f"{table}_default"  # checked where partitions are made (``partition_name``)
 
 
 def before_partition_name(table: str, upper: datetime) -> str:

@@ -42,7 +42,7 @@ from sqlalchemy.engine import Row
 from .. import lifecycle
 from . import expiry
 from .outage import unreachable
-from .partitions import HistoryPartitions, PartitionKeeper, Policy
+from .partitions import HistoryPartitions, PartitionKeeper, Policy, routed_before_attach
 from .schema import Tables
 from .statements import (
     FIRST_COLUMNS,
@@ -95,14 +95,15 @@ class Store:
         if self.keeper is not None:
             self.keeper.tick()
 
-    # -- retries on a dropped connection (database restart) ------------------------------
+    # -- retries on a dropped connection (database restart), or a row routed while its
+    # partition was being attached (``partitions.routed_before_attach``) -------------------
 
     def _retrying(self, operation: Callable[[], T], attempts: int = 3) -> T:
         for attempt in range(attempts):
             try:
                 return operation()
             except Exception as exc:
-                if not unreachable(exc) or attempt == attempts - 1:
+                if attempt == attempts - 1 or not (unreachable(exc) or routed_before_attach(exc)):
                     raise
         raise AssertionError("unreachable")
 

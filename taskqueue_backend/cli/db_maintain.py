@@ -56,6 +56,8 @@ def db_maintain(
     period: str | None, ahead: int | None, retention: str | None, lock_timeout: float,
 ) -> None:  # fmt: skip
     """Make the history's partitions ahead and drop those past the retention."""
+    from sqlalchemy.exc import DBAPIError
+
     from ..backend.migrate import current
     from ..backend.partitions import HistoryPartitions, Policy
     from ..backend.periods import Period
@@ -76,7 +78,12 @@ def db_maintain(
             raise click.ClickException(f"{target.describe()}: no tables yet; "
                                        "`taskqueue db upgrade` creates them")  # fmt: skip
         tables = tables_for(engine.dialect.name, target.prefix, target.schema)
-        report = HistoryPartitions(engine, tables, policy).maintain()
+        try:
+            report = HistoryPartitions(engine, tables, policy).maintain()
+        except (DBAPIError, ValueError) as exc:
+            problem = getattr(exc, "orig", None) or exc
+            raise click.ClickException(f"{target.describe()}: maintenance stopped: {problem} "
+                                       "(the steps done before it are kept)") from exc  # fmt: skip
     if session(ctx).as_json:
         output.as_json({**target.as_dict(), **to_json(report)})
         return
