@@ -9,8 +9,6 @@ publisher was told was sent (publishing waits for the replica's copy: ``wait_for
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from taskqueue_backend.embedded import EmbeddedRedis, find_redis_server, free_port
+from taskqueue_backend.embedded_sentinel import SentinelSet
 from taskqueue_backend.operations import Operations
 from taskqueue_backend.transport.batch import NotReplicated
 from tests.app import make_app, read_log
@@ -29,76 +27,10 @@ from tests.support.control_plane import ServeControlPlane
 MASTER = "tqfailover"
 
 
-class SentinelSet:
-    """A primary, a replica and three sentinels (quorum 2) on loopback."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.primary = EmbeddedRedis(appendonly=True, dir=str(folder / "a"))
-        self.replica = EmbeddedRedis(appendonly=True, dir=str(folder / "b"),
-                                     extra_args=["--replicaof", "127.0.0.1",
-                                                 str(self.primary.port)])  # fmt: skip
-        self.sentinel_ports = [free_port() for _ in range(3)]
-        self.sentinels: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> None:
-        for server in (self.primary, self.replica):
-            Path(server._dir or "").mkdir(parents=True, exist_ok=True)
-            server.start()
-        wait_for(lambda: redis.Redis(port=self.replica.port).info("replication")
-                 .get("master_link_status") == "up", timeout=20,
-                 message="the replica did not sync")  # fmt: skip
-        for i, port in enumerate(self.sentinel_ports):
-            config = self.folder / f"sentinel-{i}.conf"
-            config.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
-                f"sentinel monitor {MASTER} 127.0.0.1 {self.primary.port} 2\n"
-                f"sentinel down-after-milliseconds {MASTER} 1000\n"
-                f"sentinel failover-timeout {MASTER} 10000\n"
-            )
-            self.sentinels.append(subprocess.Popen(
-                [find_redis_server(), str(config), "--sentinel"],
-                stdout=(self.folder / f"sentinel-{i}.log").open("wb"),
-                stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
-        wait_for(lambda: all(self._knows_replica(p) for p in self.sentinel_ports), timeout=20,
-                 message="the sentinels did not find the replica")  # fmt: skip
-
-    def _knows_replica(self, port: int) -> bool:
-        try:
-            return bool(redis.Redis(port=port).sentinel_slaves(MASTER))
-        except redis.RedisError:
-            return False
-
-    @property
-    def url(self) -> str:
-        return ";".join(f"sentinel://127.0.0.1:{p}/0" for p in self.sentinel_ports)
-
-    def primary_port(self) -> int:
-        for port in self.sentinel_ports:
-            try:
-                return int(redis.Redis(port=port).sentinel_get_master_addr_by_name(MASTER)[1])
-            except redis.RedisError:
-                continue
-        raise AssertionError("no sentinel answers")
-
-    def kill_primary(self) -> None:
-        assert self.primary._process is not None
-        self.primary._process.send_signal(signal.SIGKILL)
-
-    def stop(self) -> None:
-        for process in self.sentinels:
-            process.kill()
-            process.wait()
-        for server in (self.primary, self.replica):
-            server.stop()
-
-
 @pytest.fixture
 def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
-    found = SentinelSet(tmp_path)
-    found.start()
-    yield found
-    found.stop()
+    with SentinelSet(tmp_path, MASTER) as found:
+        yield found
 
 
 def test_a_primary_killed_under_load_is_replaced_and_nothing_sent_is_lost(

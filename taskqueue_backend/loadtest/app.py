@@ -12,7 +12,11 @@ the same settings passed through the environment:
 - ``TQ_LOADTEST_RECORD_URL``: the Redis the records go to (default: the broker's);
 - ``TQ_LOADTEST_QUEUE``: the queue (default ``loadtest``);
 - ``TQ_LOADTEST_PREFETCH``: ``worker_prefetch_multiplier`` (default 4);
-- ``TQ_LOADTEST_MAX_PRIORITY``: the highest priority used (this transport's ``max_priority``).
+- ``TQ_LOADTEST_MAX_PRIORITY``: the highest priority used (this transport's ``max_priority``);
+- ``TQ_LOADTEST_TRANSPORT_OPTIONS``: more ``broker_transport_options``, as a JSON object
+  (e.g. ``master_name`` for a ``sentinel://`` list, ``heartbeat_timeout``);
+- ``TQ_LOADTEST_ACKS_LATE``: ``1`` for ``task_acks_late`` (a task is acknowledged after it ran,
+  so one running on a worker that dies runs again instead of being lost).
 
 The task, ``taskqueue.loadtest.work(seq, duration, fail, priority, published_at)``, notes when
 it started, sleeps ``duration`` seconds, then appends one JSON record ``{seq, priority, fail,
@@ -28,7 +32,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -62,6 +66,10 @@ class LoadtestConfig:
     max_priority: int = 9
     #: publishing threads (sizes the producer pool); workers do not need it
     publishers: int = 1
+    transport_options: Mapping[str, Any] = field(default_factory=dict)
+    acks_late: bool = False
+    #: Celery's ``task_publish_retry_policy`` for the publishing process (None: Celery's)
+    publish_retry_policy: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
@@ -92,6 +100,8 @@ class LoadtestConfig:
             "QUEUE": self.queue,
             "PREFETCH": str(self.prefetch_multiplier),
             "MAX_PRIORITY": str(self.max_priority),
+            "TRANSPORT_OPTIONS": json.dumps(dict(self.transport_options)),
+            "ACKS_LATE": "1" if self.acks_late else "",
         }
         return {ENV_PREFIX + name: value for name, value in values.items()}
 
@@ -117,6 +127,8 @@ class LoadtestConfig:
             queue=get("QUEUE", DEFAULT_QUEUE),
             prefetch_multiplier=int(get("PREFETCH", "4")),
             max_priority=int(get("MAX_PRIORITY", "9")),
+            transport_options=json.loads(get("TRANSPORT_OPTIONS", "{}")),
+            acks_late=get("ACKS_LATE") == "1",
         )
 
 
@@ -140,10 +152,31 @@ def is_redis_url(url: str) -> bool:
     return url.split("://", 1)[0] in ("redis", "rediss", "unix")
 
 
+def redis_client(url: str, transport_options: Mapping[str, Any]) -> redis.Redis:
+    """A plain client of the broker's Redis: ``url`` itself, or for a ``sentinel://`` list the
+    primary the sentinels name for ``master_name`` (followed across failovers)."""
+    if not url.startswith("sentinel://"):
+        return redis.Redis.from_url(url)
+    from redis.sentinel import Sentinel
+
+    hosts = []
+    for part in url.split(";"):
+        address = part.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+        host, _, port = address.rpartition(":")
+        hosts.append((host or "127.0.0.1", int(port or 26379)))
+    name = transport_options.get("master_name")
+    if not name:
+        raise ValueError("a sentinel:// broker URL needs master_name in the transport options")
+    return Sentinel(hosts, socket_timeout=5).master_for(str(name), socket_timeout=30)
+
+
 def make_app(config: LoadtestConfig) -> Celery:
     """A Celery app on ``config``'s broker with the load test's one task registered."""
     app = Celery("taskqueue_loadtest", set_as_current=False)
-    transport_options: dict[str, Any] = {"global_keyprefix": config.keyprefix}
+    transport_options: dict[str, Any] = {
+        **config.transport_options,
+        "global_keyprefix": config.keyprefix,
+    }
     if config.transport == OURS:
         transport_options["max_priority"] = max(config.max_priority, 0)
     app.conf.update(
@@ -156,7 +189,10 @@ def make_app(config: LoadtestConfig) -> Celery:
         task_ignore_result=config.result_backend is None,
         result_backend=config.result_backend,
         worker_prefetch_multiplier=config.prefetch_multiplier,
+        task_acks_late=config.acks_late,
     )
+    if config.publish_retry_policy is not None:
+        app.conf.task_publish_retry_policy = dict(config.publish_retry_policy)
     if config.result_backend and is_redis_url(config.result_backend):
         app.conf.result_backend_transport_options = {"global_keyprefix": config.keyprefix}
     recorder = Recorder(config.records_url)

@@ -11,6 +11,12 @@
    priorities), taking each task's publish time just before its publish call, while the
    calling thread reads the records list and reports newly finished tasks to ``progress``
    until every task has a record or the deadline (``--timeout`` from the first publish) passes;
+   with ``max_backlog``, a publisher waits while that many published tasks have no record yet
+   (a steady load instead of one queue of everything); a publish the broker reports as
+   ``NotReplicated`` (queued on the primary, not yet on a replica) is not sent again and is
+   listed in ``unconfirmed``; each task's id is ``task_id(seq)``;
+   meanwhile ``kill_worker(number)`` and ``start_worker(number)`` crash and replace one worker
+   (the soak benchmark does, every minute);
 3. on exit: SIGTERM to each worker, SIGKILL to its process group after a grace period; a last
    read of the records (duplicates that arrived meanwhile count); then every key under the
    run's prefix is deleted (SCAN + UNLINK) on the broker's Redis and the records' Redis —
@@ -29,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +44,8 @@ from typing import Any
 
 import redis
 
-from .app import TASK_NAME, LoadtestConfig, make_app
+from ..transport.batch import NotReplicated
+from .app import TASK_NAME, LoadtestConfig, make_app, redis_client
 from .stats import PlannedTask, RunData
 
 READY_DEADLINE_SECONDS = 60.0
@@ -61,6 +69,10 @@ class LoadSpec:
     prefetch_multiplier: int
     timeout: float
     seed: int | None = None
+    #: at most this many published tasks without a record (0: no bound)
+    max_backlog: int = 0
+    #: once publishing is over, stop waiting when no record came for this long (0: never)
+    stall_timeout: float = 0.0
 
 
 class LoadtestError(Exception):
@@ -104,12 +116,16 @@ class LoadRun:
         self.records: list[dict[str, Any]] = []
         self.published_at: list[float | None] = [None] * len(plan)
         self.publish_began = self.publish_ended = 0.0
-        self._workers: list[tuple[subprocess.Popen[bytes], Path]] = []
+        #: seqs whose publish raised NotReplicated (queued, not confirmed on a replica)
+        self.unconfirmed: list[int] = []
+        self.published_count = self.finished_count = 0
+        self._workers: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
         self._publishers: list[threading.Thread] = []
         self._stop_publishing = threading.Event()
         self._publish_lock = threading.Lock()
-        self._broker = redis.Redis.from_url(config.broker_url)
+        self._broker = redis_client(config.broker_url, config.transport_options)
         self._recorder = redis.Redis.from_url(config.records_url)
+        self._id_base = uuid.uuid4().int >> 32 << 32  # a random UUID whose last 8 digits are seq
         self._app: Any = None
 
     def __enter__(self) -> LoadRun:
@@ -136,26 +152,60 @@ class LoadRun:
 
     # -- workers -------------------------------------------------------------------------------
 
+    def task_id(self, seq: int) -> str:
+        """The id task ``seq`` is published with (a UUID of this run ending in ``seq``)."""
+        return str(uuid.UUID(int=self._id_base | seq))
+
     def start_workers(self) -> None:
-        env = {**os.environ, **self.config.to_env()}
         for number in range(1, self.spec.workers + 1):
-            log_path = self.log_dir / f"worker-{self.config.transport}-{number}.log"
-            name = f"loadtest-{self.config.transport}-{number}-{os.getpid()}@%h"
-            command = [
-                sys.executable, "-m", "celery", "-A", WORKER_APP, "worker", "-l", "WARNING",
-                "-c", str(self.spec.concurrency), "-P", self.spec.pool, "-Q", self.config.queue,
-                "-n", name, "--prefetch-multiplier", str(self.spec.prefetch_multiplier),
-                "--without-gossip", "--without-mingle", "--without-heartbeat",
-            ]  # fmt: skip
-            with open(log_path, "ab") as log:
-                process = subprocess.Popen(
-                    command, env=env, cwd=self.log_dir, stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
-                )  # fmt: skip
-            self._workers.append((process, log_path))
+            self._launch(number)
+        self._wait_ready(list(self._workers))
+
+    def start_worker(self, number: int) -> subprocess.Popen[bytes]:
+        """Start worker ``number`` (again, after ``kill_worker``) and wait until it consumes."""
+        self._launch(number)
+        self._wait_ready([number])
+        return self._workers[number][0]
+
+    def worker(self, number: int) -> subprocess.Popen[bytes]:
+        return self._workers[number][0]
+
+    def kill_worker(self, number: int) -> int:
+        """SIGKILL worker ``number``'s process group (its pool too), as a crash; its pid."""
+        process = self._workers[number][0]
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        process.wait()
+        return process.pid
+
+    def _launch(self, number: int) -> None:
+        env = {**os.environ, **self.config.to_env()}
+        log_path = self.log_dir / f"worker-{self.config.transport}-{number}.log"
+        name = f"loadtest-{self.config.transport}-{number}-{os.getpid()}@%h"
+        command = [
+            sys.executable, "-m", "celery", "-A", WORKER_APP, "worker", "-l", "WARNING",
+            "-c", str(self.spec.concurrency), "-P", self.spec.pool, "-Q", self.config.queue,
+            "-n", name, "--prefetch-multiplier", str(self.spec.prefetch_multiplier),
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]  # fmt: skip
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                command, env=env, cwd=self.log_dir, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        self._workers[number] = (process, log_path)
+
+    def _wait_ready(self, numbers: Sequence[int]) -> None:
+        """Until each of these workers' pids is in the readiness set (or one exits first)."""
         deadline = time.monotonic() + READY_DEADLINE_SECONDS
-        while self._recorder.scard(self.config.ready_key) < len(self._workers):
-            for process, log_path in self._workers:
+        waiting = [self._workers[n] for n in numbers]
+        while True:
+            ready = {int(pid) for pid in self._recorder.smembers(self.config.ready_key)}
+            if all(process.pid in ready for process, _ in waiting):
+                return
+            for process, log_path in waiting:
                 if process.poll() is not None:
                     raise LoadtestError(
                         f"a {self.config.transport} worker exited with code "
@@ -165,17 +215,17 @@ class LoadRun:
             if time.monotonic() > deadline:
                 raise LoadtestError(
                     f"the {self.config.transport} workers were not ready within "
-                    f"{READY_DEADLINE_SECONDS:.0f} s; the end of {self._workers[0][1]}:\n"
-                    + _tail(self._workers[0][1])
+                    f"{READY_DEADLINE_SECONDS:.0f} s; the end of {waiting[0][1]}:\n"
+                    + _tail(waiting[0][1])
                 )
             time.sleep(POLL_SECONDS)
 
     def _stop_workers(self) -> None:
-        for process, _ in self._workers:
+        for process, _ in self._workers.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for process, _ in self._workers:
+        for process, _ in self._workers.values():
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -203,18 +253,25 @@ class LoadRun:
             thread.start()
         deadline = time.monotonic() + self.spec.timeout
         finished: set[int] = set()
+        last_record = time.monotonic()
         while not errors:
             publishing = any(thread.is_alive() for thread in threads)
             before = len(finished)
             finished.update(int(r["seq"]) for r in self._read_records())
+            self.finished_count = len(finished)
             progress(len(finished) - before)
+            if len(finished) > before or publishing:
+                last_record = time.monotonic()
             if not publishing and len(finished) >= len(self.plan):
                 break
             if time.monotonic() >= deadline:
                 break
-            if all(process.poll() is not None for process, _ in self._workers):
+            stalled = time.monotonic() - last_record
+            if self.spec.stall_timeout and stalled >= self.spec.stall_timeout:
+                break
+            if all(process.poll() is not None for process, _ in self._workers.values()):
                 self._stop_publishing.set()
-                log_path = self._workers[0][1]
+                log_path = next(iter(self._workers.values()))[1]
                 raise LoadtestError(
                     f"every {self.config.transport} worker exited before the tasks finished; "
                     f"the end of {log_path}:\n" + _tail(log_path)
@@ -232,22 +289,37 @@ class LoadRun:
         try:
             with self._app.producer_or_acquire() as producer:
                 for task in self.plan[index :: self.spec.publishers]:
-                    if errors or self._stop_publishing.is_set():
+                    if errors or not self._room_to_publish():
                         break
                     published_at = time.time()
                     self.published_at[task.seq] = published_at
-                    self._app.send_task(
-                        TASK_NAME,
-                        args=(task.seq, self.spec.duration, task.fail),
-                        kwargs={"priority": task.priority, "published_at": published_at},
-                        priority=task.priority,
-                        producer=producer,
-                    )
+                    with self._publish_lock:
+                        self.published_count += 1
+                    try:
+                        self._app.send_task(
+                            TASK_NAME,
+                            args=(task.seq, self.spec.duration, task.fail),
+                            kwargs={"priority": task.priority, "published_at": published_at},
+                            priority=task.priority,
+                            producer=producer,
+                            task_id=self.task_id(task.seq),
+                        )
+                    except NotReplicated:  # queued on the primary: sending it again would
+                        with self._publish_lock:  # run it twice
+                            self.unconfirmed.append(task.seq)
             ended = time.time()
             with self._publish_lock:
                 self.publish_ended = max(self.publish_ended, ended)
         except BaseException as exc:  # reported by the waiting thread
             errors.append(exc)
+
+    def _room_to_publish(self) -> bool:
+        """Wait while ``max_backlog`` published tasks have no record; False once stopped."""
+        limit = self.spec.max_backlog
+        while limit and self.published_count - self.finished_count >= limit:
+            if self._stop_publishing.wait(POLL_SECONDS):
+                return False
+        return not self._stop_publishing.is_set()
 
     def _read_records(self) -> list[dict[str, Any]]:
         """The records appended since the last read (also kept in ``self.records``)."""
