@@ -3,17 +3,18 @@
 One ``DELETE`` of every expired row would hold its row locks, and its transaction, for as long
 as it takes to delete millions of rows, and leave one huge burst of WAL. Here each batch is
 one short transaction of at most ``batch_size`` rows, the oldest first (a range of the
-``finished_at`` or ``created_at`` index). On PostgreSQL a row a writer holds right now is
-skipped (``FOR UPDATE SKIP LOCKED``), so expiry never waits for a task's write, nor makes it
-wait; it is deleted by the next cleanup.
+``finished_at`` or ``created_at`` index, from where the previous batch ended). On PostgreSQL
+a row a writer holds right now is skipped (``FOR UPDATE SKIP LOCKED``), so expiry never
+waits for a task's write, nor makes it wait; it is deleted by the next cleanup.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import functools
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, bindparam, delete, select
 
 if TYPE_CHECKING:
     from .queries import Store
@@ -30,18 +31,24 @@ def expire(store: Store, before: datetime, batch_size: int) -> int:
 def _in_batches(
     store: Store, table: Table, key: Any, moment: Any, before: datetime, batch_size: int
 ) -> int:
-    chosen = select(key).where(moment < before).order_by(moment).limit(batch_size)
+    """Each batch starts where the previous one ended (``moment >= after``), so no batch
+    walks again over the index entries of the rows the earlier batches deleted."""
+    chosen = select(key, moment).where(moment >= bindparam("after"), moment < before)
+    chosen = chosen.order_by(moment).limit(batch_size)
     if store.dialect == "postgresql":
         chosen = chosen.with_for_update(skip_locked=True)
-    statement = delete(table).where(key.in_(chosen.scalar_subquery()))
+    removal = delete(table).where(key.in_(bindparam("keys", expanding=True)))
 
-    def one_batch() -> int:
+    def one_batch(after: datetime) -> tuple[int, datetime]:
         with store.engine.begin() as conn:
-            return int(conn.execute(statement).rowcount or 0)
+            rows = conn.execute(chosen, {"after": after}).all()
+            if rows:
+                conn.execute(removal, {"keys": [row[0] for row in rows]})
+        return len(rows), max((row[1] for row in rows), default=after)
 
-    total = 0
+    total, after = 0, datetime.min.replace(tzinfo=UTC)
     while True:
-        deleted = store._retrying(one_batch)
+        deleted, after = store._retrying(functools.partial(one_batch, after))
         total += deleted
         if deleted < batch_size:
             return total

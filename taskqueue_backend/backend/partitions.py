@@ -4,7 +4,8 @@ partition, whole partitions dropped by retention (``taskqueue db maintain``, the
 - **Ahead**: the period holding now and the ``ahead`` next ones (``periods.Period``) each get a
   partition. A new partition is made as a table of its own and then attached (``ATTACH
   PARTITION`` takes a SHARE UPDATE EXCLUSIVE lock on the history table, which writers and
-  readers pass; ``CREATE TABLE … PARTITION OF`` would take an exclusive one).
+  readers pass; ``CREATE TABLE … PARTITION OF`` would take an exclusive one). Only a range
+  that may be receiving rows now also holds writers for the attach (see ``_create``).
 - **Default**: a row whose time no partition holds yet (maintenance stopped, a clock far
   ahead) goes to ``<table>_default``: it is never lost and the task's write never fails. The
   next maintenance gives the periods of those rows a partition and moves the rows into it in
