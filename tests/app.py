@@ -28,6 +28,7 @@ from celery import Celery, Task
 
 from taskqueue_backend.headers import delivery_count
 from taskqueue_backend.selection import DEFAULT_REDIS_URL, TRANSPORT_PATH
+from tests.support.redis_service import client_for
 
 TRANSPORT = TRANSPORT_PATH
 
@@ -51,7 +52,7 @@ def _recorder_client() -> redis.Redis:
     """One plain Redis client per process, created on first use (after any fork)."""
     global _recorder, _recorder_pid
     if _recorder is None or _recorder_pid != os.getpid():
-        _recorder = redis.Redis.from_url(os.environ.get("TQ_TEST_RECORD_URL") or _env_redis_url())
+        _recorder = client_for(os.environ.get("TQ_TEST_RECORD_URL") or _env_redis_url())
         _recorder_pid = os.getpid()
     return _recorder
 
@@ -165,7 +166,7 @@ def sleep_then_record_to(self: Task, label: str, seconds: float, log_url: str) -
     time.sleep(seconds)
     key = (os.getpid(), log_url)
     if key not in _log_clients:
-        _log_clients[key] = redis.Redis.from_url(log_url)
+        _log_clients[key] = client_for(log_url)
     delivery_info = self.request.delivery_info or {}
     entry = {
         "task": self.name,

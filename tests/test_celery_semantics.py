@@ -40,6 +40,7 @@ from tests.backend_app import make_app as make_backend_app
 from tests.support import REPO_ROOT, StartWorker, operations_for, wait_for
 from tests.support.dead_letters import bury
 from tests.support.events import EventCollector
+from tests.support.redis_service import skip_stock_on_cluster
 
 BACKEND_APP = "tests.backend_app"
 
@@ -61,6 +62,7 @@ def env_for(
     env = {"TQ_TEST_REDIS_URL": redis_url, "TQ_TEST_KEYPREFIX": keyprefix,
            "TQ_TEST_TABLE_PREFIX": "tq_"}  # fmt: skip
     if setup in ("stock-redis", "stock-celery"):
+        skip_stock_on_cluster(redis_url)
         env["TQ_TEST_RESULT_BACKEND"] = request.getfixturevalue("stock_results")
         if setup == "stock-celery":
             env["TQ_TEST_STOCK_BROKER"] = "1"
@@ -147,6 +149,8 @@ def test_a_task_failing_for_good_sends_the_events_it_sends_on_stock_kombu(
     broker: str, redis_url: str, keyprefix: str, start_worker: StartWorker
 ) -> None:
     stock = broker == "stock"
+    if stock:
+        skip_stock_on_cluster(redis_url)
     env = {"TQ_TEST_STOCK_BROKER": "1"} if stock else {}
     start_worker(env=env, extra_args=["-E"]).wait_ready()
     app = make_app(redis_url, keyprefix, stock=stock)

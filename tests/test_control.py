@@ -51,7 +51,7 @@ FAST_HEARTBEAT = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0}
 #: key names this transport and kombu's binding tables create under a prefix (plus the
 #: tests' own ``log`` list); anything else under the prefix is a leak
 ALLOWED_KEY = re.compile(
-    r"^(?:_kombu\.binding[._].+"
+    r"^(?:(?:\{tq\}:)?_kombu\.binding[._].+"
     r"|tq:\{[^}]+\}:(?:ready|delayed|inflight|dead|ids|signal|state|replaying|held:.+|m:.+)"
     r"|\{tq\}:(?:consumers|offline|queues|audit|consumer:.+|failed:.+)"
     r"|log)$"

@@ -79,9 +79,12 @@ class ClusterWaitsMixin(_WaitsBase):
         for queue in active:
             if queue not in self._waits:
                 self._waits[queue] = self._open_wait(queue)
+                self._want_fetch(queue)  # look first: it may hold messages already
         if self._fetching is None and not self._buffered:
-            for queue in self._fetch_queue:
-                if self._waits[queue].pending is None:
+            # the queue order strategy picks among the queues with something to fetch
+            for queue in self._queue_cycle.consume(len(active)):
+                if queue in self._fetch_queue and self._waits[queue].pending is None:
+                    self._queue_cycle.rotate(queue)
                     self._send_fetch(self._waits[queue])
                     break
         for queue in active:
@@ -89,6 +92,9 @@ class ClusterWaitsMixin(_WaitsBase):
             if wait.pending is None and queue not in self._fetch_queue:
                 self._send_wait(wait)
         return list(self._waits.values())
+
+    def _refetch_after_full(self) -> bool:
+        return True  # a full fetch likely left more: fetch again before waiting
 
     def _open_wait(self, queue: str) -> QueueWait:
         client = cluster.node_client(self.redis, self.queue_keys(queue).signal)

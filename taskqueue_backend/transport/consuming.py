@@ -268,7 +268,7 @@ class ConsumingMixin:
     def _deliver_fetched(self, target: str, reply: list[Any], count: int) -> bool:
         """Deliver what a fetch of ``count`` from ``target`` leased; Empty if nothing."""
         payloads = self._unpack(target, reply, target in self._no_ack_queues)
-        if len(reply[1]) // FETCH_STRIDE >= count and len(self.active_queues) == 1:
+        if len(reply[1]) // FETCH_STRIDE >= count and self._refetch_after_full():
             self._fetch_queue.appendleft(target)  # likely more ready: skip the wait
         if not payloads:
             raise Empty()
@@ -279,6 +279,11 @@ class ConsumingMixin:
         for payload in payloads:
             self.connection._deliver(payload, target)
         return True
+
+    def _refetch_after_full(self) -> bool:
+        """Whether a fetch that got all it asked for is followed by another before a wait
+        (with several queues the wait's ``BLPOP`` on all of them decides which is next)."""
+        return len(self.active_queues) == 1
 
     def _fetch_count(self, queue: str) -> int:
         """How many to lease from ``queue`` in one fetch."""

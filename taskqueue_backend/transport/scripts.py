@@ -28,6 +28,8 @@ SCRIPT_NAMES = (
     "dlq_release",
     "dlq_delete",
     "dlq_trim",
+    "dlq_take_in",
+    "dlq_hand_over",
     "bury_rebuilt",
     "offline",
     "bury_copy",

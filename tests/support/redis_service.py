@@ -22,16 +22,29 @@ def ping_error(url: str) -> str | None:
     return None
 
 
+def is_cluster(url: str) -> bool:
+    """Whether the first node of ``url`` runs in cluster mode."""
+    first = redis.Redis.from_url(url.split(";")[0])
+    try:
+        return str(first.info("cluster").get("cluster_enabled", 0)) == "1"
+    finally:
+        first.close()
+
+
+def skip_stock_on_cluster(url: str) -> None:
+    """Side-by-side runs of stock kombu and Celery's Redis backend need one server: neither
+    supports Redis Cluster."""
+    import pytest
+
+    if is_cluster(url):
+        pytest.skip("stock kombu and Celery's Redis backend do not support Redis Cluster")
+
+
 def client_for(url: str) -> Any:
     """A plain client on ``url``; a ``RedisCluster`` over every node of a ``;`` list when
     they form a cluster (as the transport decides)."""
     urls = url.split(";")
-    first = redis.Redis.from_url(urls[0])
-    try:
-        clustered = str(first.info("cluster").get("cluster_enabled", 0)) == "1"
-    finally:
-        first.close()
-    if not clustered:
+    if not is_cluster(url):
         return redis.Redis.from_url(urls[0])
     nodes = []
     for each in urls:

@@ -25,6 +25,13 @@ class AdminData:
     prefix: str
     options: BrokerOptions
 
+    @property
+    def cluster(self) -> bool:
+        """Whether the client reaches a Redis Cluster (one hash slot per queue)."""
+        from redis.cluster import RedisCluster
+
+        return isinstance(self.client, RedisCluster)
+
     def _queue(self, queue: str) -> QueueKeys:
         return QueueKeys(self.prefix, queue)
 

@@ -81,8 +81,27 @@ class DeadLetterData(AdminData):
 
     def release_dead(self, queue: str, target: str, now: int, releases: Sequence[Any]) -> None:
         """Put claimed entries on ``target``'s ready set (``dlq_release.lua``); ``releases``
-        holds (message id, new body or '', new expiry or '') triples, flat."""
+        holds (message id, new body or '', new expiry or '') triples, flat.
+
+        On Redis Cluster another queue's keys live in another slot: each entry is copied
+        there first (``dlq_take_in.lua``) and the original removed after
+        (``dlq_hand_over.lua``), so an interruption between the two keeps it twice, never
+        loses it (the original returns to its dead letters when the claim goes stale)."""
         keys, to = self._queue(queue), self._queue(target)
+        if target != queue and self.cluster:
+            for i in range(0, len(releases), 3):
+                message_id, body, expire_at = releases[i : i + 3]
+                stored = cast(dict[bytes, bytes], self.client.hgetall(keys.message(message_id)))
+                flat = [item for pair in stored.items() for item in pair]
+                self.scripts["dlq_take_in"](
+                    keys=[to.ready, to.signal, to.state, to.ids],
+                    args=[to.base, now, keys.base, message_id, body, expire_at, *flat],
+                    client=self.client,
+                )  # fmt: skip
+                self.scripts["dlq_hand_over"](
+                    keys=[keys.replaying], args=[keys.base, message_id], client=self.client
+                )
+            return
         self.scripts["dlq_release"](
             keys=[keys.replaying, to.ready, to.signal, to.state, to.ids],
             args=[keys.base, to.base, now, *releases], client=self.client,
