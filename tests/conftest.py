@@ -47,9 +47,9 @@ from tests.support import (
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
+    from taskqueue_backend.embedded_cluster import RedisClusterSet
     from tests.support.control_plane import ServeControlPlane, ServedControlPlane
     from tests.support.exported_metrics import ExportedMetrics
-    from tests.support.redis_cluster import RedisClusterSet
 
 WORKERS_KEY = pytest.StashKey[list[WorkerProcess]]()
 SERVERS_KEY = pytest.StashKey[list["ServedControlPlane"]]()
@@ -107,7 +107,7 @@ def redis_url(pytestconfig: pytest.Config) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterSet]:
     """A Redis Cluster of this session's own: 3 masters, 3 replicas, on loopback."""
-    from tests.support.redis_cluster import RedisClusterSet
+    from taskqueue_backend.embedded_cluster import RedisClusterSet
 
     found = RedisClusterSet(tmp_path_factory.mktemp("redis-cluster")).start()
     yield found

@@ -1,4 +1,4 @@
-"""A real Redis Cluster on loopback for tests and benchmarks: three masters and three
+"""A Redis Cluster on loopback for tests and benchmarks: three masters and three
 replicas from the ``redis-server`` binary, joined with ``redis-cli --cluster create``."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import redis
+from redis.cluster import ClusterNode
 
-from taskqueue_backend.embedded import EmbeddedRedis, find_redis_server, free_port
+from .embedded import EmbeddedRedis, find_redis_server, free_port
 
 
 class RedisClusterSet:
@@ -80,7 +81,9 @@ class RedisClusterSet:
         return self.nodes[0].url
 
     def client(self) -> redis.RedisCluster:
-        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port)
+        """A cluster client, every running node a startup node."""
+        nodes = [ClusterNode("127.0.0.1", n.port) for n in self.nodes if n.running]
+        return redis.RedisCluster(startup_nodes=nodes)
 
     def master_of(self, key: str) -> EmbeddedRedis:
         """The node serving ``key``'s slot now."""

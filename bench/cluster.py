@@ -1,0 +1,132 @@
+"""Redis Cluster: what ``wait_for_replicas`` costs a publish, and what a master's failover
+loses without it, in one run.
+
+    python bench/cluster.py [--tasks 3000] [--rounds 3] [--failover-tasks 3000]
+
+A cluster of three masters and three replicas (``redis-server`` on loopback, started for
+the run). Publish rates (Celery ``send_task`` loop, median of the rounds): this transport on
+one redis-server (the reference: kombu's stock transport has no cluster support), on the
+cluster, and on the cluster with ``wait_for_replicas=1``. Failover: a publisher sends
+``--failover-tasks`` tasks to a queue nobody consumes and the queue's master is SIGKILLed a
+third of the way through; once its replica is promoted, the tasks the publisher was told were
+sent are counted in the queue: without ``wait_for_replicas`` those that had not reached the
+replica are lost, with it none may be. Each failover variant runs on a fresh cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from taskqueue_backend.embedded import EmbeddedRedis  # noqa: E402
+from taskqueue_backend.embedded_cluster import RedisClusterSet  # noqa: E402
+from taskqueue_backend.transport.batch import NotReplicated  # noqa: E402
+
+
+def publisher(url: str, options: dict[str, Any]) -> Any:
+    from celery import Celery
+
+    app = Celery("bench.cluster", set_as_current=False)
+    app.conf.broker_url = url
+    app.conf.broker_transport = "taskqueue_backend.transport:Transport"
+    app.conf.broker_transport_options = options
+    return app
+
+
+def rate(app: Any, tasks: int, queue: str) -> float:
+    app.send_task("bench.noop", queue=queue)  # connect and declare outside the timing
+    started = time.perf_counter()
+    for _ in range(tasks):
+        app.send_task("bench.noop", queue=queue)
+    return tasks / (time.perf_counter() - started)
+
+
+def failover_run(folder: Path, tasks: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Publish with a kill of the queue's master; count confirmed publishes that survived."""
+    cluster = RedisClusterSet(folder).start()
+    try:
+        app = publisher(cluster.url, options)
+        victim = cluster.master_of("tq:{failover}:ready")
+        confirmed = not_replicated = refused = 0
+        killed_at = 0.0
+        for i in range(tasks):
+            if i == tasks // 3:
+                cluster.kill(victim)
+                killed_at = time.monotonic()
+            try:
+                app.send_task("bench.noop", queue="failover", retry=True,
+                              retry_policy={"max_retries": 60, "interval_start": 0.2,
+                                            "interval_step": 0.2, "interval_max": 0.5})  # fmt: skip
+                confirmed += 1
+            except NotReplicated:
+                not_replicated += 1  # kept on the new master, but no replica holds it yet
+                if not_replicated == 1:
+                    victim.start()  # back as the new master's replica
+            except redis.RedisError:
+                refused += 1
+        stalled = time.monotonic() - killed_at
+        client = cluster.client()
+        held = int(client.zcard("tq:{failover}:ready"))
+        app.close()
+        return {"confirmed": confirmed, "not_replicated": not_replicated, "refused": refused,
+                "held": held, "lost": max(0, confirmed + not_replicated - held),
+                "seconds_after_kill": stalled}  # fmt: skip
+    finally:
+        cluster.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--failover-tasks", type=int, default=3000)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="tq-bench-cluster-") as tmp:
+        single = EmbeddedRedis(dir=str(Path(tmp) / "single")).start()
+        cluster = RedisClusterSet(Path(tmp) / "cluster").start()
+        try:
+            variants = {
+                "one redis-server": publisher(single.url, {}),
+                "cluster": publisher(cluster.url, {}),
+                "cluster, wait_for_replicas=1": publisher(cluster.url, {"wait_for_replicas": 1}),
+            }
+            rates: dict[str, list[float]] = {name: [] for name in variants}
+            for round_number in range(args.rounds):
+                for name, app in variants.items():
+                    rates[name].append(rate(app, args.tasks, f"bench{round_number}"))
+            for app in variants.values():
+                app.close()
+        finally:
+            cluster.stop()
+            single.stop()
+        medians = {name: statistics.median(values) for name, values in rates.items()}
+        print(f"publish, {args.tasks} send_task calls, median of {args.rounds} rounds")
+        base = medians["one redis-server"]
+        for name, value in medians.items():
+            print(f"  {name:32} {value:8,.0f}/s  {value / base:.2f}x")
+        wait_cost = medians["cluster, wait_for_replicas=1"] / medians["cluster"]
+        print(f"  wait_for_replicas=1 on the cluster: {wait_cost:.2f}x the publish rate")
+
+        print(f"failover of the queue's master after {args.failover_tasks // 3} of "
+              f"{args.failover_tasks} publishes")  # fmt: skip
+        for name, options in (("no wait", {}), ("wait_for_replicas=1", {"wait_for_replicas": 1})):
+            found = failover_run(Path(tmp) / name.replace("=", "-"), args.failover_tasks,
+                                 options)  # fmt: skip
+            print(f"  {name:20} confirmed {found['confirmed']:5}  NotReplicated "
+                  f"{found['not_replicated']:4}  refused {found['refused']:3}  held "
+                  f"{found['held']:5}  lost {found['lost']:4}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
