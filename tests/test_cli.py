@@ -66,6 +66,7 @@ def test_every_command_takes_json_in_any_position(
     commands = [
         ["queues"], ["consumers"], ["workers"], ["workers", "recover"], ["dlq", "list"],
         ["dlq", "stats"], ["tasks"], ["find", task_id], ["status", task_id], ["db", "current"],
+        ["db", "maintain"],
     ]  # fmt: skip
     runs = [args for command in commands
             for args in ([*base, "--json", *command], [*base, *command, "--json"])]  # fmt: skip

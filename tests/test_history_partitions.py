@@ -353,6 +353,11 @@ def test_a_drop_that_would_wait_for_a_long_reader_is_postponed_not_queued(
 # -- result expiry --------------------------------------------------------------------------------
 
 
+def results_table(store: Store) -> str:
+    table = store.tables.results
+    return f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
+
+
 @pytest.fixture(params=["postgresql", "sqlite"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     if request.param == "postgresql":
@@ -369,23 +374,25 @@ def test_result_expiry_deletes_in_batches_of_short_transactions(store: Store) ->
         finished = now - timedelta(hours=2 if i < 35 else 0)
         store.write({"task_id": f"t{i:02}", "state": "SUCCESS", "finished_at": finished,
                      "updated_at": finished}, [])  # fmt: skip
-    deletes: list[int] = []
-    commits: list[int] = []
+    onlooker = create_engine(store.engine.url, poolclass=NullPool)
+    committed: list[int] = []  # results left, as another connection sees them, before each batch
 
-    def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("DELETE") and "results" in statement:
-            deletes.append(cursor.rowcount)
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "DELETE" in statement.upper() and "tq_results" in statement:
+            with onlooker.connect() as other:
+                count = other.execute(text(f"SELECT count(*) FROM {results_table(store)}"))
+                committed.append(int(count.scalar() or 0))
 
-    event.listen(store.engine, "after_cursor_execute", after)
-    event.listen(store.engine, "commit", lambda conn: commits.append(len(deletes)))
+    event.listen(store.engine, "before_cursor_execute", before)
     try:
         removed = store.cleanup(now - timedelta(hours=1))
     finally:
-        event.remove(store.engine, "after_cursor_execute", after)
+        event.remove(store.engine, "before_cursor_execute", before)
+        onlooker.dispose()
 
     assert removed == 35
-    assert deletes == [10, 10, 10, 5]
-    assert commits[:4] == [1, 2, 3, 4]  # one transaction per batch
+    # four batches of at most ten, each committed before the next begins
+    assert committed == [40, 30, 20, 10]
     with store.engine.connect() as conn:
         left = conn.execute(select(store.tables.results.c.task_id)).scalars().all()
     assert sorted(left) == [f"t{i}" for i in range(35, 40)]
@@ -432,7 +439,7 @@ def test_celery_backend_cleanup_expires_results_and_applies_the_retention(
     store.write({"task_id": "new", "state": "SUCCESS", "finished_at": now, "updated_at": now},
                 [event_row("new", "succeeded", "SUCCESS", "w1", None, now)])  # fmt: skip
 
-    app.tasks["celery.backend_cleanup"].apply().get()
+    app.tasks["celery.backend_cleanup"].run()  # its body, as beat has a worker run it
 
     assert [row.task_id for row in store.read_many(["old", "new"])] == ["new"]
     assert store.history("old") == [] and len(store.history("new")) == 1
