@@ -15,9 +15,10 @@ partition, whole partitions dropped by retention (``taskqueue db maintain``, the
   past the cut-off in the default partition are deleted in small batches. A row is kept at
   least the retention and at most one period longer.
 
-Each step is its own short transaction with ``lock_timeout`` set, so maintenance never queues
-behind a long query and then holds up every writer behind it: a step that cannot get its lock
-in time is left for the next run and reported. One process maintains a table set at a time
+Each step is its own short transaction with a short ``lock_timeout`` (0.5 s), so maintenance
+never queues behind a long query and then holds up every writer behind it for long: a step
+that cannot get its lock in time is tried twice more, then left for the next run and
+reported. One process maintains a table set at a time
 (an advisory lock); the others skip. On SQLite (a flat table) only retention applies: old
 rows are deleted in batches.
 """
@@ -51,6 +52,8 @@ _BOUND = re.compile(r"FOR VALUES FROM \((.+?)\) TO \((.+?)\)")
 _UNITS = {Period.DAILY: "day", Period.WEEKLY: "week", Period.MONTHLY: "month"}
 #: the most periods of default-partition rows adopted by one run
 MAX_ADOPTED_PERIODS = 100
+#: tries of a step whose lock is not granted within ``lock_timeout`` before it is postponed
+LOCK_ATTEMPTS = 3
 #: a partition starting sooner than this may be receiving rows (clocks differ): writers
 #: are held while it is attached
 WRITES_AHEAD = timedelta(hours=1)
@@ -63,7 +66,7 @@ class Policy:
     period: Period = Period.DAILY
     ahead: int = 7
     retention: timedelta | None = None
-    lock_timeout: float = 5.0
+    lock_timeout: float = 0.5
     batch_size: int = 1000
 
     @classmethod
@@ -190,18 +193,23 @@ class HistoryPartitions:
         return report
 
     def _step(self, conn: Connection, report: MaintenanceReport, what: str, run: Any) -> None:
-        """One step in a transaction of its own, waiting at most ``lock_timeout`` for a lock."""
-        try:
-            with conn.begin():
-                timeout = max(1, int(self.policy.lock_timeout * 1000))
-                conn.execute(text(f"SET LOCAL lock_timeout = {timeout}"))
-                run(conn)
-        except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
-                raise
-            logger.warning("history maintenance: %s postponed, its lock was not granted "
-                           "within %g s", what, self.policy.lock_timeout)  # fmt: skip
-            report.postponed.append(what)
+        """One step in a transaction of its own, waiting at most ``lock_timeout`` for a lock
+        (while it waits, the writers that come after it wait too), ``LOCK_ATTEMPTS`` times."""
+        timeout = max(1, int(self.policy.lock_timeout * 1000))
+        for attempt in range(LOCK_ATTEMPTS):
+            if attempt:
+                time.sleep(self.policy.lock_timeout * 2)  # let the queue behind it drain
+            try:
+                with conn.begin():
+                    conn.execute(text(f"SET LOCAL lock_timeout = {timeout}"))
+                    run(conn)
+                return
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                    raise
+        logger.warning("history maintenance: %s postponed, its lock was not granted within "
+                       "%g s, %d times", what, self.policy.lock_timeout, LOCK_ATTEMPTS)  # fmt: skip
+        report.postponed.append(what)
 
     def _missing(
         self, conn: Connection, now: datetime, cutoff: datetime | None

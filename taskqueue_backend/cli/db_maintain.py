@@ -46,9 +46,9 @@ def parse_duration(text: str) -> timedelta | None:
 @click.option("--retention", default=None, metavar="DURATION",
               help="Drop history older than this, a partition at a time: 30d, 36h, none "
               "(default: the app's taskqueue_history_retention, else none).")  # fmt: skip
-@click.option("--lock-timeout", type=click.FloatRange(min=0.001), default=5.0,
-              show_default=True, help="Seconds a step waits for its lock before it is left "
-              "for the next run.")  # fmt: skip
+@click.option("--lock-timeout", type=click.FloatRange(min=0.001), default=0.5,
+              show_default=True, help="Seconds a step waits for its lock (three tries) "
+              "before it is left for the next run.")  # fmt: skip
 @json_option
 @click.pass_context
 def db_maintain(
