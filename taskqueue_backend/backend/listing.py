@@ -26,6 +26,9 @@ from .queries import Store
 
 #: the time columns a page can be ordered (and a range bounded) by
 SORT_COLUMNS = ("updated_at", "received_at", "finished_at")
+#: how far ahead of the timeline's end an event's time may be and still count in its last
+#: interval (a worker's clock ahead); the bound lets the history's partitions be pruned
+CLOCK_AHEAD = timedelta(hours=1)
 
 
 class InvalidCursor(ValueError):
@@ -182,8 +185,9 @@ def event_timeline(
     store: Store, events: Sequence[str], start: datetime, buckets: int, width: float
 ) -> dict[str, list[int]]:
     """How many of each event happened in each of ``buckets`` consecutive intervals of
-    ``width`` seconds from ``start`` (the last one open-ended: an event stamped by a clock
-    slightly ahead counts in it): one index range scan over ``(event, at)``."""
+    ``width`` seconds from ``start`` (the last one takes up to ``CLOCK_AHEAD`` more: an event
+    stamped by a clock slightly ahead counts in it): one index range scan over ``(event, at)``
+    in the history partitions of that range only (the partitions made ahead are pruned)."""
     e = store.tables.events
     edges = [start + timedelta(seconds=width * i) for i in range(buckets)]
     cells = [
@@ -191,9 +195,10 @@ def event_timeline(
         for low, high in zip(edges, edges[1:], strict=False)
     ]
     cells.append(func.sum(case((e.c.at >= edges[-1], 1), else_=0)))
+    end = edges[-1] + timedelta(seconds=width) + CLOCK_AHEAD
     statement = (
         select(e.c.event, *cells)
-        .where(e.c.event.in_(list(events)), e.c.at >= edges[0])
+        .where(e.c.event.in_(list(events)), e.c.at >= edges[0], e.c.at < end)
         .group_by(e.c.event)
     )
 
