@@ -8,9 +8,11 @@ the run). Publish rates (Celery ``send_task`` loop, median of the rounds): this 
 one redis-server (the reference: kombu's stock transport has no cluster support), on the
 cluster, and on the cluster with ``wait_for_replicas=1``. Failover: a publisher sends
 ``--failover-tasks`` tasks to a queue nobody consumes and the queue's master is SIGKILLed a
-third of the way through; once its replica is promoted, the tasks the publisher was told were
-sent are counted in the queue: without ``wait_for_replicas`` those that had not reached the
-replica are lost, with it none may be. Each failover variant runs on a fresh cluster.
+third of the way through, ``--lag`` seconds after the master lost its replica's link (a
+network blip: the replica is about to reconnect and catch up); once the replica is
+promoted, the tasks the publisher was told were sent are counted in the queue: without
+``wait_for_replicas`` those that had not reached the replica are lost, with it none may be.
+Each failover variant runs on a fresh cluster.
 """
 
 from __future__ import annotations
@@ -51,35 +53,46 @@ def rate(app: Any, tasks: int, queue: str) -> float:
     return tasks / (time.perf_counter() - started)
 
 
-def failover_run(folder: Path, tasks: int, options: dict[str, Any]) -> dict[str, Any]:
-    """Publish with a kill of the queue's master; count confirmed publishes that survived."""
+def failover_run(folder: Path, tasks: int, options: dict[str, Any], lag: float) -> dict[str, Any]:
+    """Publish with a kill of the queue's master; count confirmed publishes that survived.
+
+    ``lag``: seconds between the master losing its replica's link (``CLIENT KILL TYPE
+    replica``: a network blip; the replica reconnects within about a second) and the kill;
+    what the master acknowledged in between has not reached the replica."""
     cluster = RedisClusterSet(folder).start()
     try:
         app = publisher(cluster.url, options)
         victim = cluster.master_of("tq:{failover}:ready")
-        confirmed = not_replicated = refused = 0
-        killed_at = 0.0
+        confirmed: list[str] = []
+        not_replicated = refused = 0
+        killed_at = cut_at = 0.0
         for i in range(tasks):
             if i == tasks // 3:
+                if lag:
+                    redis.Redis(port=victim.port).client_kill_filter(_type="replica")
+                cut_at = time.monotonic()
+            if not killed_at and i >= tasks // 3 and time.monotonic() - cut_at >= lag:
                 cluster.kill(victim)
                 killed_at = time.monotonic()
+            task_id = f"failover-{i}"
             try:
-                app.send_task("bench.noop", queue="failover", retry=True,
+                app.send_task("bench.noop", queue="failover", task_id=task_id, retry=True,
                               retry_policy={"max_retries": 60, "interval_start": 0.2,
                                             "interval_step": 0.2, "interval_max": 0.5})  # fmt: skip
-                confirmed += 1
+                confirmed.append(task_id)
             except NotReplicated:
-                not_replicated += 1  # kept on the new master, but no replica holds it yet
-                if not_replicated == 1:
+                not_replicated += 1  # published, but no replica confirmed it: not counted
+                if killed_at and not victim.running:
                     victim.start()  # back as the new master's replica
             except redis.RedisError:
                 refused += 1
         stalled = time.monotonic() - killed_at
         client = cluster.client()
-        held = int(client.zcard("tq:{failover}:ready"))
+        held = client.hmget("tq:{failover}:ids", confirmed) if confirmed else []
         app.close()
-        return {"confirmed": confirmed, "not_replicated": not_replicated, "refused": refused,
-                "held": held, "lost": max(0, confirmed + not_replicated - held),
+        lost = sum(1 for found in held if found is None)
+        return {"confirmed": len(confirmed), "not_replicated": not_replicated,
+                "refused": refused, "held": len(confirmed) - lost, "lost": lost,
                 "seconds_after_kill": stalled}  # fmt: skip
     finally:
         cluster.stop()
@@ -90,6 +103,10 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--failover-tasks", type=int, default=3000)
+    parser.add_argument(
+        "--lag", type=float, default=0.3,
+        help="seconds from cutting the replica's link to the kill (0: no cut)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="tq-bench-cluster-") as tmp:
@@ -119,10 +136,11 @@ def main() -> None:
         print(f"  wait_for_replicas=1 on the cluster: {wait_cost:.2f}x the publish rate")
 
         print(f"failover of the queue's master after {args.failover_tasks // 3} of "
-              f"{args.failover_tasks} publishes")  # fmt: skip
+              f"{args.failover_tasks} publishes, {args.lag:g} s after its replica's link "
+              "was cut")  # fmt: skip
         for name, options in (("no wait", {}), ("wait_for_replicas=1", {"wait_for_replicas": 1})):
             found = failover_run(Path(tmp) / name.replace("=", "-"), args.failover_tasks,
-                                 options)  # fmt: skip
+                                 options, args.lag)  # fmt: skip
             print(f"  {name:20} confirmed {found['confirmed']:5}  NotReplicated "
                   f"{found['not_replicated']:4}  refused {found['refused']:3}  held "
                   f"{found['held']:5}  lost {found['lost']:4}")  # fmt: skip

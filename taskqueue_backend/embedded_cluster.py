@@ -90,6 +90,15 @@ class RedisClusterSet:
         node = self.client().get_node_from_key(key)
         return next(n for n in self.nodes if n.port == node.port)
 
+    def replica_of(self, master: EmbeddedRedis) -> EmbeddedRedis:
+        """The node replicating ``master`` now."""
+        for node in self.nodes:
+            if node.running and node is not master:
+                info = redis.Redis(port=node.port).info("replication")
+                if info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port:
+                    return node
+        raise AssertionError(f"no replica of 127.0.0.1:{master.port}")
+
     def kill(self, node: EmbeddedRedis) -> None:
         node.kill()
 

@@ -240,6 +240,7 @@ BROKER_TESTS = [
 ]  # fmt: skip
 
 
+@pytest.mark.timeout(900)
 def test_the_broker_tests_pass_on_a_cluster(redis_cluster: RedisClusterSet) -> None:
     """The project's own broker tests, unchanged, with ``REDIS_URL`` naming every node."""
     env = {**os.environ, "REDIS_URL": redis_cluster.url}
