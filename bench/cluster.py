@@ -30,27 +30,10 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.replicated_publish import publisher, rate  # noqa: E402
 from taskqueue_backend.embedded import EmbeddedRedis  # noqa: E402
 from taskqueue_backend.embedded_cluster import RedisClusterSet  # noqa: E402
 from taskqueue_backend.transport.batch import NotReplicated  # noqa: E402
-
-
-def publisher(url: str, options: dict[str, Any]) -> Any:
-    from celery import Celery
-
-    app = Celery("bench.cluster", set_as_current=False)
-    app.conf.broker_url = url
-    app.conf.broker_transport = "taskqueue_backend.transport:Transport"
-    app.conf.broker_transport_options = options
-    return app
-
-
-def rate(app: Any, tasks: int, queue: str) -> float:
-    app.send_task("bench.noop", queue=queue)  # connect and declare outside the timing
-    started = time.perf_counter()
-    for _ in range(tasks):
-        app.send_task("bench.noop", queue=queue)
-    return tasks / (time.perf_counter() - started)
 
 
 def failover_run(folder: Path, tasks: int, options: dict[str, Any], lag: float) -> dict[str, Any]:

@@ -90,3 +90,22 @@ local function forget_task(base, id, task_id)
     redis.call('HDEL', base .. ':ids', task_id)
   end
 end
+
+-- a replayed message (stored at mk) is ready again in queue TARGET: the poison count starts
+-- over, the replay is counted, a new body or expiry (not '') replaces the old, and it goes
+-- to the tail of its priority; ids is the target's task-id index
+local function requeue_replayed(target, mk, id, rank, task_id, now, from, body, expire_at, ids)
+  redis.call('HSET', mk, 'state', 'ready', 'owner', '', 'recoveries', 0,
+             'replayed_at', now, 'replayed_from', from)
+  if body ~= '' then
+    redis.call('HSET', mk, 'body', body)
+  end
+  if expire_at ~= '' then
+    redis.call('HSET', mk, 'expire_at', expire_at)
+  end
+  redis.call('HINCRBY', mk, 'replays', 1)
+  if task_id and task_id ~= '' then
+    redis.call('HSET', ids, task_id, id)
+  end
+  redis.call('ZADD', target .. ':ready', tail_score(target, rank), id)
+end

@@ -19,19 +19,7 @@ for i = 4, #ARGV, 3 do
         redis.call('RENAME', mk, tk)
         forget_task(base, id, f[2])
       end
-      redis.call('HSET', tk, 'state', 'ready', 'owner', '', 'recoveries', 0,
-                 'replayed_at', now, 'replayed_from', base)
-      if body ~= '' then
-        redis.call('HSET', tk, 'body', body)
-      end
-      if expire_at ~= '' then
-        redis.call('HSET', tk, 'expire_at', expire_at)
-      end
-      redis.call('HINCRBY', tk, 'replays', 1)
-      if f[2] and f[2] ~= '' then
-        redis.call('HSET', KEYS[5], f[2], id)
-      end
-      redis.call('ZADD', KEYS[2], tail_score(target, tonumber(f[1])), id)
+      requeue_replayed(target, tk, id, tonumber(f[1]), f[2], now, base, body, expire_at, KEYS[5])
       n = n + 1
     end
   end

@@ -18,19 +18,8 @@ if not stored['rank'] then
   redis.call('DEL', tk)
   return 0
 end
-redis.call('HSET', tk, 'state', 'ready', 'owner', '', 'recoveries', 0,
-           'replayed_at', now, 'replayed_from', from)
-if body ~= '' then
-  redis.call('HSET', tk, 'body', body)
-end
-if expire_at ~= '' then
-  redis.call('HSET', tk, 'expire_at', expire_at)
-end
-redis.call('HINCRBY', tk, 'replays', 1)
-if stored['task_id'] and stored['task_id'] ~= '' then
-  redis.call('HSET', KEYS[4], stored['task_id'], id)
-end
-redis.call('ZADD', KEYS[1], tail_score(target, tonumber(stored['rank'])), id)
+requeue_replayed(target, tk, id, tonumber(stored['rank']), stored['task_id'], now, from, body,
+                 expire_at, KEYS[4])
 wake(target)
 touch(target, nil)
 return 1
