@@ -208,6 +208,16 @@ class EmbeddedRedis:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
+    def pause(self) -> None:
+        """SIGSTOP the server (it stops answering and reading; for fault benchmarks)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL the server (a crash, for fault tests); the data directory is kept."""
         self._signal_and_wait(signal.SIGKILL)
