@@ -236,7 +236,7 @@ def test_a_master_killed_under_load_is_replaced_and_nothing_confirmed_is_lost(
 
 BROKER_TESTS = [
     "tests/test_priority.py", "tests/test_delayed.py", "tests/test_dlq.py",
-    "tests/test_control.py",
+    "tests/test_control.py", "tests/test_registry.py", "tests/test_flower.py",
 ]  # fmt: skip
 
 

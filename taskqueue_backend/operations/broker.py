@@ -88,8 +88,11 @@ class BrokerAccess:
         return cls.open(app.connection_for_write())
 
     def describe(self) -> str:
-        """The broker's URL without its password, and the key prefix if any."""
+        """The broker's URL without its password (the first of a list), whether it is a
+        Redis Cluster, and the key prefix if any."""
         where = self.connection.as_uri()
+        if self.admin.cluster:
+            where += " (Redis Cluster)"
         return f"{where} (keyprefix {self.prefix!r})" if self.prefix else where
 
     def close(self) -> None:
