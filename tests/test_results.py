@@ -172,8 +172,11 @@ def test_failure_keeps_the_exception_and_its_traceback(
     assert (row.exception_type, row.exception_message) == ("ValueError", "the input was odd")
 
     events = wait_for_events(app, result.id, 3)
-    assert [e["event"] for e in events] == ["received", "started", "failed"]
-    assert events[-1]["detail"]["exception"] == "ValueError: the input was odd"
+    names = [e["event"] for e in events]
+    # the broker dead-letters a failed task: its dead_lettered row may already follow
+    assert names[:3] == ["received", "started", "failed"], names
+    assert names[3:] in ([], ["dead_lettered"]), names
+    assert events[2]["detail"]["exception"] == "ValueError: the input was odd"
 
 
 def test_retries_then_success_are_each_in_the_history_in_time_order(
