@@ -160,6 +160,30 @@ def test_upgrading_a_flat_history_keeps_every_row_and_id_and_downgrading_too(
     assert len(history_rows(engine, schema)) == len(before) + 2
 
 
+def test_a_key_index_built_beforehand_becomes_the_old_tables_key_instead_of_a_new_one(
+    pg: tuple[Engine, str],
+) -> None:
+    engine, schema = pg
+    upgrade(engine, "tq_", schema, revision="0003")
+    insert_history(engine, schema, [(f"t{i}", datetime.now(UTC)) for i in range(50)])
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'CREATE UNIQUE INDEX CONCURRENTLY tq_task_events_id_at '
+                          f'ON "{schema}".tq_task_events (id, at)'))  # fmt: skip
+        built = conn.execute(text("SELECT to_regclass(:i)::oid"),
+                             {"i": f'"{schema}".tq_task_events_id_at'}).scalar()  # fmt: skip
+
+    upgrade(engine, "tq_", schema)
+
+    with engine.connect() as conn:
+        keys = conn.execute(text(
+            "SELECT i.indexrelid FROM pg_index i JOIN pg_inherits h ON h.inhrelid = i.indrelid "
+            "WHERE h.inhparent = to_regclass(:t) AND i.indisprimary "
+            "AND i.indrelid::regclass::text LIKE '%before%'"),
+            {"t": f'"{schema}".tq_task_events'}).scalars().all()  # fmt: skip
+    assert keys == [built]  # the old table's key is the index built beforehand
+    assert len(history_rows(engine, schema)) == 50
+
+
 def test_the_history_notification_fires_on_the_partitioned_table(pg: tuple[Engine, str]) -> None:
     engine, schema = pg
     upgrade(engine, "tq_", schema, revision="0003")

@@ -5,9 +5,9 @@ The table of before becomes a partition, not a copy: it is renamed
 next UTC midnight after both now and its newest row, so no row is rewritten and every id is
 kept (the new table's sequence goes on from the old one's). Attaching reads the old table
 once (its rows must fall in that range) and builds the one index the new primary key needs,
-``(id, at)``, in place of the old key ``(id)``, unless an equal unique index exists already:
-build it beforehand with ``CREATE UNIQUE INDEX CONCURRENTLY`` to keep the upgrade short on a
-large table. The other indexes are the old table's own, adopted. A
+``(id, at)``, in place of the old key ``(id)``, unless a unique index on ``(id, at)`` exists
+already (it becomes the key): build it beforehand with ``CREATE UNIQUE INDEX CONCURRENTLY``
+to keep the upgrade short on a large table. The other indexes are the old table's own, adopted. A
 ``<prefix>task_events_default`` partition takes any row no partition holds yet; the daily
 (or weekly, monthly) partitions are made by ``partitions.py`` after the upgrade. The NOTIFY
 trigger of 0003 moves to the new table (same payload: its qualified name). An old table
@@ -42,6 +42,16 @@ Moment = sa.DateTime(timezone=True)
 TaskId = sa.String(255)
 INDEXES = {"task": ("task_id", "at"), "event_at": ("event", "at"), "at": ("at",)}
 COLUMNS = "id, task_id, event, state, at, worker, detail"
+#: a valid unique index of the old table on exactly (id, at), built by the operator beforehand
+PREBUILT_KEY = """
+    SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+    WHERE i.indrelid = to_regclass(:t) AND i.indisunique AND i.indisvalid
+      AND i.indpred IS NULL AND i.indexprs IS NULL
+      AND (SELECT array_agg(a.attname::text ORDER BY k.n)
+           FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)
+          = ARRAY['id', 'at']
+    LIMIT 1"""
 
 
 def _columns(key: tuple[str, ...]) -> list[Any]:
@@ -107,8 +117,13 @@ def upgrade() -> None:
         op.rename_table(n.table, before, schema=n.schema)
         for suffix in INDEXES:
             op.execute(f'ALTER INDEX {n.q(f"{n.table}_{suffix}")} RENAME TO "{before}_{suffix}"')
-        # a partition takes the table's key (id, at): its own (id) goes
+        # a partition takes the table's key (id, at): its own (id) goes, and a unique index
+        # on (id, at) built beforehand becomes its key (attaching then builds none)
         op.execute(f'ALTER TABLE {n.q(before)} DROP CONSTRAINT "{n.table}_pkey"')
+        built = bind.execute(sa.text(PREBUILT_KEY), {"t": n.q(before)}).scalar()
+        if built:
+            op.execute(f'ALTER TABLE {n.q(before)} ADD CONSTRAINT "{before}_pkey" '
+                       f'PRIMARY KEY USING INDEX "{built}"')  # fmt: skip
         op.execute(f'ALTER SEQUENCE {old_sequence} RENAME TO "{before}_id_seq"')
         old_sequence = n.q(f"{before}_id_seq")
     op.create_table(n.table, *_columns(("id", "at")), schema=n.schema,
