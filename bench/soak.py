@@ -185,7 +185,7 @@ def soak(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         # the workers stopped (SIGTERM): their last records are in; the run's keys are gone
         data = run.data()
         published = [t.seq for t in plan if data.published_at[t.seq] is not None]
-        killed = chaos.killed_pids()
+        killed = chaos.killed_lives()
 
         def returned(seqs: list[int]) -> dict[int, list[tuple[str, float]]]:
             ids = {run.task_id(seq): seq for seq in seqs}

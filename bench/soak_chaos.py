@@ -8,7 +8,8 @@
   ``Kill``: which worker, the pids that died, when, and when its successor consumed;
 - once ``failover_when()`` holds it SIGKILLs the broker's primary, waits until the sentinels
   promote the replica, restarts the old primary (the sentinels make it a replica of the new
-  one) and waits until it is in sync: a ``Failover`` with those four moments;
+  one) and, from a thread of its own while the kills go on, waits until it is in sync: a
+  ``Failover`` with those four moments;
 - every ``sample_every`` seconds it samples each live worker's RSS (main + pool processes,
   ``taskqueue_backend.loadtest.rss``) into that worker's current ``Incarnation`` (one per start
   of a worker: a worker restarted after a kill starts a new one).
@@ -28,6 +29,9 @@ from typing import Any
 from taskqueue_backend.embedded_sentinel import SentinelSet
 from taskqueue_backend.loadtest import LoadRun
 from taskqueue_backend.loadtest.rss import tree_rss
+
+#: how long before its readiness a worker's processes may already exist (its start-up)
+STARTUP_S = 60.0
 
 
 @dataclass
@@ -98,6 +102,7 @@ class Chaos(threading.Thread):
         self.errors: list[BaseException] = []
         self._current: dict[int, Incarnation] = {}
         self._stopping = threading.Event()
+        self._resync: threading.Thread | None = None
 
     def begin(self, numbers: Sequence[int]) -> None:
         """Note the first incarnation of each worker (all ready now) and start."""
@@ -109,13 +114,22 @@ class Chaos(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
         self.join()
+        if self._resync is not None:
+            self._resync.join()
         self.sample()
         for incarnation in self._current.values():
             incarnation.ended_at = time.time()
 
-    def killed_pids(self) -> set[int]:
-        return {pid for incarnation in self.incarnations if incarnation.killed
-                for pid in incarnation.pids}  # fmt: skip
+    def killed_lives(self) -> dict[int, list[tuple[float, float]]]:
+        """pid -> the spans (from its incarnation's start to the kill) it lived in a worker
+        that was killed: a pid the system gives again later is not taken for the killed one."""
+        found: dict[int, list[tuple[float, float]]] = {}
+        for life in self.incarnations:
+            if life.killed:
+                for pid in life.pids:
+                    found.setdefault(pid, []).append((life.ready_at - STARTUP_S,
+                                                      life.ended_at or life.ready_at))  # fmt: skip
+        return found
 
     def _born(self, number: int, pid: int, at: float) -> None:
         incarnation = Incarnation(number, pid, at, pids={pid})
@@ -180,6 +194,19 @@ class Chaos(threading.Thread):
                  f"{failover.promoted_at - failover.killed_at:.1f} s after the kill")  # fmt: skip
         self.sentinels.rejoin()
         failover.rejoined_at = time.time()
-        failover.replica_back_at = self.sentinels.wait_for_replica()
+        # the sentinels take a while to make it a replica: the kills go on meanwhile
+        self._resync = threading.Thread(target=self._await_replica, name="soak-resync",
+                                        daemon=True)  # fmt: skip
+        self._resync.start()
+
+    def _await_replica(self) -> None:
+        failover = self.failover
+        assert failover is not None
+        try:
+            failover.replica_back_at = self.sentinels.wait_for_replica()
+        except BaseException as exc:
+            self.errors.append(exc)
+            self.log(f"failover: no replica in sync again: {exc!r}")
+            return
         back = failover.replica_back_at - failover.killed_at
         self.log(f"failover: the old primary is a replica in sync {back:.1f} s after the kill")

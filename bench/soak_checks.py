@@ -5,13 +5,14 @@ whether it passed.
   and the ones it answered ``NotReplicated`` (queued on the primary before it had a replica
   again); duplicates (records beyond a task's first), each attributed to one cause, checked in
   this order: *ran on a killed worker* (one of its runs came from a process of a worker that
-  was SIGKILLed: it ran there and its acknowledgement died with it), *leased to a killed
-  worker* (the history holds a ``returned`` event from a consumer, ``host:pid:…``, of a killed
-  worker: the heartbeat recovery gave it back), *failover: a live consumer's heartbeats
-  lapsed* (returned from a live consumer inside the failover window: its heartbeats could not
-  reach a primary for longer than ``heartbeat_timeout``), *failover: an acknowledgement not
-  replicated* (one of its runs finished inside the window: the old primary took the
-  acknowledgement and died before its replica had it). The failover window runs from
+  was SIGKILLed, by pid within that worker's life: it ran there and its acknowledgement died
+  with it), *leased to a killed worker* (the history holds a ``returned`` event from a
+  consumer, ``host:pid:…``, of a worker killed before it: the heartbeat recovery gave it
+  back), *failover: a live consumer's heartbeats lapsed* (returned from a live consumer inside
+  the failover window: its heartbeats could not reach a primary for longer than
+  ``heartbeat_timeout``), *failover: an acknowledgement not replicated* (one of its runs
+  finished inside the window: the old primary took the acknowledgement and died before its
+  replica had it). The failover window runs from
   ``FAILOVER_MARGIN_S`` before the primary's kill to that long after the replica was in sync
   again. Anything else is *unexplained*, and fails the check.
 - ``rss_growth``: per worker incarnation, RSS at the end (its kill or the end of the run)
@@ -37,6 +38,8 @@ from typing import Any
 from bench.soak_chaos import Failover, Incarnation
 
 FAILOVER_MARGIN_S = 5.0
+#: a killed worker's leases are returned within this long of its kill (heartbeat window + check)
+RECOVERY_REACH_S = 600.0
 RSS_LIMIT_PERCENT = 10.0
 MEMORY_SLACK_BYTES = 1024 * 1024
 
@@ -87,6 +90,11 @@ def _consumer_pid(consumer: str) -> int | None:
     return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
 
 
+def _killed_before(lives: Iterable[tuple[float, float]], at: float) -> bool:
+    """A life that ended (was killed) before ``at``, within the recovery's reach of it."""
+    return any(end <= at <= end + RECOVERY_REACH_S for _, end in lives)
+
+
 def kind_of(name: str) -> str:
     for kind, pattern in KINDS:
         if re.fullmatch(pattern, name):
@@ -98,7 +106,7 @@ def deliveries(
     published: Sequence[int],
     unconfirmed: Iterable[int],
     records: Sequence[Mapping[str, Any]],
-    killed_pids: set[int],
+    killed: Mapping[int, Sequence[tuple[float, float]]],
     failover: Failover | None,
     returned: Callable[[list[int]], dict[int, list[tuple[str, float]]]],
 ) -> dict[str, Any]:
@@ -109,8 +117,14 @@ def deliveries(
     unsure = set(unconfirmed)
     lost = [seq for seq in published if seq not in runs]
     twice = sorted(seq for seq, found in runs.items() if len(found) > 1)
-    recovered = returned([seq for seq in twice
-                          if not any(r["pid"] in killed_pids for r in runs[seq])])  # fmt: skip
+
+    def on_killed(pid: int | None, at: float) -> bool:
+        return any(start <= at <= end for start, end in killed.get(pid or 0, ()))
+
+    def ran_on_killed(seq: int) -> bool:
+        return any(on_killed(int(r["pid"]), float(r["started_at"])) for r in runs[seq])
+
+    recovered = returned([seq for seq in twice if not ran_on_killed(seq)])
     window = None
     if failover is not None:
         window = (failover.killed_at - FAILOVER_MARGIN_S,
@@ -123,9 +137,10 @@ def deliveries(
     for seq in twice:
         found = runs[seq]
         taken = recovered.get(seq, [])
-        if any(r["pid"] in killed_pids for r in found):
+        if ran_on_killed(seq):
             causes["ran on a killed worker"].append(seq)
-        elif any(_consumer_pid(consumer) in killed_pids for consumer, _ in taken):
+        # the recovery runs after the kill: the consumer's pid was the killed worker's then
+        elif any(_killed_before(killed.get(_consumer_pid(c) or 0, ()), at) for c, at in taken):
             causes["leased to a killed worker"].append(seq)
         elif any(in_window(at) for _, at in taken):
             causes["failover: a live consumer's heartbeats lapsed"].append(seq)

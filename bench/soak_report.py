@@ -107,7 +107,9 @@ def _redis_lines(report: Mapping[str, Any]) -> list[str]:
             f"{_mib(after['used_memory_dataset'])} after the drain "
             f"({found['dataset_growth_bytes']:+,} bytes); used_memory "
             f"{_mib(base['used_memory'])} -> {_mib(after['used_memory'])}; keys "
-            f"{base['keys']} -> {after['keys']}"
+            f"{base['keys']} -> {after['keys']}; clients {base['connected_clients']} -> "
+            f"{after['connected_clients']}, pub/sub channels "
+            f"{base['pubsub_channels_and_patterns']} -> {after['pubsub_channels_and_patterns']}"
         )
     keys = report["broker_keys"]
     before = report["baseline_keys"]

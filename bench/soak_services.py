@@ -33,19 +33,40 @@ def as_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def redis_memory(port: int) -> dict[str, int]:
+def redis_memory(port: int) -> dict[str, Any]:
     """``used_memory``, ``used_memory_dataset`` (without the server's overhead: client and
-    replication buffers, the replication backlog, the script cache) and the key count."""
+    replication buffers, the replication backlog, the script cache, the key tables), the key
+    count, the clients and pub/sub channels (their tables count as dataset), and ``MEMORY
+    STATS`` whole."""
     client = redis.Redis(port=port, socket_timeout=10)
     try:
         info: Any = client.info("memory")
+        clients: Any = client.info("clients")
+        stats: Any = client.execute_command("MEMORY STATS")
+        channels = client.pubsub_numpat() + len(client.pubsub_channels())
         return {
             "used_memory": int(info["used_memory"]),
             "used_memory_dataset": int(info["used_memory_dataset"]),
             "keys": int(client.dbsize()),
+            "connected_clients": int(clients["connected_clients"]),
+            "pubsub_channels_and_patterns": int(channels),
+            "memory_stats": _plain(stats),
         }
     finally:
         client.close()
+
+
+def _plain(value: Any) -> Any:
+    """``MEMORY STATS``' flat [name, value, ...] reply (nested for db.N) as a dict."""
+    if (
+        isinstance(value, list)
+        and len(value) % 2 == 0
+        and all(isinstance(k, (bytes, str)) for k in value[::2])
+    ):
+        return {as_text(k): _plain(v) for k, v in zip(value[::2], value[1::2], strict=True)}
+    if isinstance(value, dict):
+        return {as_text(k): _plain(v) for k, v in value.items()}
+    return as_text(value) if isinstance(value, bytes) else value
 
 
 def keys_under(port: int, prefix: str) -> dict[str, int]:
