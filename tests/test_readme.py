@@ -44,7 +44,8 @@ def test_benchmarks_keep_their_tables_and_point_to_the_method_and_discussion() -
 
     assert "docs/benchmarks.md" in benchmarks
     tables = re.findall(r"^### (.+)\n\n(?:.+\n)*?\n?\|", benchmarks, re.M)
-    assert tables == ["Broker", "Result backend", "Dead letters and recovery", "Control plane"]
+    assert tables == ["Broker", "Result backend", "Dead letters and recovery", "Control plane",
+                      "Scaling out", "Soak"]  # fmt: skip
     long = [p for p in paragraphs(benchmarks) if len(p.split()) > 60]
     assert long == [], "the discussion belongs in docs/benchmarks.md"
     for script in sorted(set(re.findall(r"python (bench/\w+\.py)", benchmarks))):
