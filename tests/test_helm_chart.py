@@ -536,3 +536,20 @@ def test_readme_lists_every_value() -> None:
     assert not missing, f"helm/taskqueue/README.md does not document {sorted(missing)}"
     unknown = {d for d in documented if not any(d == w or d.startswith(f"{w}.") for w in wanted)}
     assert not unknown, f"helm/taskqueue/README.md documents values that do not exist: {unknown}"
+
+
+def test_the_chart_points_at_a_redis_cluster_by_its_node_list(render: Render) -> None:
+    """A cluster is its nodes' URLs in ``redis.url`` (the transport finds it is a cluster),
+    optionally said with the ``cluster`` transport option: both reach every container."""
+    nodes = ";".join(f"redis://redis-cluster-{i}.redis-cluster:6379" for i in range(3))
+    options = '{"cluster": true, "wait_for_replicas": 1}'
+    manifests = render(ALL_ON, {"redis": {"url": nodes},
+                                "config": {"TQ_BROKER_TRANSPORT_OPTIONS": options}})  # fmt: skip
+    secret = by_name(manifests, "Secret")["tq"]["data"]
+    assert base64.b64decode(secret["REDIS_URL"]).decode() == nodes
+    assert by_name(manifests, "ConfigMap")["tq-config"]["data"]["TQ_BROKER_TRANSPORT_OPTIONS"] == (
+        options
+    )
+    for workload in [*workers_of(manifests).values(),
+                     by_name(manifests, "Deployment")["tq-control-plane"]]:  # fmt: skip
+        assert "REDIS_URL" in env_of(container(workload))
