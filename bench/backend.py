@@ -4,7 +4,10 @@ and this backend on PostgreSQL, with the same broker and worker settings, in one
     python bench/backend.py [--tasks 5000] [--probes 200]
 
 For each it prints tasks/s (prefork, 2 processes, draining a preloaded queue) and how long
-``AsyncResult.get()`` returns after the task finished (p50/p99), then the ratios. The broker
+``AsyncResult.get()`` returns after the task finished (p50/p99), then the ratios; for the
+database backends also, per task, the transactions committed and the rows inserted, updated
+and deleted (PostgreSQL's ``pg_stat_database``, read after the worker's sessions ended; the
+``get()`` probes are counted as tasks; the benchmark's own reads may be counted too). The broker
 is this package's transport on a dedicated redis-server; PostgreSQL comes from
 ``DATABASE_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``), in a
 schema the run creates and drops.
@@ -58,8 +61,18 @@ def environment(redis_url: str, backend: str, schema: str, tasks: int) -> dict[s
     }
 
 
+def database_activity(engine: sqlalchemy.Engine) -> tuple[int, int, int, int]:
+    """Transactions committed and rows inserted, updated and deleted in the database so far
+    (PostgreSQL's cumulative statistics; a backend's are in once it has exited)."""
+    with engine.connect() as conn:
+        row = conn.execute(sqlalchemy.text(
+            "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted FROM pg_stat_database "
+            "WHERE datname = current_database()")).one()  # fmt: skip
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
 def measure(name: str, backend: str, redis_url: str, schema: str, tasks: int, probes: int,
-            logdir: Path) -> dict[str, float]:  # fmt: skip
+            logdir: Path, engine: sqlalchemy.Engine) -> dict[str, float]:  # fmt: skip
     env = environment(redis_url, backend, schema, tasks)
     os.environ.update(env)
     sys.modules.pop("bench.backend_app", None)
@@ -72,6 +85,7 @@ def measure(name: str, backend: str, redis_url: str, schema: str, tasks: int, pr
     with app.producer_or_acquire() as producer, producer.batch():
         for _ in range(tasks):
             noop.apply_async(producer=producer)
+    activity = database_activity(engine)
     log = (logdir / f"worker-backend-{name.replace(' ', '-')}.log").open("wb")
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bench.backend_app", "worker", "-l", "WARNING",
@@ -101,6 +115,13 @@ def measure(name: str, backend: str, redis_url: str, schema: str, tasks: int, pr
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
         app.close()
+    if backend.startswith(("db+", "tq+")):  # the worker's sessions have ended: all counted
+        time.sleep(1.0)
+        after = database_activity(engine)
+        done = tasks + probes  # the probes are tasks too
+        for key, i in (("transactions", 0), ("rows_inserted", 1), ("rows_updated", 2),
+                       ("rows_deleted", 3)):  # fmt: skip
+            result[f"{key}_per_task"] = (after[i] - activity[i]) / done
     return result
 
 
@@ -129,7 +150,8 @@ def main() -> None:
             )
             for round_number in range(1, args.repeat + 1):
                 for name, backend in variants(db_url, server.url).items():
-                    row = measure(name, backend, server.url, schema, args.tasks, args.probes, out)
+                    row = measure(name, backend, server.url, schema, args.tasks, args.probes, out,
+                                  engine)  # fmt: skip
                     rounds.setdefault(name, []).append(row)
                     figures = ", ".join(f"{k}={v:.2f}" for k, v in row.items())
                     print(f"  round {round_number} {name}: {figures}")

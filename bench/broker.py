@@ -6,7 +6,11 @@ Both run the same no-op workload with the same Celery settings (prefork, 2 proce
 prefetch multiplier 4) against a dedicated redis-server started for the run, and the script
 prints for each: publish msg/s (plain ``apply_async`` loop, and a pipelined burst through
 ``producer.batch()``), end-to-end tasks/s draining a preloaded queue, pickup latency p50/p99
-on an idle worker, and Redis CPU seconds per 10k tasks, followed by the ratios.
+on an idle worker, Redis CPU seconds per 10k tasks, and per task in each phase (publish loop,
+burst, consuming: fetch and acknowledgement) the Redis commands run (those a script runs
+included, by name, from ``INFO commandstats``) and the Redis CPU microseconds, and the worker's
+Python CPU microseconds (main and pool processes), followed by the ratios. The no-op task
+itself runs one ``INCR`` on the same server, counted in the consuming phase for both.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import wait_until  # noqa: E402
+from bench.costs import PhaseCost, RedisSnapshot, phase_cost, worker_cpu_seconds  # noqa: E402
 from taskqueue_backend.embedded import EmbeddedRedis  # noqa: E402
 
 VARIANTS = ("stock", "taskqueue")
@@ -73,7 +78,10 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
         worker.wait()
 
 
-def measure(variant: str, url: str, tasks: int, probes: int, logdir: Path) -> dict[str, float]:
+def measure(
+    variant: str, url: str, tasks: int, probes: int, logdir: Path, costs: dict[str, PhaseCost]
+) -> dict[str, float]:
+    """The variant's figures; ``costs`` gets what a task cost Redis in each phase."""
     client = redis.Redis.from_url(url)
     client.flushdb()  # the benchmark's own server: nothing else lives here
     module = load_app(variant, url, tasks)
@@ -81,28 +89,40 @@ def measure(variant: str, url: str, tasks: int, probes: int, logdir: Path) -> di
     result: dict[str, float] = {}
 
     noop.apply_async()  # connect and declare before timing
+    snapshot = RedisSnapshot.take(client)
     started = time.perf_counter()
     for _ in range(tasks):
         noop.apply_async()
     result["publish_plain"] = tasks / (time.perf_counter() - started)
+    costs["publish"] = phase_cost(snapshot, RedisSnapshot.take(client), tasks)
 
     with app.connection_for_write() as conn:
         conn.default_channel.queue_purge("bench")
     client.delete("bench:done", "bench:first", "bench:last")
 
     cpu_before = redis_cpu(client)
+    snapshot = RedisSnapshot.take(client)
     started = time.perf_counter()
     with app.producer_or_acquire() as producer, producer.batch():
         for _ in range(tasks):
             noop.apply_async(producer=producer)
     result["publish_batch"] = tasks / (time.perf_counter() - started)
+    drained_from = RedisSnapshot.take(client)
+    costs["publish_batch"] = phase_cost(snapshot, drained_from, tasks)
 
     worker = start_worker(variant, url, tasks, logdir / f"worker-{variant}.log")
     try:
+        wait_until(lambda: client.get("bench:first"), 120, f"the first task on {variant}")
+        worker_cpu = worker_cpu_seconds(worker.pid)
         wait_until(lambda: client.get("bench:last"), 600, f"{tasks} tasks on {variant}")
+        result["worker_cpu_us"] = (worker_cpu_seconds(worker.pid) - worker_cpu) * 1e6 / (tasks - 1)
+        costs["consume"] = phase_cost(drained_from, RedisSnapshot.take(client), tasks)
         first, last = float(client.get("bench:first")), float(client.get("bench:last"))
         result["end_to_end"] = (tasks - 1) / (last - first)
         result["redis_cpu_per_10k"] = (redis_cpu(client) - cpu_before) * 10000 / tasks
+        for phase, cost in costs.items():
+            result[f"{phase}_commands"] = cost.commands
+            result[f"{phase}_redis_cpu_us"] = cost.cpu_usec
 
         latencies = []
         for _ in range(probes):
@@ -126,6 +146,13 @@ ROWS = [
     ("pickup_p50_ms", "pickup latency p50 (ms)", False),
     ("pickup_p99_ms", "pickup latency p99 (ms)", False),
     ("redis_cpu_per_10k", "Redis CPU s per 10k tasks", False),
+    ("publish_commands", "Redis commands per publish", False),
+    ("publish_redis_cpu_us", "Redis CPU µs per publish", False),
+    ("publish_batch_commands", "Redis commands per burst publish", False),
+    ("publish_batch_redis_cpu_us", "Redis CPU µs per burst publish", False),
+    ("consume_commands", "Redis commands per task consumed (fetch+ack)", False),
+    ("consume_redis_cpu_us", "Redis CPU µs per task consumed", False),
+    ("worker_cpu_us", "worker Python CPU µs per task", False),
 ]
 
 
@@ -155,8 +182,11 @@ def main() -> None:
         )
         results = {}
         for variant in VARIANTS:
-            results[variant] = measure(variant, server.url, args.tasks, args.probes, out)
+            costs: dict[str, PhaseCost] = {}
+            results[variant] = measure(variant, server.url, args.tasks, args.probes, out, costs)
             print(f"  {variant}: " + ", ".join(f"{k}={v:.2f}" for k, v in results[variant].items()))
+            for phase, cost in costs.items():
+                print(f"    per task, {phase}: {cost.summary()}")
     print(report(results))
     (out / "broker.json").write_text(json.dumps(results, indent=2))
 
