@@ -29,18 +29,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskqueue_backend.flags import parse_flag
+
 
 class SettingsError(ValueError):
     """A setting has a value the control plane cannot use (the message names it)."""
 
 
 def _flag(value: str, name: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name} must be true or false, got {value!r}")
+    try:
+        return parse_flag(value, name)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _number(value: str, name: str) -> float:

@@ -22,6 +22,8 @@ import redis
 from kombu.transport.redis import GlobalKeyPrefixMixin
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 
+from ..flags import parse_flag
+
 #: what the probe found, per (host, port): True for a cluster node
 _probed: dict[tuple[str, int], bool] = {}
 _probe_lock = threading.Lock()
@@ -40,12 +42,7 @@ def wanted(transport_options: Mapping[str, Any]) -> bool | None:
     if flag is None or flag == "":
         return None
     if isinstance(flag, str):
-        lowered = flag.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"transport option cluster must be true or false, got {flag!r}")
+        return parse_flag(flag, "transport option cluster")
     return bool(flag)
 
 
