@@ -24,11 +24,11 @@ import redis
 
 from taskqueue_backend.embedded_cluster import RedisClusterSet
 from taskqueue_backend.operations import Filter, Operations
-from taskqueue_backend.transport.batch import NotReplicated
 from tests.app import make_app, read_log
 from tests.support import REPO_ROOT, StartWorker, wait_for
 from tests.support.control_plane import ServeControlPlane
 from tests.support.events import EventCollector
+from tests.support.failover import check_what_ran, publish_through_a_kill
 
 
 @pytest.fixture
@@ -179,40 +179,11 @@ def test_a_master_killed_under_load_is_replaced_and_nothing_confirmed_is_lost(
         own_cluster.url, None, actor="test",
         transport_options={**options, "global_keyprefix": keyprefix},
     )  # fmt: skip
-    sent: list[str] = []
-    unconfirmed: list[str] = []  # published while the promoted replica had no replica yet
-    refused: list[str] = []  # the publisher was told it failed (the cluster was reconfiguring)
-    killed_at = 0.0
     try:
-        for i in range(400):
-            if i == 150:  # mid-run: the queue's master dies without a word
-                own_cluster.kill(victim)
-                killed_at = time.time()
-            label = f"t{i}"
-            try:
-                app.send_task("tests.app.record", (label,), retry=True,
-                              retry_policy={"max_retries": 60, "interval_start": 0.2,
-                                            "interval_step": 0.2, "interval_max": 0.5})  # fmt: skip
-                sent.append(label)
-            except NotReplicated:
-                unconfirmed.append(label)
-                if len(unconfirmed) == 1:  # the old master comes back: a replica of the new
-                    victim.start()
-            except redis.RedisError:
-                refused.append(label)
-            time.sleep(0.01)
+        run = publish_through_a_kill(app, lambda: own_cluster.kill(victim), victim.start,
+                                     tolerate=(redis.RedisError,))  # fmt: skip
         assert own_cluster.master_of(f"{keyprefix}tq:{{celery}}:ready").port != victim.port
-
-        def ran() -> set[str]:
-            return {e["label"] for e in read_log(redis_client, keyprefix)}
-
-        wait_for(lambda: set(sent) <= ran(), timeout=60, interval=0.5, message=lambda: (
-            f"{len(set(sent) - ran())} of {len(sent)} sent tasks never ran: "
-            f"{worker.log_tail()}"))  # fmt: skip
-        log = read_log(redis_client, keyprefix)
-        counts = Counter(e["label"] for e in log)
-        back_after = min(e["t"] for e in log if e["t"] > killed_at) - killed_at
-        twice = sorted(label for label, n in counts.items() if n > 1)
+        twice, back_after = check_what_ran(run, redis_client, keyprefix, worker)
         assert len(twice) <= 2, twice  # acks_late: a task running at the kill may run again
         assert back_after < 15, f"the worker took {back_after:.1f} s to run a task again"
         queues = {q.queue: (q.ready, q.inflight, q.dead) for q in ops.queues.all()}
@@ -222,9 +193,9 @@ def test_a_master_killed_under_load_is_replaced_and_nothing_confirmed_is_lost(
         listed = {q["queue"]: q for q in served.get("/api/v1/queues").json()}
         assert (listed["celery"]["ready"], listed["celery"]["inflight"]) == (0, 0), listed
         print(
-            f"cluster failover: {len(sent)} sent and confirmed, all ran, {len(twice)} twice; "
-            f"{len(unconfirmed)} NotReplicated while the promoted replica had no replica; "
-            f"{len(refused)} refused while the cluster reconfigured; tasks ran again "
+            f"cluster failover: {len(run.sent)} sent and confirmed, all ran, {len(twice)} "
+            f"twice; {len(run.unconfirmed)} NotReplicated while the promoted replica had no "
+            f"replica; {len(run.refused)} refused while the cluster reconfigured; tasks ran again "
             f"{back_after:.1f} s after the kill"
         )
     finally:

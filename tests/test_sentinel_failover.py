@@ -9,8 +9,6 @@ publisher was told was sent (publishing waits for the replica's copy: ``wait_for
 from __future__ import annotations
 
 import json
-import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,10 +17,10 @@ import redis
 
 from taskqueue_backend.embedded_sentinel import SentinelSet
 from taskqueue_backend.operations import Operations
-from taskqueue_backend.transport.batch import NotReplicated
-from tests.app import make_app, read_log
+from tests.app import make_app
 from tests.support import StartWorker, wait_for
 from tests.support.control_plane import ServeControlPlane
+from tests.support.failover import check_what_ran, publish_through_a_kill
 
 MASTER = "tqfailover"
 
@@ -55,44 +53,10 @@ def test_a_primary_killed_under_load_is_replaced_and_nothing_sent_is_lost(
         actor="test",
         transport_options={**options, "global_keyprefix": keyprefix},
     )
-    sent: list[str] = []
-    unconfirmed: list[str] = []  # published on the new primary before it had a replica
-    killed_at = 0.0
     try:
-        for i in range(400):
-            if i == 150:  # mid-run: the primary dies without a word
-                sentinels.kill_primary()
-                killed_at = time.time()
-            label = f"t{i}"
-            try:
-                app.send_task("tests.app.record", (label,), retry=True,
-                              retry_policy={"max_retries": 60, "interval_start": 0.2,
-                                            "interval_step": 0.2, "interval_max": 0.5})  # fmt: skip
-                sent.append(label)
-            except NotReplicated:
-                unconfirmed.append(label)
-                if len(unconfirmed) == 1:  # the old primary comes back: a replica of the new
-                    sentinels.primary.restart()
-            time.sleep(0.01)
+        run = publish_through_a_kill(app, sentinels.kill_primary, sentinels.primary.restart)
         assert sentinels.primary_port() == sentinels.replica.port, "the replica was not promoted"
-
-        def ran() -> set[str]:
-            return {e["label"] for e in read_log(redis_client, keyprefix)}
-
-        wait_for(
-            lambda: "t151" in ran(),
-            timeout=30,
-            interval=0.1,
-            message=lambda: f"nothing sent after the kill ran: {worker.log_tail()}",
-        )
-        back_after = time.monotonic() - killed_at
-        wait_for(lambda: set(sent) <= ran(), timeout=60, interval=0.5, message=lambda: (
-            f"{len(set(sent) - ran())} of {len(sent)} sent tasks never ran: "
-            f"{worker.log_tail()}"))  # fmt: skip
-        log = read_log(redis_client, keyprefix)
-        counts = Counter(e["label"] for e in log)
-        back_after = min(e["t"] for e in log if e["t"] > killed_at) - killed_at
-        twice = sorted(label for label, n in counts.items() if n > 1)
+        twice, back_after = check_what_ran(run, redis_client, keyprefix, worker)
         # acks_late: a task running at the kill may run again (its ack died with the primary)
         assert len(twice) <= 2, twice
         assert back_after < 15, f"the worker took {back_after:.1f} s to run a task again"
@@ -114,8 +78,8 @@ def test_a_primary_killed_under_load_is_replaced_and_nothing_sent_is_lost(
                   if w["state"] == "online" and w["processed"]]  # fmt: skip
         assert online, served.get("/api/v1/workers").json()
         print(
-            f"failover: {len(sent)} sent and confirmed, all ran, {len(twice)} twice; "
-            f"{len(unconfirmed)} published before the new primary had a replica again "
+            f"failover: {len(run.sent)} sent and confirmed, all ran, {len(twice)} twice; "
+            f"{len(run.unconfirmed)} published before the new primary had a replica again "
             f"(NotReplicated); tasks ran again {back_after:.1f} s after the kill"
         )
     finally:
