@@ -80,6 +80,9 @@ class ClusterChannel(ClusterWaitsMixin, TaskQueueChannel, kombu_redis.Channel):
     def _fetch_in_flight(self) -> bool:
         return self._fetching is not None
 
+    def _fetch_awaited(self) -> str | None:
+        return self._fetching
+
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # kombu's PING and PUB/SUB: one node is enough
             return super()._create_client(asynchronous=True)
@@ -151,6 +154,9 @@ class ClusterScriptBatch(ScriptBatch):
             args = (self.channel.global_keyprefix + str(args[0]), *args[1:])
         self._calls.append(("command", name, list(args), []))
         self._count()
+
+    def _full(self) -> None:
+        self.flush()
 
     def flush(self) -> None:
         calls, self._calls = self._calls, []

@@ -21,10 +21,10 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from kombu.transport import virtual
-from kombu.transport.redis import MultiChannelPoller
 from redis.exceptions import NoScriptError, ResponseError
 
 from . import cluster
+from .poller import LeasePoller
 
 if TYPE_CHECKING:
     from .channel import TaskQueueChannel
@@ -84,6 +84,8 @@ class ClusterWaitsMixin(_WaitsBase):
             # the queue order strategy picks among the queues with something to fetch
             for queue in self._queue_cycle.consume(len(active)):
                 if queue in self._fetch_queue and self._waits[queue].pending is None:
+                    if self._fetch_deferred(queue):
+                        break  # the next turn of the loop asks again
                     self._queue_cycle.rotate(queue)
                     self._send_fetch(self._waits[queue])
                     break
@@ -189,7 +191,7 @@ class ClusterWaitsMixin(_WaitsBase):
             self._drop_wait(queue)
 
 
-class ClusterPoller(MultiChannelPoller):
+class ClusterPoller(LeasePoller):
     """kombu's poller, also watching each cluster channel's per-queue connections."""
 
     def _register_BRPOP(self, channel: Any) -> None:  # noqa: N802 - kombu's name

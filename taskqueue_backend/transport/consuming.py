@@ -6,6 +6,11 @@ worker's event loop gets the whole batch at once. ``Connection.drain_events()`` 
 message per call, as kombu's virtual transports do: the rest of the batch stays buffered in the
 channel (still leased to this consumer) and is handed over by the next calls, or returned to
 its queue when the consumer is cancelled or the channel closes.
+
+In the event loop, acknowledgements made by the loop's thread are collected and settled once
+per turn of the loop, before it waits again (``LeasePoller``): they ride on the next fetch of
+their queue when one is sent in that turn, else go in one ``ack.lua`` call per queue. Outside
+the event loop (``drain_events()``, other threads) an acknowledgement is settled at once.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections import deque
 from time import monotonic
 from typing import TYPE_CHECKING, Any
@@ -37,6 +43,8 @@ Empty = virtual.Empty
 FETCH_STRIDE = 6
 #: the detail fetch.lua gives an expired message's dead letter
 EXPIRED_DETAIL = "message TTL passed before delivery"
+#: at most this many acknowledgements in one script call (Lua's unpack() has a limit)
+ACK_BATCH = 1000
 
 
 class ConsumingMixin:
@@ -87,6 +95,8 @@ class ConsumingMixin:
         self._fetch_queue: deque[str] = deque()
         self._next_due: dict[str, int] = {}
         self._buffered: deque[tuple[dict[str, Any], str]] = deque()
+        self._acks: dict[str, list[str]] = {}  # queue -> message ids to acknowledge
+        self._riding: dict[str, list[str]] = {}  # queue -> acknowledgements sent with a fetch
 
     # -- consuming ----------------------------------------------------------------------------
 
@@ -109,18 +119,26 @@ class ConsumingMixin:
         return max(1, min(estimate - len(self._buffered), self.options.fetch_limit))
 
     def _fetch_call(
-        self, queue: str, count: int, no_ack: bool = False
+        self, queue: str, count: int, no_ack: bool = False, with_acks: bool = True
     ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of a fetch; the queue's collected acknowledgements ride on
+        it (kept in ``_riding`` until its reply is read) unless ``with_acks`` is false."""
         keys = self.queue_keys(queue)
+        acks = self._acks.pop(queue, []) if with_acks else []
+        if acks:
+            self._riding.setdefault(queue, []).extend(acks)
         return (
             [keys.ready, keys.delayed, keys.inflight, keys.signal, keys.state],
             [keys.base, self.consumer_id, count, now_ms(), self.options.release_limit,
-             "1" if no_ack else "0"],
+             "1" if no_ack else "0", *acks],
         )  # fmt: skip
 
     def _unpack(self, queue: str, reply: list[Any], no_ack: bool = False) -> list[dict[str, Any]]:
         """Turn a fetch reply into deliverable payloads; bury what cannot be decoded."""
-        next_due, flat, expired = reply
+        next_due, flat, expired, lost = reply
+        self._riding.pop(queue, None)
+        if lost:
+            self._warn_lost(queue, lost)
         if expired:
             self._announce_expired(queue, expired)
         if next_due:
@@ -218,6 +236,8 @@ class ConsumingMixin:
         connection = self.client.connection
         if self._fetch_queue:
             queue = self._fetch_queue[0]
+            if self._fetch_deferred(queue):
+                return  # the next turn of the loop asks again
             no_ack = queue in self._no_ack_queues
             if not no_ack:
                 self._prepare_consumer(queue)
@@ -227,11 +247,32 @@ class ConsumingMixin:
             self._pending = ("fetch", queue, count)
         else:
             signals = {self.queue_keys(q).signal: q for q in queues}
-            command = ["BLPOP", *signals, self._wait_seconds(timeout)]
+            wait = ["BLPOP", *signals, self._wait_seconds(timeout)]
+            if len(signals) == 1 and queues[0] not in self._next_due:
+                self._send_wait_and_fetch(connection, wait, queues[0])
+                return
+            command = wait
             self._pending = ("wait", signals, 0)
         self._in_poll = connection
         self._brpop_sent_at = monotonic()
         connection.send_command(*command)
+
+    def _send_wait_and_fetch(self, connection: Any, wait: list[Any], queue: str) -> None:
+        """Wait on one queue with the fetch queued behind the wait on the same connection:
+        Redis runs the fetch as soon as the wait returns, so a message published to an idle
+        consumer is leased in the wait's round trip. (Not while a delayed message of the queue
+        is due within the wait: the fetch's clock is the moment it was sent.)"""
+        no_ack = queue in self._no_ack_queues
+        if not no_ack:
+            self._prepare_consumer(queue)
+        count = self._fetch_count(queue)
+        # acknowledgements never wait behind a blocking call: they go their own way this turn
+        keys, args = self._fetch_call(queue, count, no_ack, with_acks=False)
+        fetch = ["EVALSHA", self.scripts.sha("fetch"), len(keys), *keys, *args]
+        self._pending = ("wait_fetch", queue, count)
+        self._in_poll = connection
+        self._brpop_sent_at = monotonic()
+        connection.send_packed_command(connection.pack_commands([wait, fetch]))
 
     def _brpop_read(self, **options: Any) -> bool:
         pending, self._pending = self._pending, None
@@ -242,12 +283,20 @@ class ConsumingMixin:
             command = "EVALSHA" if kind == "fetch" else "BLPOP"
             try:
                 reply = self.client.parse_response(self.client.connection, command, **options)
+                if kind == "wait_fetch":
+                    if reply:
+                        self._queue_cycle.rotate(target)
+                    reply = self.client.parse_response(self.client.connection, "EVALSHA")
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
             except NoScriptError:
                 self.scripts.load_all()
+                if kind == "wait_fetch":
+                    self._fetch_queue.append(target)  # its wake-up token was taken
                 raise Empty() from None
+            if kind == "wait_fetch":
+                return self._deliver_fetched(target, reply, count)
             if kind == "wait":
                 if reply:
                     queue = target[bytes_to_str(reply[0])]
@@ -284,6 +333,22 @@ class ConsumingMixin:
         """Whether a fetch that got all it asked for is followed by another before a wait
         (with several queues the wait's ``BLPOP`` on all of them decides which is next)."""
         return len(self.active_queues) == 1
+
+    def _fetch_deferred(self, queue: str) -> bool:
+        """Whether a fetch from ``queue`` waits until half the prefetch slots are free.
+
+        In a worker's event loop a fetch follows a fetch that filled every free slot or a
+        wake-up, and each acknowledgement frees one slot: fetching at once would lease one
+        message per call. While more than half the prefetch is held, the held messages keep
+        the pool busy, so the fetch waits for half the slots and leases them in one call.
+        """
+        if queue in self._no_ack_queues or not getattr(self.connection, "in_event_loop", False):
+            return False
+        prefetch = self.qos.prefetch_count
+        if not prefetch:
+            return False
+        free = self.qos.can_consume_max_estimate() - len(self._buffered)
+        return bool(free < max(1, prefetch // 2))
 
     def _fetch_count(self, queue: str) -> int:
         """How many to lease from ``queue`` in one fetch."""
@@ -332,19 +397,54 @@ class ConsumingMixin:
         if lease is None:
             return
         keys, message_id = lease
-        done = self.scripts["ack"](
-            keys=[keys.inflight, keys.ids],
-            args=[keys.base, message_id, self.consumer_id],
-            client=self.redis,
-        )
-        if not done:
+        if getattr(self.connection, "loop_thread", None) == threading.get_ident():
+            self._acks.setdefault(keys.queue, []).append(message_id)  # settled this turn
+            return
+        self._warn_lost(keys.queue, self._ack_call(keys, [message_id]))
+        self._maybe_retire()
+
+    def _ack_call(self, keys: QueueKeys, message_ids: list[str]) -> list[Any]:
+        lost: list[Any] = []
+        for i in range(0, len(message_ids), ACK_BATCH):
+            lost += self.scripts["ack"](
+                keys=[keys.inflight, keys.ids],
+                args=[keys.base, self.consumer_id, *message_ids[i : i + ACK_BATCH]],
+                client=self.redis,
+            )
+        return lost
+
+    def _fetch_awaited(self) -> str | None:
+        """The queue whose fetch reply is awaited, if any."""
+        return self._pending[1] if self._pending and self._pending[0] == "fetch" else None
+
+    def flush_acks(self, closing: bool = False) -> None:
+        """Settle the collected acknowledgements; those of a queue whose fetch is in flight
+        wait for the next fetch (a moment), unless ``closing``. When closing, those that rode
+        on a fetch whose reply was never read are sent again (settling twice is harmless)."""
+        if closing:
+            for queue, ids in self._riding.items():
+                self._acks.setdefault(queue, [])[:0] = ids
+            self._riding = {}
+        fetching = None if closing else self._fetch_awaited()
+        for queue in [q for q in self._acks if q != fetching]:
+            ids = self._acks.pop(queue)
+            try:
+                lost = self._ack_call(self.queue_keys(queue), ids)
+            except Exception:
+                self._acks.setdefault(queue, [])[:0] = ids  # kept for the next turn
+                raise
+            if not closing:
+                self._warn_lost(queue, lost)
+        self._maybe_retire()
+
+    def _warn_lost(self, queue: str, lost: list[Any]) -> None:
+        for message_id in lost:
             logger.warning(
                 "ack of message %s on %r ignored: this consumer no longer holds it "
                 "(it was returned to the queue after a missed heartbeat)",
-                message_id,
-                keys.queue,
+                bytes_to_str(message_id),
+                queue,
             )
-        self._maybe_retire()
 
     def requeue_lease(self, delivery_tag: str, rejected: bool = False) -> None:
         lease = self._lease(delivery_tag)

@@ -42,6 +42,8 @@ class MembershipMixin:
         _qos: Any
         _in_poll: Any
         _leases: dict[str, str]
+        _acks: dict[str, list[str]]
+        _riding: dict[str, list[str]]
         _no_ack_queues: set[str]
         _pending: tuple[str, Any, int] | None
         active_queues: list[str]
@@ -56,6 +58,8 @@ class MembershipMixin:
         def queue_keys(self, queue: str) -> QueueKeys: ...
 
         def _return_buffered(self, queue: str | None = None) -> None: ...
+
+        def flush_acks(self, closing: bool = False) -> None: ...
 
     def _init_membership(self) -> None:
         self._held_queues: set[str] = set()
@@ -98,7 +102,7 @@ class MembershipMixin:
         return Redis(connection_pool=self.pool)
 
     def _fetch_in_flight(self) -> bool:
-        return self._pending is not None and self._pending[0] == "fetch"
+        return self._pending is not None and self._pending[0] in ("fetch", "wait_fetch")
 
     def _consumer_info(self) -> dict[str, str]:
         return {
@@ -120,6 +124,10 @@ class MembershipMixin:
             return
         self._closing, self._handed_back = True, 0
         try:
+            self.flush_acks(closing=True)
+        except self.connection_errors as exc:
+            logger.warning("could not acknowledge finished messages at shutdown: %s", exc)
+        try:
             self._return_buffered()
             if self._qos is not None:
                 self._qos.restore_unacked_once()
@@ -136,6 +144,8 @@ class MembershipMixin:
         if (
             self._heartbeat is not None
             and not self._leases
+            and not self._acks
+            and not self._riding
             and not self.active_queues
             and not pending_fetch
             and os.getpid() == self._owner_pid

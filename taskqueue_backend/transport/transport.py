@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 from urllib.parse import quote
 
@@ -10,6 +11,7 @@ from kombu.utils.url import as_url
 
 from ..selection import TRANSPORT_ALIAS
 from .channel import Channel, SentinelChannel
+from .poller import LeasePoller
 
 
 def _uses_sentinel(client: Any) -> bool:
@@ -105,12 +107,16 @@ class Transport(kombu_redis.Transport):
             from .cluster_waits import ClusterPoller
 
             self.cycle = ClusterPoller()  # type: ignore[assignment]
+        else:
+            self.cycle = LeasePoller()  # type: ignore[assignment]
         # kombu parses the URL itself (class attribute False) and then asks the instance
         # whether it renders its own: it does (see as_uri)
         self.can_parse_url = True
         #: set once a Celery worker's event loop drives the connection: then a fetch is
         #: delivered whole, while drain_events() hands over one message per call
         self.in_event_loop = False
+        #: the thread running that loop: its acknowledgements are settled once per turn
+        self.loop_thread: int | None = None
 
     def as_uri(self, uri: str, include_password: bool = False, mask: str = "**") -> str:
         client: Any = self.client
@@ -140,6 +146,7 @@ class Transport(kombu_redis.Transport):
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         self.in_event_loop = True
+        self.loop_thread = threading.get_ident()
         super().register_with_event_loop(connection, loop)
 
     def drain_events(self, connection: Any, timeout: Any = None, **kwargs: Any) -> Any:

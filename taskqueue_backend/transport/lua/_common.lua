@@ -91,6 +91,48 @@ local function forget_task(base, id, task_id)
   end
 end
 
+-- acknowledge ARGV[first..]: forget each message this consumer still holds; returns the ids
+-- it no longer held (returned to the queue after a missed heartbeat, or acknowledged already)
+local function ack_held(base, consumer, first)
+  local lost, gone, keys, tasks, acked = {}, {}, {}, {}, {}
+  for i = first, #ARGV do
+    local id = ARGV[i]
+    local mk = mkey(base, id)
+    local f = redis.call('HMGET', mk, 'owner', 'task_id')
+    if f[1] == consumer then
+      gone[#gone + 1] = id
+      acked[id] = true
+      keys[#keys + 1] = mk
+      if f[2] and f[2] ~= '' then
+        tasks[#tasks + 1] = f[2]
+      end
+    else
+      lost[#lost + 1] = id
+    end
+  end
+  if #gone == 0 then
+    return lost
+  end
+  redis.call('DEL', unpack(keys))
+  redis.call('ZREM', base .. ':inflight', unpack(gone))
+  redis.call('SREM', heldkey(base, consumer), unpack(gone))
+  if #tasks > 0 then
+    -- the task-id index is cleared only where it still names this message
+    local ids = base .. ':ids'
+    local now_at = redis.call('HMGET', ids, unpack(tasks))
+    local stale = {}
+    for i, task_id in ipairs(tasks) do
+      if now_at[i] and acked[now_at[i]] then
+        stale[#stale + 1] = task_id
+      end
+    end
+    if #stale > 0 then
+      redis.call('HDEL', ids, unpack(stale))
+    end
+  end
+  return lost
+end
+
 -- a replayed message (stored at mk) is ready again in queue TARGET: the poison count starts
 -- over, the replay is counted, a new body or expiry (not '') replaces the old, and it goes
 -- to the tail of its priority; ids is the target's task-id index

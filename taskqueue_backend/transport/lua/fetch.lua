@@ -1,21 +1,25 @@
 -- Release due delayed messages, then lease up to `max` ready messages to one consumer
--- (nothing while the queue is paused).
+-- (nothing while the queue is paused), after acknowledging what the consumer finished since
+-- its last call (as ack.lua: the acknowledgement rides on the fetch instead of its own call).
 -- KEYS: ready, delayed, inflight, signal, state
--- ARGV: base, consumer, max, now_ms, release_limit, no_ack ('1': hand over and forget, no lease)
+-- ARGV: base, consumer, max, now_ms, release_limit, no_ack ('1': hand over and forget, no lease),
+--       id... to acknowledge first
 -- Returns {next_due_ms or '', {id, body, deliveries, published_at_ms, replays,
 --          replayed_at_ms or '', ...},
---          {id, body, ...} of the messages found expired (dead-lettered, not delivered)}
+--          {id, body, ...} of the messages found expired (dead-lettered, not delivered),
+--          {id...} to acknowledge that this consumer no longer held}
 -- A leased message remembers its position ('score'), where it goes back if it is returned.
 local base, consumer = ARGV[1], ARGV[2]
 local max, now, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local no_ack = ARGV[6] == '1'
+local lost = ack_held(base, consumer, 7)
 
 -- a paused queue leases nothing (and releases nothing) until it is resumed; its wake-up token
 -- is not put back, so idle consumers wait for resume.lua instead of polling
 local state = redis.call('HMGET', KEYS[5], 'paused', 'expires')
 if state[1] == '1' then
   touch(base, nil, state[2])
-  return {'', {}, {}}
+  return {'', {}, {}, lost}
 end
 
 -- an idle queue costs few commands per fetch: the delayed set is scanned only when its
@@ -47,7 +51,7 @@ while leased < max do
   local id = popped[1]
   local mk = mkey(base, id)
   local f = redis.call('HMGET', mk, 'body', 'expire_at', 'published_at', 'task_id', 'replays',
-                       'replayed_at')
+                       'replayed_at', 'deliveries')
   if f[1] then
     local expire_at = tonumber(f[2]) or 0
     if expire_at > 0 and expire_at <= now then
@@ -55,7 +59,7 @@ while leased < max do
       expired[#expired + 1] = id
       expired[#expired + 1] = f[1]
     elseif no_ack then
-      local n = tonumber(redis.call('HGET', mk, 'deliveries')) + 1
+      local n = (tonumber(f[7]) or 0) + 1
       redis.call('DEL', mk)
       forget_task(base, id, f[4])
       out[#out + 1] = id
@@ -66,9 +70,9 @@ while leased < max do
       out[#out + 1] = f[6] or ''
       leased = leased + 1
     else
-      local n = redis.call('HINCRBY', mk, 'deliveries', 1)
-      redis.call('HSET', mk, 'state', 'inflight', 'owner', consumer, 'leased_at', now,
-                 'score', popped[2])
+      local n = (tonumber(f[7]) or 0) + 1
+      redis.call('HSET', mk, 'deliveries', n, 'state', 'inflight', 'owner', consumer,
+                 'leased_at', now, 'score', popped[2])
       redis.call('ZADD', KEYS[3], now, id)
       redis.call('SADD', held, id)
       out[#out + 1] = id
@@ -88,4 +92,4 @@ else
   redis.call('DEL', KEYS[4])
 end
 touch(base, nil, state[2])
-return {nxt[2] or '', out, expired}
+return {nxt[2] or '', out, expired, lost}
