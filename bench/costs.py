@@ -49,8 +49,11 @@ class PhaseCost:
     cpu_usec: float
     by_command: dict[str, float]
 
-    def summary(self, top: int = 6) -> str:
-        ranked = sorted(self.by_command.items(), key=lambda kv: -kv[1])[:top]
+    def summary(self, least: float = 0.05) -> str:
+        """The figures, with every command run at least ``least`` times per task."""
+        ranked = sorted(
+            ((k, v) for k, v in self.by_command.items() if v >= least), key=lambda kv: -kv[1]
+        )
         listed = ", ".join(f"{k} {v:.2f}" for k, v in ranked)
         return (f"{self.commands:.2f} commands ({listed}), {self.command_usec:.1f} µs in "
                 f"commands, {self.cpu_usec:.1f} µs Redis CPU")  # fmt: skip

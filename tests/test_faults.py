@@ -27,7 +27,7 @@ from taskqueue_backend.embedded import EmbeddedRedis
 from taskqueue_backend.operations import Filter, MessageLocation, Operations, to_json
 from taskqueue_backend.transport import InvalidPriority
 from taskqueue_backend.transport.keys import QueueKeys
-from taskqueue_backend.transport.messages import now_ms
+from taskqueue_backend.transport.messages import now_ms, publish_call
 from tests.app import TRANSPORT, make_app, read_log
 from tests.support import StartWorker, WorkerProcess, operations_for, wait_for
 
@@ -216,12 +216,10 @@ def write_raw_message(redis_url: str, keyprefix: str, body: bytes) -> tuple[str,
     ) as connection:
         channel: Any = connection.default_channel
         keys: QueueKeys = channel.queue_keys(QUEUE)
-        channel.scripts["publish"](
-            keys=[keys.ready, keys.delayed, keys.ids, keys.signal, keys.state],
-            # base, id, body, rank, task_id, due_ms, expire_at_ms, now_ms, priority
-            args=[keys.base, message_id, body, 0, "", 0, 0, now_ms(), 0],
-            client=channel.redis,
-        )
+        fields = {"rank": 0, "task_id": "", "due": 0, "expire_at": 0, "now": now_ms(),
+                  "priority": 0}  # fmt: skip
+        call_keys, call_args = publish_call(keys, message_id, body, fields)
+        channel.scripts["publish"](keys=call_keys, args=call_args, client=channel.redis)
     return message_id, keys
 
 

@@ -25,7 +25,7 @@ from .burying import DeadLetterMixin
 from .consuming import ConsumingMixin
 from .keys import GlobalKeys, QueueKeys
 from .membership import MembershipMixin
-from .messages import publish_fields
+from .messages import publish_call, publish_fields
 from .options import BrokerOptions
 from .qos import LeaseQoS
 
@@ -106,18 +106,7 @@ class TaskQueueChannel(ConsumingMixin, MembershipMixin, DeadLetterMixin, _Channe
         batch: ScriptBatch | None = kwargs.pop("_publish_batch", None)
         fields = publish_fields(message, self.options)
         keys = self.queue_keys(queue)
-        call_keys = [keys.ready, keys.delayed, keys.ids, keys.signal, keys.state]
-        call_args = [
-            keys.base,
-            uuid4().hex,
-            dumps(message),
-            fields["rank"],
-            fields["task_id"],
-            fields["due"],
-            fields["expire_at"],
-            fields["now"],
-            fields["priority"],
-        ]
+        call_keys, call_args = publish_call(keys, uuid4().hex, dumps(message), fields)
         if batch is not None:
             batch.add_script("publish", call_keys, call_args)
         elif self.options.wait_for_replicas:

@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import headers as delivery
 from ..clock import now_ms
+from .keys import QueueKeys
 from .options import BrokerOptions
 
 
@@ -107,6 +108,16 @@ def publish_fields(message: dict[str, Any], options: BrokerOptions) -> dict[str,
         "expire_at": expire_at_ms(message, now),
         "now": now,
     }
+
+
+def publish_call(
+    keys: QueueKeys, message_id: str, body: str | bytes, fields: dict[str, Any]
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of ``publish.lua`` for one message."""
+    return [keys.ready], [
+        message_id, body, fields["rank"], fields["task_id"], fields["due"],
+        fields["expire_at"], fields["now"], fields["priority"],
+    ]  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,14 @@ class Scripts:
         script = self._scripts[name]
         return str(script.sha)
 
+    def ensure_loaded(self) -> None:
+        """Load every script the server does not have (one ``SCRIPT EXISTS``)."""
+        scripts = list(self._scripts.values())
+        exists = self.client.script_exists(*(str(s.sha) for s in scripts))
+        for script, known in zip(scripts, exists, strict=True):
+            if not known:
+                script.sha = self.client.script_load(script.script)
+
     def load_all(self) -> None:
         for script in self._scripts.values():
             script.sha = self.client.script_load(script.script)

@@ -1,20 +1,26 @@
 -- Store one message and make it ready (or delayed until its ETA).
--- KEYS: ready, delayed, ids, signal, state
--- ARGV: base, id, body, rank, task_id, due_ms (0 = now), expire_at_ms (0 = never), now_ms, priority
-local base, id = ARGV[1], ARGV[2]
-local rank, due, now = tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[8])
+-- KEYS: ready (the queue's other keys share its hash tag: named from it)
+-- ARGV: id, body, rank, task_id, due_ms (0 = now), expire_at_ms (0 = never), now_ms, priority
+local base = string.sub(KEYS[1], 1, -7)  -- '<base>:ready'
+local id = ARGV[1]
+local rank, due, now = tonumber(ARGV[3]), tonumber(ARGV[5]), tonumber(ARGV[7])
 local mk = mkey(base, id)
-redis.call('HSET', mk, 'body', ARGV[3], 'task_id', ARGV[5], 'priority', ARGV[9],
-           'rank', ARGV[4], 'deliveries', 0, 'recoveries', 0, 'expire_at', ARGV[7],
-           'published_at', ARGV[8], 'owner', '')
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[3], ARGV[5], id)
+local delayed = due > now
+local fields = {'body', ARGV[2], 'task_id', ARGV[4], 'priority', ARGV[8], 'rank', ARGV[3],
+                'deliveries', 0, 'recoveries', 0, 'expire_at', ARGV[6],
+                'published_at', ARGV[7], 'owner', '', 'state', 'ready'}
+if delayed then
+  fields[#fields] = 'delayed'
+  fields[#fields + 1] = 'due_at'
+  fields[#fields + 1] = ARGV[5]
 end
-if due > now then
-  redis.call('HSET', mk, 'state', 'delayed', 'due_at', ARGV[6])
-  redis.call('ZADD', KEYS[2], due, id)
+redis.call('HSET', mk, unpack(fields))
+if ARGV[4] ~= '' then
+  redis.call('HSET', base .. ':ids', ARGV[4], id)
+end
+if delayed then
+  redis.call('ZADD', base .. ':delayed', due, id)
 else
-  redis.call('HSET', mk, 'state', 'ready')
   redis.call('ZADD', KEYS[1], tail_score(base, rank), id)
 end
 -- a delayed message wakes consumers too, so they learn when it falls due
