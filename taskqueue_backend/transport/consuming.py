@@ -124,7 +124,14 @@ class ConsumingMixin:
         """The keys and arguments of a fetch; the queue's collected acknowledgements ride on
         it (kept in ``_riding`` until its reply is read) unless ``with_acks`` is false."""
         keys = self.queue_keys(queue)
-        acks = self._acks.pop(queue, []) if with_acks else []
+        acks: list[str] = []
+        if with_acks and queue in self._acks:
+            pending = self._acks[queue]
+            acks, rest = pending[:ACK_BATCH], pending[ACK_BATCH:]
+            if rest:
+                self._acks[queue] = rest  # settled by the turn's flush
+            else:
+                del self._acks[queue]
         if acks:
             self._riding.setdefault(queue, []).extend(acks)
         return (

@@ -91,6 +91,15 @@ local function forget_task(base, id, task_id)
   end
 end
 
+-- run `command key items...` in slices (Lua's unpack() is limited to a few thousand values);
+-- `stride` keeps pairs (score, member) together
+local function call_sliced(command, key, items, stride)
+  local slice = 1000 * (stride or 1)
+  for i = 1, #items, slice do
+    redis.call(command, key, unpack(items, i, math.min(i + slice - 1, #items)))
+  end
+end
+
 -- acknowledge ARGV[first..]: forget each message this consumer still holds; returns the ids
 -- it no longer held (returned to the queue after a missed heartbeat, or acknowledged already)
 local function ack_held(base, consumer, first)
@@ -113,22 +122,26 @@ local function ack_held(base, consumer, first)
   if #gone == 0 then
     return lost
   end
-  redis.call('DEL', unpack(keys))
-  redis.call('ZREM', base .. ':inflight', unpack(gone))
-  redis.call('SREM', heldkey(base, consumer), unpack(gone))
+  for i = 1, #keys, 1000 do
+    redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys)))
+  end
+  call_sliced('ZREM', base .. ':inflight', gone)
+  call_sliced('SREM', heldkey(base, consumer), gone)
   if #tasks > 0 then
     -- the task-id index is cleared only where it still names this message
     local ids = base .. ':ids'
-    local now_at = redis.call('HMGET', ids, unpack(tasks))
     local stale = {}
-    for i, task_id in ipairs(tasks) do
-      if now_at[i] and acked[now_at[i]] then
-        stale[#stale + 1] = task_id
+    for from = 1, #tasks, 1000 do
+      local upto = math.min(from + 999, #tasks)
+      local now_at = redis.call('HMGET', ids, unpack(tasks, from, upto))
+      for i = from, upto do
+        local at = now_at[i - from + 1]
+        if at and acked[at] then
+          stale[#stale + 1] = tasks[i]
+        end
       end
     end
-    if #stale > 0 then
-      redis.call('HDEL', ids, unpack(stale))
-    end
+    call_sliced('HDEL', ids, stale)
   end
   return lost
 end

@@ -42,49 +42,48 @@ end
 local out = {}
 local expired = {}
 local leased = 0
-local held = heldkey(base, consumer)
-while leased < max do
-  local popped = redis.call('ZPOPMIN', KEYS[1])
-  if #popped == 0 then
-    break
-  end
-  local id = popped[1]
-  local mk = mkey(base, id)
-  local f = redis.call('HMGET', mk, 'body', 'expire_at', 'published_at', 'task_id', 'replays',
-                       'replayed_at', 'deliveries')
-  if f[1] then
-    local expire_at = tonumber(f[2]) or 0
-    if expire_at > 0 and expire_at <= now then
-      bury(base, id, 'expired', 'message TTL passed before delivery', now)
-      expired[#expired + 1] = id
-      expired[#expired + 1] = f[1]
-    elseif no_ack then
+local taken, scored = {}, {}  -- leased ids, and the (score, id) pairs for the inflight set
+local empty = false
+while leased < max and not empty do
+  local want = max - leased
+  local popped = redis.call('ZPOPMIN', KEYS[1], want)
+  empty = #popped < 2 * want
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local mk = mkey(base, id)
+    local f = redis.call('HMGET', mk, 'body', 'expire_at', 'published_at', 'task_id',
+                         'replays', 'replayed_at', 'deliveries')
+    if f[1] then
+      local expire_at = tonumber(f[2]) or 0
       local n = (tonumber(f[7]) or 0) + 1
-      redis.call('DEL', mk)
-      forget_task(base, id, f[4])
-      out[#out + 1] = id
-      out[#out + 1] = f[1]
-      out[#out + 1] = n
-      out[#out + 1] = f[3] or ''
-      out[#out + 1] = f[5] or 0
-      out[#out + 1] = f[6] or ''
-      leased = leased + 1
-    else
-      local n = (tonumber(f[7]) or 0) + 1
-      redis.call('HSET', mk, 'deliveries', n, 'state', 'inflight', 'owner', consumer,
-                 'leased_at', now, 'score', popped[2])
-      redis.call('ZADD', KEYS[3], now, id)
-      redis.call('SADD', held, id)
-      out[#out + 1] = id
-      out[#out + 1] = f[1]
-      out[#out + 1] = n
-      out[#out + 1] = f[3] or ''
-      out[#out + 1] = f[5] or 0
-      out[#out + 1] = f[6] or ''
-      leased = leased + 1
+      if expire_at > 0 and expire_at <= now then
+        bury(base, id, 'expired', 'message TTL passed before delivery', now)
+        expired[#expired + 1] = id
+        expired[#expired + 1] = f[1]
+      else
+        if no_ack then
+          redis.call('DEL', mk)
+          forget_task(base, id, f[4])
+        else
+          redis.call('HSET', mk, 'deliveries', n, 'state', 'inflight', 'owner', consumer,
+                     'leased_at', now, 'score', popped[i + 1])
+          taken[#taken + 1] = id
+          scored[#scored + 1] = now
+          scored[#scored + 1] = id
+        end
+        out[#out + 1] = id
+        out[#out + 1] = f[1]
+        out[#out + 1] = n
+        out[#out + 1] = f[3] or ''
+        out[#out + 1] = f[5] or 0
+        out[#out + 1] = f[6] or ''
+        leased = leased + 1
+      end
     end
   end
 end
+call_sliced('ZADD', KEYS[3], scored, 2)
+call_sliced('SADD', heldkey(base, consumer), taken)
 
 if redis.call('ZCARD', KEYS[1]) > 0 then
   wake(base)
