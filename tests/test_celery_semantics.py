@@ -155,9 +155,8 @@ def test_a_task_failing_for_good_sends_the_events_it_sends_on_stock_kombu(
     start_worker(env=env, extra_args=["-E"]).wait_ready()
     app = make_app(redis_url, keyprefix, stock=stock)
     app.conf.task_send_sent_event = True
-    events = EventCollector(app).start()
+    events = EventCollector(app).start()  # subscribed when it returns
     try:
-        time.sleep(0.5)  # the receiver is subscribed
         task_id = app.send_task("tests.app.always_fail", ("boom",)).id
         wait_for(
             lambda: "task-failed" in events.types_for(uuid=task_id),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from typing import Any
 
 from celery import Celery
@@ -13,6 +15,7 @@ class EventCollector:
     """An ``EventReceiver`` capturing every event in a background thread."""
 
     def __init__(self, app: Celery) -> None:
+        self.app = app
         self.events: list[dict[str, Any]] = []
         self.connection = app.connection_for_read()
         self.receiver = EventReceiver(self.connection, handlers={"*": self.events.append}, app=app)
@@ -20,8 +23,18 @@ class EventCollector:
             target=self.receiver.capture, kwargs={"limit": None, "timeout": None}, daemon=True
         )
 
-    def start(self) -> EventCollector:
+    def start(self, timeout: float = 20.0) -> EventCollector:
+        """Start capturing; returns once the receiver is subscribed (it has seen an event of
+        its own, sent until one arrives), so no event sent afterwards is missed."""
         self.thread.start()
+        probe = uuid.uuid4().hex
+        deadline = time.monotonic() + timeout
+        with self.app.events.default_dispatcher() as dispatcher:
+            while not any(e.get("probe") == probe for e in list(self.events)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the event receiver did not subscribe in {timeout} s")
+                dispatcher.send("test-probe", probe=probe)
+                time.sleep(0.1)
         return self
 
     def stop(self) -> None:
