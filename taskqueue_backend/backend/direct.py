@@ -1,9 +1,11 @@
-"""A direct psycopg connection for the hot path: the state write of every task.
+"""A direct psycopg connection for the hot paths: the state write of every task, and the
+control plane's read of one task (its result row and history).
 
-One autocommit connection per process and thread, with the statement prepared on the server
+One autocommit connection per process and thread, with the statements prepared on the server
 (``prepare=True``), skips both SQLAlchemy's per-call work and PostgreSQL's planning of the
-large CTE statement. A broken connection (database restart) is dropped, so the next call
-opens a fresh one; the ``Store`` decides whether and how a failed write is retried.
+large CTE statement; the two reads of a task go in one round trip (pipeline mode). A broken
+connection (database restart) is dropped, so the next call opens a fresh one; the ``Store``
+decides whether and how a failed call is retried.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import threading
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from sqlalchemy import Engine
 
 
@@ -44,4 +47,20 @@ class DirectConnection:
             self._connection().execute(sql, params, prepare=True)
         except psycopg.OperationalError:
             self._drop()  # the server went away (restart): the next call connects afresh
+            raise
+
+    def read_pair(
+        self, first: str, second: str, params: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The rows of two queries, sent together and answered in one round trip."""
+        try:
+            conn = self._connection()
+            with conn.pipeline():
+                one = conn.cursor(row_factory=dict_row)
+                two = conn.cursor(row_factory=dict_row)
+                one.execute(first, params, prepare=True)
+                two.execute(second, params, prepare=True)
+            return one.fetchall(), two.fetchall()
+        except psycopg.OperationalError:
+            self._drop()
             raise

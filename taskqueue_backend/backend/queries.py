@@ -20,7 +20,7 @@ repeats a task's history. The upsert of the result row is idempotent by itself.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -261,16 +261,26 @@ class Store:
 
         return self._retrying(run)
 
-    def read_with_history(self, task_id: str) -> tuple[Row[Any] | None, list[Row[Any]]]:
-        """A task's result row and its history, over one autocommit connection (two reads, no
-        transaction to begin and roll back)."""
-        r, e = self.tables.results, self.tables.events
-        history = select(e).where(e.c.task_id == task_id).order_by(e.c.at, e.c.id)
+    def read_with_history(
+        self, task_id: str
+    ) -> tuple[Mapping[Any, Any] | None, list[Mapping[Any, Any]]]:
+        """A task's result row and its history: on PostgreSQL both reads in one round trip of
+        the direct connection, elsewhere over one autocommit connection."""
+        if self._direct is not None and self._sql is not None:
+            direct, sql, params = self._direct, self._sql, {"task_id": task_id}
 
-        def run() -> tuple[Row[Any] | None, list[Row[Any]]]:
+            def pair() -> tuple[Mapping[Any, Any] | None, list[Mapping[Any, Any]]]:
+                rows, history = direct.read_pair(sql.read_result, sql.read_history, params)
+                return (rows[0] if rows else None), list(history)
+
+            return self._retrying(pair)
+        r, e = self.tables.results, self.tables.events
+        query = select(e).where(e.c.task_id == task_id).order_by(e.c.at, e.c.id)
+
+        def run() -> tuple[Mapping[Any, Any] | None, list[Mapping[Any, Any]]]:
             with self.autocommit.connect() as conn:
                 row = conn.execute(select(r).where(r.c.task_id == task_id)).first()
-                return row, list(conn.execute(history))
+                return (row._mapping if row else None), [h._mapping for h in conn.execute(query)]
 
         return self._retrying(run)
 

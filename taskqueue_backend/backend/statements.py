@@ -40,6 +40,9 @@ class PostgresStatements:
     def __init__(self, tables: Tables) -> None:
         results, events = _name(tables.results), _name(tables.events)
         columns = list(tables.results.columns.keys())
+        #: one task's result row, and its history in order (read together: ``direct.py``)
+        self.read_result = f"SELECT * FROM {results} WHERE task_id = %(task_id)s"
+        self.read_history = f"SELECT * FROM {events} WHERE task_id = %(task_id)s ORDER BY at, id"
         terminal = ", ".join(f"'{s}'" for s in TERMINAL_STATES)
         final = "'{" + ",".join(TERMINAL_STATES) + "}'"
         # kept short: psycopg caches the conversion of statements under 4 kB only, so the

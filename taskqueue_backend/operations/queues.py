@@ -152,10 +152,7 @@ class Queues:
         return [location(m) for m in self.find_messages(task_id)]
 
     def find_messages(self, task_id: str) -> list[StoredMessage]:
-        queues = self.names()
-        ids = self.broker.admin.message_ids_of(queues, task_id)
-        held = [(q, m) for q, m in zip(queues, ids, strict=True) if m is not None]
-        return [m for m in self.broker.admin.records(held) if m is not None]
+        return self.broker.admin.task_messages(task_id)
 
     def delayed(self, queue: str, limit: int = 100) -> list[MessageLocation]:
         """The queue's delayed messages, soonest first."""

@@ -9,6 +9,7 @@ is found although its message is gone.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -102,8 +103,7 @@ def decode_payload(raw: bytes | None, content_type: str | None) -> Any:
     return {"opaque": True, "content_type": content_type, "bytes": len(raw)}
 
 
-def result_of(row: Any) -> TaskResult:
-    m = row._mapping
+def result_of(m: Mapping[Any, Any]) -> TaskResult:
     content_type = m.get("content_type")
     return TaskResult(
         task_id=m["task_id"],
@@ -129,8 +129,8 @@ def result_of(row: Any) -> TaskResult:
     )
 
 
-def history_event(row: Any) -> HistoryEvent:
-    return HistoryEvent(as_utc(row.at), row.event, row.state, row.worker, row.detail)
+def history_event(m: Mapping[Any, Any]) -> HistoryEvent:
+    return HistoryEvent(as_utc(m["at"]), m["event"], m["state"], m["worker"], m["detail"])
 
 
 class Tasks(TaskActions):
@@ -239,7 +239,7 @@ class Tasks(TaskActions):
             raise InvalidRequest("no result store was given: the history lives there "
                                  "(pass -A proj or a database URL)")  # fmt: skip
         task_id = self.resolve(ident)
-        return [history_event(r) for r in self.ops.results.history(task_id)]
+        return [history_event(r._mapping) for r in self.ops.results.history(task_id)]
 
     # -- many ---------------------------------------------------------------------------------
 
@@ -260,4 +260,4 @@ class Tasks(TaskActions):
             raise InvalidRequest(str(exc)) from None
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
-        return Page([result_of(cast(Any, r)) for r in rows], next_cursor)
+        return Page([result_of(cast(Any, r)._mapping) for r in rows], next_cursor)

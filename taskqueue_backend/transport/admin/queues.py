@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from .. import fields, scheduled, stats
+from ..keys import GlobalKeys
 from ..replies import as_text
 from .base import AdminData
 
@@ -34,6 +35,16 @@ class QueueData(AdminData):
         for queue in queues:
             pipe.hget(self._queue(queue).ids, task_id)
         return [as_text(found) for found in pipe.execute()]
+
+    def task_messages(self, task_id: str) -> list[fields.StoredMessage]:
+        """The task's messages in every known queue, by each queue's task-id index (a queue
+        that expired has no index: nothing found there). Two round trips when none is found."""
+        names = sorted(
+            as_text(q) or "" for q in self.client.smembers(GlobalKeys(self.prefix).queues)
+        )
+        ids = self.message_ids_of(names, task_id) if names else []
+        held = [(q, m) for q, m in zip(names, ids, strict=True) if m is not None]
+        return [m for m in self.records(held) if m is not None] if held else []
 
     def task_ids_like(self, queue: str, pattern: str) -> Iterator[str]:
         """The task ids in the queue's task-id index that match a glob ``pattern``."""
