@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ sys.path.insert(0, str(ROOT))
 from bench.common import wait_until  # noqa: E402
 from control_plane.auth import new_token  # noqa: E402
 from taskqueue_backend.backend.migrate import upgrade  # noqa: E402
+from taskqueue_backend.backend.partitions import HistoryPartitions, Policy  # noqa: E402
+from taskqueue_backend.backend.schema import tables_for  # noqa: E402
 from taskqueue_backend.embedded import EmbeddedRedis, free_port  # noqa: E402
 
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -90,6 +93,10 @@ def task_id(i: int) -> str:
 def load_store(db_url: str, schema: str, tasks: int, events: int) -> None:
     engine = sqlalchemy.create_engine(db_url)
     upgrade(engine, "tq_", schema)
+    # the partitions of the last day and the week ahead exist before the rows arrive, as in
+    # production (else the server's first request would adopt 5M rows from the default one)
+    tables = tables_for("postgresql", "tq_", schema)
+    HistoryPartitions(engine, tables, Policy()).maintain(now=datetime.now(UTC) - timedelta(days=1))
     step_ms = 24 * 3600 * 1000 / tasks
     names = {"t": f'"{schema}".tq_', "names": NAMES, "queues": QUEUES, "workers": WORKERS,
              "step_ms": step_ms, "tasks": tasks, "events": events}  # fmt: skip

@@ -203,6 +203,16 @@ def test_the_history_notification_fires_on_the_partitioned_table(pg: tuple[Engin
 # -- partitions ahead, and rows that have none ----------------------------------------------
 
 
+def analyzed(engine: Engine, schema: str) -> set[str]:
+    """The history partitions ANALYZE has run on."""
+    query = text(
+        "SELECT relname FROM pg_stat_user_tables WHERE schemaname = :s AND relname "
+        "LIKE 'tq_task_events_p%' AND last_analyze IS NOT NULL"
+    )
+    with engine.connect() as conn:
+        return set(conn.execute(query, {"s": schema}).scalars())
+
+
 def test_a_row_without_a_partition_is_kept_in_the_default_one_until_maintenance_moves_it(
     pg: tuple[Engine, str],
 ) -> None:
@@ -225,6 +235,9 @@ def test_a_row_without_a_partition_is_kept_in_the_default_one_until_maintenance_
     assert where_rows_are(engine, schema) == {
         f"tq_task_events_p{today:%Y%m%d}": 1, "tq_task_events_default": 1}  # fmt: skip
     assert [r.event for r in store.history("t1")] == ["succeeded"]
+    # the partition that took a row has statistics (the planner's guess for a lookup by id
+    # is not thousands of rows); the empty ones ahead need none yet
+    assert analyzed(engine, schema) == {f"tq_task_events_p{today:%Y%m%d}"}
 
     # the period of the waiting row comes within reach: it gets a partition and its row
     report = HistoryPartitions(engine, store.tables, Policy(ahead=1)).maintain(now=later)

@@ -181,8 +181,14 @@ class HistoryPartitions:
         cutoff = now - self.policy.retention if retention and self.policy.retention else None
         report.cutoff = cutoff
         for lower, upper in self._missing(conn, now, cutoff):
+            adopted = report.adopted_rows
             self._step(conn, report, f"making {partition_name(self.table, lower)}",
                        lambda c, lo=lower, up=upper: self._create(c, lo, up, report))  # fmt: skip
+            if report.adopted_rows > adopted:
+                # a partition that took rows has no statistics yet: without them the planner
+                # guesses thousands of rows per task id and plans a parallel scan for a lookup
+                with conn.begin():
+                    conn.execute(text(f"ANALYZE {self.q(partition_name(self.table, lower))}"))
         if cutoff is not None:
             self._apply_retention(conn, cutoff, report)
         with conn.begin():
