@@ -91,28 +91,26 @@ class ScriptBatch:
             self._full()
 
     def _full(self) -> None:
-        try:
-            self._read_unread()
-            self._send_chunk()
-        except (BatchPublishError, NotReplicated):
-            self._give_up()
-            raise
-        except Exception as exc:
-            self._give_up()
-            raise BatchPublishError("publish batch failed; delivery is uncertain") from exc
+        self._sending(wait=False)
 
     def flush(self) -> None:
+        self._sending(wait=True)
+        self._release()
+
+    def _sending(self, wait: bool) -> None:
+        """Read the last chunk's replies and send the buffered one (``wait``: and read its
+        replies too); any failure gives the batch up, saying the delivery is uncertain."""
         try:
             self._read_unread()
             self._send_chunk()
-            self._read_unread()
+            if wait:
+                self._read_unread()
         except (BatchPublishError, NotReplicated):
             self._give_up()
             raise
         except Exception as exc:
             self._give_up()
             raise BatchPublishError("publish batch failed; delivery is uncertain") from exc
-        self._release()
 
     def _send_chunk(self) -> None:
         commands, self._commands = self._commands, []
