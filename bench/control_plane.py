@@ -8,8 +8,8 @@ Loaded: ``--tasks`` result rows and ``--events`` history rows in PostgreSQL (``D
 a schema the run creates and drops), spread over the last 24 hours — twenty task names, five
 queues, eight workers, one task in twenty failed; ``--dead`` dead letters in a dedicated
 redis-server. Measured at ``--rate`` requests/s for ``--seconds`` each (p50/p99 from the
-moment each request was due), then the highest rate (of a fixed ladder) whose p99 stays under
-50 ms with no errors:
+moment each request was due, after a warm-up sending each path once), then the highest rate
+(of a fixed ladder, each rung tried at most twice) whose p99 stays under 50 ms with no errors:
 
 - ``GET /api/v1/tasks/{id}`` (random ids), ``GET /api/v1/tasks?state=FAILURE&name=…`` (two
   filters), ``GET /api/v1/dlq`` (first page over every entry), ``GET /metrics``;
@@ -52,6 +52,8 @@ DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NAMES, QUEUES, WORKERS = 20, 5, 8
 LADDER = (200, 300, 400, 500, 600, 800, 1000, 1300, 1600, 2000)
 TARGET_P99_MS = 50.0
+#: requests/s of the warm-up, which sends every path of an endpoint once
+WARM_RATE = 250.0
 
 RESULTS_SQL = """
 INSERT INTO {t}results (task_id, state, name, args, kwargs, result, content_type,
@@ -110,6 +112,8 @@ def load_store(db_url: str, schema: str, tasks: int, events: int) -> None:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sqlalchemy.text(f'VACUUM ANALYZE "{schema}".tq_results'))
         conn.execute(sqlalchemy.text(f'VACUUM ANALYZE "{schema}".tq_task_events'))
+        # the load's dirty pages are written now, not by a checkpoint during the measurements
+        conn.execute(sqlalchemy.text("CHECKPOINT"))
     engine.dispose()
 
 
@@ -172,12 +176,17 @@ def highest_rate(url: str, paths: list[str], seconds: float, token: str | None) 
     """The highest rate of the ladder with p99 under the target, no errors, and kept up."""
     best = 0.0
     for rate in LADDER:
-        found = measure(url, paths, rate, seconds, token)
-        if (found["errors"] or found["p99_ms"] >= TARGET_P99_MS
-                or found["achieved_rate"] < 0.95 * rate):  # fmt: skip
+        # a rung is tried twice before the ladder stops: one pause of the shared machine
+        # (another process, the page cache) does not decide the result
+        if not any(kept_up(measure(url, paths, rate, seconds, token), rate) for _ in (1, 2)):
             break
         best = rate
     return best
+
+
+def kept_up(found: dict[str, Any], rate: float) -> bool:
+    return (not found["errors"] and found["p99_ms"] < TARGET_P99_MS
+            and found["achieved_rate"] >= 0.95 * rate)  # fmt: skip
 
 
 def wait_serving(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -236,7 +245,8 @@ def run_endpoints(url: str, endpoints: dict[str, list[str]], args: argparse.Name
                   token: str | None) -> dict[str, dict[str, Any]]:  # fmt: skip
     found: dict[str, dict[str, Any]] = {}
     for name, paths in endpoints.items():
-        measure(url, paths, 50, 2, token)  # warm up: connections, caches, prepared plans
+        # warm up: connections, prepared plans, and every page the paths read (each path once)
+        measure(url, paths, WARM_RATE, max(2.0, len(paths) / WARM_RATE), token)
         row = measure(url, paths, args.rate, args.seconds, token)
         row["highest_rate"] = highest_rate(url, paths, args.ladder_seconds, token)
         found[name] = row
