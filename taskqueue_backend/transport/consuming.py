@@ -404,8 +404,11 @@ class ConsumingMixin:
         if lease is None:
             return
         keys, message_id = lease
-        if getattr(self.connection, "loop_thread", None) == threading.get_ident():
-            self._acks.setdefault(keys.queue, []).append(message_id)  # settled this turn
+        # in the loop's thread, while the channel is open and not handing back, the loop's
+        # next turn settles it; a late ack after close goes at once through the last pool
+        loop_thread = getattr(self.connection, "loop_thread", None)
+        if loop_thread == threading.get_ident() and not self._closing:
+            self._acks.setdefault(keys.queue, []).append(message_id)
             return
         self._warn_lost(keys.queue, self._ack_call(keys, [message_id]))
         self._maybe_retire()
