@@ -145,18 +145,28 @@ def _scale(engine: Engine) -> None:
 
 
 def captured_selects(store: Store, run: Callable[[], Any]) -> list[tuple[str, Any]]:
-    """The SELECTs ``run`` sent, with their parameters, as the database received them."""
+    """The SELECTs ``run`` sent, with their parameters, as the database received them: through
+    the engine, and through the store's direct connection (a task's row and history)."""
     found: list[tuple[str, Any]] = []
 
     def before(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
         if statement.lstrip().upper().startswith(("SELECT", "WITH")):
             found.append((statement, parameters))
 
+    direct: Any = store._direct
+    read_pair = direct.read_pair
+
+    def recorded(first: str, second: str, params: dict[str, Any]) -> Any:
+        found.extend([(first, params), (second, params)])
+        return read_pair(first, second, params)
+
     event.listen(store.engine, "before_cursor_execute", before)
+    direct.read_pair = recorded
     try:
         run()
     finally:
         event.remove(store.engine, "before_cursor_execute", before)
+        del direct.read_pair
     assert found, "the call sent no query"
     return found
 
