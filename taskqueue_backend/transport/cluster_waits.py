@@ -112,16 +112,10 @@ class ClusterWaitsMixin(_WaitsBase):
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
 
     def _send_fetch(self, wait: QueueWait) -> None:
-        queue = wait.queue
-        no_ack = queue in self._no_ack_queues
-        if not no_ack:
-            self._prepare_consumer(queue)
-        wait.count = self._fetch_count(queue)
-        keys, args = self._fetch_call(queue, wait.count, no_ack)
-        wait.connection.send_command("EVALSHA", self.scripts.sha("fetch"), len(keys), *keys,
-                                     *args)  # fmt: skip
+        command, wait.count = self._fetch_command(wait.queue)
+        wait.connection.send_command(*command)
         wait.pending = "fetch"
-        self._fetching = queue
+        self._fetching = wait.queue
 
     def read_wait(self, queue: str) -> bool:
         """Read the reply on ``queue``'s connection: deliver what a fetch leased, or note that

@@ -140,6 +140,16 @@ class ConsumingMixin:
              "1" if no_ack else "0", *acks],
         )  # fmt: skip
 
+    def _fetch_command(self, queue: str, with_acks: bool = True) -> tuple[list[Any], int]:
+        """The ``EVALSHA`` of a fetch from ``queue`` (its consumer registered first), and how
+        many messages it asks for."""
+        no_ack = queue in self._no_ack_queues
+        if not no_ack:
+            self._prepare_consumer(queue)
+        count = self._fetch_count(queue)
+        keys, args = self._fetch_call(queue, count, no_ack, with_acks)
+        return ["EVALSHA", self.scripts.sha("fetch"), len(keys), *keys, *args], count
+
     def _unpack(self, queue: str, reply: list[Any], no_ack: bool = False) -> list[dict[str, Any]]:
         """Turn a fetch reply into deliverable payloads; bury what cannot be decoded."""
         next_due, flat, expired, lost = reply
@@ -245,12 +255,7 @@ class ConsumingMixin:
             queue = self._fetch_queue[0]
             if self._fetch_deferred(queue):
                 return  # the next turn of the loop asks again
-            no_ack = queue in self._no_ack_queues
-            if not no_ack:
-                self._prepare_consumer(queue)
-            count = self._fetch_count(queue)
-            keys, args = self._fetch_call(queue, count, no_ack)
-            command = ["EVALSHA", self.scripts.sha("fetch"), len(keys), *keys, *args]
+            command, count = self._fetch_command(queue)
             self._pending = ("fetch", queue, count)
         else:
             signals = {self.queue_keys(q).signal: q for q in queues}
@@ -269,13 +274,8 @@ class ConsumingMixin:
         Redis runs the fetch as soon as the wait returns, so a message published to an idle
         consumer is leased in the wait's round trip. (Not while a delayed message of the queue
         is due within the wait: the fetch's clock is the moment it was sent.)"""
-        no_ack = queue in self._no_ack_queues
-        if not no_ack:
-            self._prepare_consumer(queue)
-        count = self._fetch_count(queue)
         # acknowledgements never wait behind a blocking call: they go their own way this turn
-        keys, args = self._fetch_call(queue, count, no_ack, with_acks=False)
-        fetch = ["EVALSHA", self.scripts.sha("fetch"), len(keys), *keys, *args]
+        fetch, count = self._fetch_command(queue, with_acks=False)
         self._pending = ("wait_fetch", queue, count)
         self._in_poll = connection
         self._brpop_sent_at = monotonic()
