@@ -112,10 +112,8 @@ class Transport(kombu_redis.Transport):
         # kombu parses the URL itself (class attribute False) and then asks the instance
         # whether it renders its own: it does (see as_uri)
         self.can_parse_url = True
-        #: set once a Celery worker's event loop drives the connection: then a fetch is
-        #: delivered whole, while drain_events() hands over one message per call
-        self.in_event_loop = False
-        #: the thread running that loop: its acknowledgements are settled once per turn
+        #: the thread of the Celery worker's event loop driving the connection, once one does
+        #: (its acknowledgements are settled once per turn)
         self.loop_thread: int | None = None
 
     def as_uri(self, uri: str, include_password: bool = False, mask: str = "**") -> str:
@@ -144,8 +142,13 @@ class Transport(kombu_redis.Transport):
         flower.remember(rendered, client)
         return rendered
 
+    @property
+    def in_event_loop(self) -> bool:
+        """Whether an event loop drives the connection: then a fetch is delivered whole,
+        while drain_events() hands over one message per call."""
+        return self.loop_thread is not None
+
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
-        self.in_event_loop = True
         self.loop_thread = threading.get_ident()
         super().register_with_event_loop(connection, loop)
 
