@@ -69,11 +69,16 @@ def read_counts(
     )
 
 
-def known_queues(client: Redis, prefix: str) -> list[str]:
-    """Queues that hold anything (a queue that expired or was deleted is left out)."""
-    names = sorted(
+def listed_queues(client: Redis, prefix: str) -> list[str]:
+    """The queues in the list of queues, sorted (some may have expired since)."""
+    return sorted(
         as_text(q) or "" for q in cast(set[bytes], client.smembers(GlobalKeys(prefix).queues))
     )
+
+
+def known_queues(client: Redis, prefix: str) -> list[str]:
+    """Queues that hold anything (a queue that expired or was deleted is left out)."""
+    names = listed_queues(client, prefix)
     pipe = client.pipeline(transaction=False)
     for name in names:
         keys = QueueKeys(prefix, name)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from .. import fields, scheduled, stats
-from ..keys import GlobalKeys
 from ..replies import as_text
 from .base import AdminData
 
@@ -39,9 +38,7 @@ class QueueData(AdminData):
     def task_messages(self, task_id: str) -> list[fields.StoredMessage]:
         """The task's messages in every known queue, by each queue's task-id index (a queue
         that expired has no index: nothing found there). Two round trips when none is found."""
-        names = sorted(
-            as_text(q) or "" for q in self.client.smembers(GlobalKeys(self.prefix).queues)
-        )
+        names = stats.listed_queues(self.client, self.prefix)
         ids = self.message_ids_of(names, task_id) if names else []
         held = [(q, m) for q, m in zip(names, ids, strict=True) if m is not None]
         return [m for m in self.records(held) if m is not None] if held else []
