@@ -25,13 +25,19 @@ class NotReplicated(KombuError):
     would publish it twice); the caller decides."""
 
 
-def ask_replicas(channel: TaskQueueChannel, pipeline: Any) -> bool:
-    """Queue ``WAIT`` on ``pipeline`` after its writes when ``wait_for_replicas`` asks for
-    it (WAIT counts the writes of its own connection, so it goes in the same pipeline)."""
+def wait_command(channel: TaskQueueChannel) -> tuple[Any, ...] | None:
+    """The ``WAIT`` that ``wait_for_replicas`` asks for after a publish, or None (WAIT counts
+    the writes of its own connection, so it goes on the connection that wrote)."""
     wanted = channel.options.wait_for_replicas
-    if wanted:
-        pipeline.execute_command("WAIT", wanted, _wait_ms(channel))
-    return bool(wanted)
+    return ("WAIT", wanted, _wait_ms(channel)) if wanted else None
+
+
+def ask_replicas(channel: TaskQueueChannel, pipeline: Any) -> bool:
+    """Queue ``WAIT`` on ``pipeline`` after its writes when ``wait_for_replicas`` asks for it."""
+    wait = wait_command(channel)
+    if wait is not None:
+        pipeline.execute_command(*wait)
+    return wait is not None
 
 
 def check_replicas(channel: TaskQueueChannel, acked: Any) -> None:
@@ -120,9 +126,9 @@ class ScriptBatch:
         if not self._scripts_checked:
             self.channel.scripts.ensure_loaded()  # one check per batch, not per chunk
             self._scripts_checked = True
-        wanted = self.channel.options.wait_for_replicas
-        if wanted:
-            commands.append(("WAIT", wanted, _wait_ms(self.channel)))
+        wait = wait_command(self.channel)
+        if wait is not None:
+            commands.append(wait)
         if self._connection is None:
             self._connection = self.channel.redis.connection_pool.get_connection()
         self._connection.send_packed_command(self._connection.pack_commands(commands))
