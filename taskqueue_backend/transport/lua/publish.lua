@@ -8,9 +8,8 @@ local mk = mkey(base, id)
 local delayed = due > now
 local fields = {'body', ARGV[2], 'task_id', ARGV[4], 'priority', ARGV[8], 'rank', ARGV[3],
                 'deliveries', 0, 'recoveries', 0, 'expire_at', ARGV[6],
-                'published_at', ARGV[7], 'owner', '', 'state', 'ready'}
+                'published_at', ARGV[7], 'owner', '', 'state', delayed and 'delayed' or 'ready'}
 if delayed then
-  fields[#fields] = 'delayed'
   fields[#fields + 1] = 'due_at'
   fields[#fields + 1] = ARGV[5]
 end
