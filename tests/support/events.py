@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from typing import Any
 
 from celery import Celery
 from celery.events import EventReceiver
+
+from tests.support.waiting import wait_for
 
 
 class EventCollector:
@@ -28,13 +29,14 @@ class EventCollector:
         its own, sent until one arrives), so no event sent afterwards is missed."""
         self.thread.start()
         probe = uuid.uuid4().hex
-        deadline = time.monotonic() + timeout
         with self.app.events.default_dispatcher() as dispatcher:
-            while not any(e.get("probe") == probe for e in list(self.events)):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the event receiver did not subscribe in {timeout} s")
+
+            def seen() -> bool:
                 dispatcher.send("test-probe", probe=probe)
-                time.sleep(0.1)
+                return any(e.get("probe") == probe for e in list(self.events))
+
+            wait_for(seen, timeout=timeout, interval=0.1,
+                     message=f"the event receiver did not subscribe in {timeout} s")  # fmt: skip
         return self
 
     def stop(self) -> None:
