@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import wait_until  # noqa: E402
+from bench.costs import RedisSnapshot, server_cpu_seconds, worker_cpu_seconds  # noqa: E402
 from taskqueue_backend.embedded import EmbeddedRedis  # noqa: E402
 
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -96,9 +97,21 @@ def measure(name: str, backend: str, redis_url: str, schema: str, tasks: int, pr
     )  # fmt: skip
     result: dict[str, float] = {}
     try:
+        cpu_before = (worker_cpu_seconds(worker.pid), server_cpu_seconds("postgres"),
+                      RedisSnapshot.take(client).cpu)  # fmt: skip
         wait_until(lambda: client.get("benchb:last"), 900, f"{tasks} tasks ({name})")
         first, last = float(client.get("benchb:first")), float(client.get("benchb:last"))
         result["tasks_per_s"] = (tasks - 1) / (last - first)
+        # start-up included for the worker; the drained tasks only (no probes yet)
+        result["worker_cpu_us_per_task"] = (
+            (worker_cpu_seconds(worker.pid) - cpu_before[0]) * 1e6 / tasks
+        )
+        result["postgres_cpu_us_per_task"] = (
+            (server_cpu_seconds("postgres") - cpu_before[1]) * 1e6 / tasks
+        )
+        result["redis_cpu_us_per_task"] = (
+            (RedisSnapshot.take(client).cpu - cpu_before[2]) * 1e6 / tasks
+        )
         if backend:
             delays = []
             for _ in range(probes):

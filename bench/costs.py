@@ -4,11 +4,12 @@
 two, divided by the tasks in between, is the per-task cost of that phase: Redis commands
 (every command Redis ran, including the ones a Lua script runs, by name) and Redis CPU
 microseconds. ``worker_cpu_seconds`` adds up the CPU time of a worker's main process and its
-pool processes.
+pool processes, ``server_cpu_seconds`` that of a server's processes (PostgreSQL's backends).
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -75,22 +76,34 @@ def phase_cost(before: RedisSnapshot, after: RedisSnapshot, tasks: int) -> Phase
 
 def worker_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of ``pid`` and every process under it, now."""
+    return sum(_cpu_seconds(each) for each in process_tree(pid))
+
+
+def server_cpu_seconds(name: str) -> float:
+    """User + system CPU seconds of every running process called ``name`` (``postgres``: the
+    server and its backends), now; a process that has exited no longer counts."""
     total = 0.0
-    for each in process_tree(pid):
-        try:
-            with open(f"/proc/{each}/stat") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        ticks = int(fields[11]) + int(fields[12])  # utime, stime
-        total += ticks / _CLOCK_TICKS
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _command(int(entry)) == name:
+            total += _cpu_seconds(int(entry))
     return total
 
 
-def _clock_ticks() -> int:
-    import os
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return ""
 
-    return os.sysconf("SC_CLK_TCK")
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
 
 
-_CLOCK_TICKS = _clock_ticks()
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
