@@ -146,7 +146,8 @@ def _scale(engine: Engine) -> None:
 
 def captured_selects(store: Store, run: Callable[[], Any]) -> list[tuple[str, Any]]:
     """The SELECTs ``run`` sent, with their parameters, as the database received them: through
-    the engine, and through the store's direct connection (a task's row and history)."""
+    the engine, and through the store's direct connection (a task's result, its row and
+    history)."""
     found: list[tuple[str, Any]] = []
 
     def before(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
@@ -154,19 +155,23 @@ def captured_selects(store: Store, run: Callable[[], Any]) -> list[tuple[str, An
             found.append((statement, parameters))
 
     direct: Any = store._direct
-    read_pair = direct.read_pair
+    read_pair, read = direct.read_pair, direct.read
 
-    def recorded(first: str, second: str, params: dict[str, Any]) -> Any:
+    def recorded_pair(first: str, second: str, params: dict[str, Any]) -> Any:
         found.extend([(first, params), (second, params)])
         return read_pair(first, second, params)
 
+    def recorded(sql: str, params: dict[str, Any]) -> Any:
+        found.append((sql, params))
+        return read(sql, params)
+
     event.listen(store.engine, "before_cursor_execute", before)
-    direct.read_pair = recorded
+    direct.read_pair, direct.read = recorded_pair, recorded
     try:
         run()
     finally:
         event.remove(store.engine, "before_cursor_execute", before)
-        del direct.read_pair
+        del direct.read_pair, direct.read
     assert found, "the call sent no query"
     return found
 
@@ -260,6 +265,15 @@ def test_a_task_and_its_history_by_id_are_index_scans(scaled: Store) -> None:
         # a task id gives no time: every partition's (task_id, at) index is probed once
         assert scanned == ["tq_results"] or sorted(scanned) == partitions, scanned
     assert len(found) >= 4  # the row and the history, for each call
+
+
+def test_a_result_and_a_group_of_results_by_id_are_index_scans(scaled: Store) -> None:
+    """What ``AsyncResult.get()`` and ``GroupResult.get()`` read, on the direct connection."""
+    found = plans(scaled, lambda: scaled.read(task_id(TASKS // 2)))
+    found += plans(scaled, lambda: scaled.read_many([task_id(t) for t in range(0, TASKS, 97)]))
+    assert len(found) == 2
+    for plan in found:
+        assert assert_no_large_sequential_scan(scaled, plan) == ["tq_results"]
 
 
 def test_the_overview_timeline_and_stats_read_only_the_last_hours_partitions(

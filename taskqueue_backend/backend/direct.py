@@ -1,5 +1,6 @@
-"""A direct psycopg connection for the hot paths: the state write of every task, and the
-control plane's read of one task (its result row and history).
+"""A direct psycopg connection for the hot paths: the state write of every task (alone, or
+several in one transaction), the read of a result (``AsyncResult.get()``) and the control
+plane's read of one task (its result row and history).
 
 One autocommit connection per process and thread, with the statements prepared on the server
 (``prepare=True``), skips both SQLAlchemy's per-call work and PostgreSQL's planning of the
@@ -15,7 +16,7 @@ import threading
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, namedtuple_row
 from sqlalchemy import Engine
 
 
@@ -47,6 +48,27 @@ class DirectConnection:
             self._connection().execute(sql, params, prepare=True)
         except psycopg.OperationalError:
             self._drop()  # the server went away (restart): the next call connects afresh
+            raise
+
+    def execute_together(self, calls: list[tuple[str, dict[str, Any]]]) -> None:
+        """Several statements in one transaction, sent together: one round trip and one
+        commit for all (a failure of any rolls them all back)."""
+        try:
+            conn = self._connection()
+            with conn.pipeline(), conn.transaction():
+                for sql, params in calls:
+                    conn.execute(sql, params, prepare=True)
+        except psycopg.OperationalError:
+            self._drop()
+            raise
+
+    def read(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        """The rows of one query, as named tuples (read by attribute, as SQLAlchemy's rows)."""
+        try:
+            cursor = self._connection().cursor(row_factory=namedtuple_row)
+            return cursor.execute(sql, params, prepare=True).fetchall()
+        except psycopg.OperationalError:
+            self._drop()
             raise
 
     def read_pair(

@@ -148,23 +148,44 @@ class Store:
         else:
             self._retrying(_marking(events, lambda: self._write_in_transaction(row, events)))
 
+    def write_together(
+        self, writes: Sequence[tuple[dict[str, Any] | None, list[dict[str, Any]]]]
+    ) -> None:
+        """Several state writes (``write``'s arguments) in one transaction and one round trip
+        on PostgreSQL, tried once: the caller retries a failure write by write (their history
+        rows are marked unsure, as a failed ``write`` marks them)."""
+        if self.dialect != "postgresql" or len(writes) == 1:
+            for row, events in writes:
+                self.write(row, events)
+            return
+        self._tick()
+        assert self._direct is not None
+        calls = [self._postgresql_call(row, events) for row, events in writes]
+        every = [event for _, events in writes for event in events]
+        _marking(every, lambda: self._direct.execute_together(calls))()  # type: ignore[union-attr]
+
     def _write_postgresql(
         self, row: dict[str, Any] | None, events: Sequence[dict[str, Any]]
     ) -> None:
+        assert self._direct is not None
+        self._direct.execute(*self._postgresql_call(row, events))
+
+    def _postgresql_call(
+        self, row: dict[str, Any] | None, events: Sequence[dict[str, Any]]
+    ) -> tuple[str, dict[str, Any]]:
+        """The statement of one state write and its parameters."""
         sql = self._sql
-        assert sql is not None and self._direct is not None
+        assert sql is not None
         events_json = json.dumps([_event_json(e) for e in events])
         again = _unsure(events)
         if row is None:
-            statement = sql.events_only_again if again else sql.events_only
-            self._direct.execute(statement, {"events": events_json})
-            return
+            return (sql.events_only_again if again else sql.events_only), {"events": events_json}
         params = {
             **self._full_row(row),
             "events": events_json,
             "notify": row.get("state") in TERMINAL_STATES,
         }
-        self._direct.execute(sql.state_write_again if again else sql.state_write, params)
+        return (sql.state_write_again if again else sql.state_write), params
 
     def _write_in_transaction(
         self, row: dict[str, Any] | None, events: Sequence[dict[str, Any]]
@@ -233,7 +254,13 @@ class Store:
         with self.autocommit.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    def read(self, task_id: str) -> Row[Any] | None:
+    def read(self, task_id: str) -> Any:
+        """A task's result row (its columns as attributes), or None; on PostgreSQL one
+        prepared statement on the direct connection."""
+        if self._direct is not None and self._sql is not None:
+            direct, sql = self._direct, self._sql.read_result
+            found = self._retrying(lambda: direct.read(sql, {"task_id": task_id}))
+            return found[0] if found else None
         r = self.tables.results
 
         def run() -> Row[Any] | None:
@@ -242,7 +269,11 @@ class Store:
 
         return self._retrying(run)
 
-    def read_many(self, task_ids: Sequence[str]) -> list[Row[Any]]:
+    def read_many(self, task_ids: Sequence[str]) -> list[Any]:
+        """The result rows of these tasks that have one (as ``read``)."""
+        if self._direct is not None and self._sql is not None:
+            direct, sql = self._direct, self._sql.read_results
+            return self._retrying(lambda: direct.read(sql, {"task_ids": list(task_ids)}))
         r = self.tables.results
 
         def run() -> list[Row[Any]]:

@@ -42,6 +42,7 @@ class PostgresStatements:
         columns = list(tables.results.columns.keys())
         #: one task's result row, and its history in order (read together: ``direct.py``)
         self.read_result = f"SELECT * FROM {results} WHERE task_id = %(task_id)s"
+        self.read_results = f"SELECT * FROM {results} WHERE task_id = ANY(%(task_ids)s)"
         self.read_history = f"SELECT * FROM {events} WHERE task_id = %(task_id)s ORDER BY at, id"
         terminal = ", ".join(f"'{s}'" for s in TERMINAL_STATES)
         final = "'{" + ",".join(TERMINAL_STATES) + "}'"
