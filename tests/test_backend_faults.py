@@ -34,6 +34,7 @@ from celery import Celery, group, states
 from kombu.exceptions import EncodeError
 from sqlalchemy.engine import make_url
 
+from taskqueue_backend.backend import deferred
 from taskqueue_backend.backend.queries import UNSURE, event_row
 from tests.backend_app import make_app
 from tests.support import StartWorker, WorkerProcess, wait_for
@@ -188,6 +189,41 @@ def test_a_state_write_whose_reply_was_lost_is_stored_once(
             assert proxy.dropped.is_set(), "the proxy lost no reply: the fault did not happen"
             assert backend.get_task_meta(task_id, cache=False)["result"] == 42
             assert events_of(app, task_id) == ["succeeded"]
+
+
+@pytest.mark.parametrize("backend_env", ["postgresql"], indirect=True)
+def test_writes_committed_together_whose_reply_was_lost_are_stored_once(
+    backend_env: dict[str, str], database_url: str
+) -> None:
+    """The deferred writer commits writes queued together in one transaction; when that
+    commit's reply is lost, each is written again on its own, and its history stays single."""
+    url = make_url(database_url)
+    with ReplyDropper(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        through_proxy = url.set(host="127.0.0.1", port=proxy.port)
+        env = {**backend_env,
+               "TQ_TEST_RESULT_BACKEND": "tq+" + through_proxy.render_as_string(False)}  # fmt: skip
+        with client(env) as app:
+            backend = app.backend
+            backend.store_result(f"warm-{uuid.uuid4()}", 0, states.SUCCESS)  # connected
+            writer = deferred.DeferredWriter()
+            gate = threading.Event()
+            writer.submit("gate", lambda: gate.wait(30))  # the writes pile up behind it
+            task_ids = [f"lost-together-{uuid.uuid4()}" for _ in range(10)]
+            for i, task_id in enumerate(task_ids):
+                now = datetime.now(UTC)
+                row = {"task_id": task_id, "state": states.SUCCESS, "updated_at": now,
+                       "result": str(i).encode(), "content_type": "application/json"}  # fmt: skip
+                events = [event_row(task_id, "succeeded", states.SUCCESS, "w@h", at=now)]
+                writer.submit(task_id, lambda r=row, e=events: backend.store.write(r, e),
+                              together=deferred.Together(backend, row, events))  # fmt: skip
+            proxy.arm()
+            gate.set()
+            assert writer.drain(30)
+            writer.stop()
+            assert proxy.dropped.is_set(), "the proxy lost no reply: the fault did not happen"
+            for i, task_id in enumerate(task_ids):
+                assert backend.get_task_meta(task_id, cache=False)["result"] == i
+                assert events_of(app, task_id) == ["succeeded"]
 
 
 # -- 3. bad input ----------------------------------------------------------------------------

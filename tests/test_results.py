@@ -22,6 +22,8 @@ from celery import Celery, chain, chord, group, states
 from celery.exceptions import ChordError, TaskRevokedError
 from celery.result import AsyncResult
 
+from taskqueue_backend.backend import deferred
+from taskqueue_backend.backend.queries import event_row
 from taskqueue_backend.operations import Operations
 from tests.backend_app import make_app
 from tests.support import StartWorker, WorkerProcess, wait_for
@@ -214,7 +216,6 @@ def test_a_state_write_waits_for_the_batch_holding_the_tasks_earlier_events(
     (the change feed, by id) never sees ``succeeded`` before the same task's ``started``."""
     from taskqueue_backend import lifecycle
     from taskqueue_backend.backend import history as recorder
-    from taskqueue_backend.backend.queries import event_row
 
     app = client()
     backend = app.backend
@@ -622,6 +623,68 @@ def test_which_writes_may_be_deferred(backend_env: dict[str, str], client: MakeC
     assert not deferred(Request("bk.add"), off.backend)
     # outside a running task only a worker's writes go to the writer thread (this is a client)
     assert not backend.writes._may_defer(Request("bk.add"), running=False)
+
+
+def transactions_of(app: Celery, task_ids: list[str]) -> int:
+    """How many transactions wrote these tasks' result rows (PostgreSQL's ``xmin``)."""
+    results = app.backend.tables.results
+    with app.backend.store.engine.connect() as conn:
+        query = sqlalchemy.select(
+            sqlalchemy.func.count(sqlalchemy.distinct(sqlalchemy.literal_column("xmin::text")))
+        ).where(results.c.task_id.in_(task_ids))
+        return int(conn.execute(query).scalar_one())
+
+
+def queue_together(
+    writer: deferred.DeferredWriter, app: Celery, task_ids: list[str], bad: str | None = None
+) -> None:
+    """Deferred SUCCESS writes of ``task_ids`` (``bad``'s too long for its column)."""
+    backend = app.backend
+    for task_id in task_ids:
+        now = datetime.now(UTC)
+        name = "x" * 300 if task_id == bad else "bk.add"
+        row = {"task_id": task_id, "state": states.SUCCESS, "name": name, "updated_at": now,
+               "result": b"1", "content_type": "application/json"}  # fmt: skip
+        events = [event_row(task_id, "succeeded", states.SUCCESS, "w@h", at=now)]
+
+        def write(row: dict[str, Any] = row, events: list[dict[str, Any]] = events) -> None:
+            backend.store.write(row, events)
+
+        writer.submit(task_id, write, together=deferred.Together(backend, row, events))
+
+
+@pytest.mark.parametrize("backend_env", ["postgresql"], indirect=True)
+def test_deferred_writes_queued_together_commit_together_and_a_bad_one_alone(
+    client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = client()
+    writer = deferred.DeferredWriter()
+    gate = threading.Event()
+
+    def held() -> None:  # the writes pile up behind this one, as behind a slow commit
+        gate.wait(30)
+
+    writer.submit("gate", held)
+    good = [f"together-{uuid.uuid4()}" for _ in range(30)]
+    queue_together(writer, app, good)
+    gate.set()
+    assert writer.drain(30)
+    assert set(stored_states(app)) >= set(good)
+    assert transactions_of(app, good) == 1  # one commit for all thirty
+
+    gate.clear()
+    writer.submit("gate", held)
+    mixed = [f"mixed-{uuid.uuid4()}" for _ in range(10)]
+    queue_together(writer, app, mixed, bad=mixed[4])
+    gate.set()
+    assert writer.drain(30)
+    writer.stop()
+    written = [task_id for task_id in mixed if task_id != mixed[4]]
+    stored = stored_states(app)
+    assert set(written) <= set(stored) and mixed[4] not in stored
+    assert transactions_of(app, written) == len(written)  # the batch failed: each alone
+    assert all(event_names(app, task_id) == ["succeeded"] for task_id in written)
+    assert f"could not store the state of task {mixed[4]}" in caplog.text
 
 
 @pytest.mark.parametrize("backend_env", ["sqlite"], indirect=True)

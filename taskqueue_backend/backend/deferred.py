@@ -16,6 +16,11 @@ queue is drained for at most ``STOP_WAIT`` seconds; writes still waiting then ar
 once rather than lost. Any other error is logged with the task id, as Celery logs a failed
 synchronous write. A chord member's write is waited for before the chord counter moves
 (``drain``).
+
+State writes found queued together (up to ``MAX_TOGETHER``: writes that piled up while the
+store was slow or unreachable, or a burst of short tasks) are committed in one transaction and
+one round trip; nothing waits to be batched. When such a batch fails, every write in it is
+retried on its own as above, its history rows marked as possibly written.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import outage
 
@@ -37,8 +43,21 @@ MAX_QUEUED = 1000
 #: how long an exiting process waits for its queued writes before giving them up
 STOP_WAIT = 30.0
 
+#: state writes queued together that are committed in one transaction, at most
+MAX_TOGETHER = 100
+
 Write = Callable[[], None]
 GiveUp = Callable[[BaseException], None]
+
+
+@dataclass
+class Together:
+    """What a state write writes, so that writes queued together commit together: the
+    backend (only writes of the same one are combined), the result row and history rows."""
+
+    backend: Any
+    row: dict[str, Any] | None
+    events: list[dict[str, Any]]
 
 
 @dataclass
@@ -47,6 +66,7 @@ class Job:
     write: Write
     deadline: float  # time.monotonic() after which an unreachable store means give up
     give_up: GiveUp | None = None
+    together: Together | None = None
 
 
 class DeferredWriter(threading.Thread):
@@ -62,14 +82,14 @@ class DeferredWriter(threading.Thread):
 
     def submit(
         self, task_id: str, write: Write, deadline: float | None = None,
-        give_up: GiveUp | None = None,
+        give_up: GiveUp | None = None, together: Together | None = None,
     ) -> None:  # fmt: skip
         if not self.is_alive():
             with self._start_lock:  # a thread pool may submit from several threads
                 if not self.is_alive() and self.ident is None:
                     self.start()
         when = time.monotonic() if deadline is None else deadline
-        self._queue.put(Job(task_id, write, when, give_up))
+        self._queue.put(Job(task_id, write, when, give_up, together))
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every submitted write has run; False if ``timeout`` passed first."""
@@ -88,10 +108,46 @@ class DeferredWriter(threading.Thread):
             self._queue.put(None)
 
     def run(self) -> None:
+        held: Job | None | object = _NOTHING  # taken from the queue, not part of the batch
         while True:
-            job = self._queue.get()
+            job = self._queue.get() if held is _NOTHING else held
+            held = _NOTHING
             if job is None:
                 return
+            assert isinstance(job, Job)
+            if job.together is None:
+                self._run(job)
+                continue
+            batch = [job]
+            while len(batch) < MAX_TOGETHER:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if (
+                    more is None
+                    or more.together is None
+                    or (more.together.backend is not job.together.backend)
+                ):
+                    held = more
+                    break
+                batch.append(more)
+            self._run_together(batch)
+
+    def _run_together(self, batch: list[Job]) -> None:
+        """Writes queued together, committed in one transaction; when that fails, each is
+        written on its own, with its retries and its deadline."""
+        if len(batch) > 1:
+            first = batch[0].together
+            assert first is not None
+            writes = [(job.together.row, job.together.events) for job in batch if job.together]
+            try:
+                first.backend.store.write_together(writes)
+                return
+            except Exception:
+                logger.debug("%d state writes together failed; writing each alone", len(batch),
+                             exc_info=True)  # fmt: skip
+        for job in batch:
             self._run(job)
 
     def _deadline(self, job: Job) -> float:
@@ -114,6 +170,7 @@ class DeferredWriter(threading.Thread):
                 logger.exception("could not keep the unrecorded state of task %s", job.task_id)
 
 
+_NOTHING = object()
 _writer: DeferredWriter | None = None
 _lock = threading.Lock()
 

@@ -99,7 +99,8 @@ class StateWrites:
                 self._start(task_id, write, request, held, deadline)
             elif self._may_defer(request, running, state):
                 self._open_here()
-                deferred.writer().submit(task_id, write, deadline, give_up)
+                together = deferred.Together(self.backend, row, events)
+                deferred.writer().submit(task_id, write, deadline, give_up, together)
             elif running or (request is not None and outage.in_worker()):
                 try:
                     outage.retry_until(write, deadline, f"the {state} of task {task_id}")
