@@ -4,7 +4,7 @@ plane's read of one task (its result row and history).
 
 One autocommit connection per process and thread, with the statements prepared on the server
 (``prepare=True``), skips both SQLAlchemy's per-call work and PostgreSQL's planning of the
-large CTE statement; the two reads of a task go in one round trip (pipeline mode). A broken
+large CTE statement; writes committed together go in one round trip (pipeline mode). A broken
 connection (database restart) is dropped, so the next call opens a fresh one; the ``Store``
 decides whether and how a failed call is retried.
 """
@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row, namedtuple_row
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine
 
 
@@ -67,22 +67,6 @@ class DirectConnection:
         try:
             cursor = self._connection().cursor(row_factory=namedtuple_row)
             return cursor.execute(sql, params, prepare=True).fetchall()
-        except psycopg.OperationalError:
-            self._drop()
-            raise
-
-    def read_pair(
-        self, first: str, second: str, params: dict[str, Any]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The rows of two queries, sent together and answered in one round trip."""
-        try:
-            conn = self._connection()
-            with conn.pipeline():
-                one = conn.cursor(row_factory=dict_row)
-                two = conn.cursor(row_factory=dict_row)
-                one.execute(first, params, prepare=True)
-                two.execute(second, params, prepare=True)
-            return one.fetchall(), two.fetchall()
         except psycopg.OperationalError:
             self._drop()
             raise

@@ -25,7 +25,10 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    DateTime,
     Engine,
+    LargeBinary,
+    Table,
     and_,
     bindparam,
     case,
@@ -295,16 +298,14 @@ class Store:
     def read_with_history(
         self, task_id: str
     ) -> tuple[Mapping[Any, Any] | None, list[Mapping[Any, Any]]]:
-        """A task's result row and its history: on PostgreSQL both reads in one round trip of
-        the direct connection, elsewhere over one autocommit connection."""
+        """A task's result row and its history: on PostgreSQL one statement on the direct
+        connection, elsewhere two over one autocommit connection."""
         if self._direct is not None and self._sql is not None:
-            direct, sql, params = self._direct, self._sql, {"task_id": task_id}
-
-            def pair() -> tuple[Mapping[Any, Any] | None, list[Mapping[Any, Any]]]:
-                rows, history = direct.read_pair(sql.read_result, sql.read_history, params)
-                return (rows[0] if rows else None), list(history)
-
-            return self._retrying(pair)
+            direct, sql = self._direct, self._sql.read_task
+            [(row, history)] = self._retrying(lambda: direct.read(sql, {"task_id": task_id}))
+            results, events = self.tables.results, self.tables.events
+            return (None if row is None else from_json(results, row)), [
+                from_json(events, event) for event in history or ()]  # fmt: skip
         r, e = self.tables.results, self.tables.events
         query = select(e).where(e.c.task_id == task_id).order_by(e.c.at, e.c.id)
 
@@ -443,6 +444,20 @@ def event_row(
 
     return {"task_id": task_id, "event": event, "state": state, "at": at or utcnow(),
             "worker": clean_text(worker), "detail": clean_json(detail)}  # fmt: skip
+
+
+def from_json(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """A row that PostgreSQL sent as JSON (``to_jsonb``) with its column types back: times
+    as datetimes, binary columns as bytes (JSON columns stay as they were sent)."""
+    for column in table.columns:
+        value = row.get(column.name)
+        if value is None:
+            continue
+        if isinstance(column.type, DateTime):
+            row[column.name] = datetime.fromisoformat(value)
+        elif isinstance(column.type, LargeBinary):
+            row[column.name] = bytes.fromhex(value[2:])  # "\\x..."
+    return row
 
 
 def _marking(events: Sequence[dict[str, Any]], write: Callable[[], None]) -> Callable[[], None]:

@@ -40,10 +40,16 @@ class PostgresStatements:
     def __init__(self, tables: Tables) -> None:
         results, events = _name(tables.results), _name(tables.events)
         columns = list(tables.results.columns.keys())
-        #: one task's result row, and its history in order (read together: ``direct.py``)
+        #: one task's result row, several tasks' rows
         self.read_result = f"SELECT * FROM {results} WHERE task_id = %(task_id)s"
         self.read_results = f"SELECT * FROM {results} WHERE task_id = ANY(%(task_ids)s)"
-        self.read_history = f"SELECT * FROM {events} WHERE task_id = %(task_id)s ORDER BY at, id"
+        #: one task's result row and its history in order, in one statement and one reply
+        #: (as JSON: ``queries.from_json`` restores the column types)
+        self.read_task = (
+            f"SELECT (SELECT to_jsonb(r) FROM {results} r WHERE task_id = %(task_id)s), "
+            f"(SELECT jsonb_agg(to_jsonb(e) ORDER BY e.at, e.id) FROM {events} e "
+            "WHERE task_id = %(task_id)s)"
+        )
         terminal = ", ".join(f"'{s}'" for s in TERMINAL_STATES)
         final = "'{" + ",".join(TERMINAL_STATES) + "}'"
         # kept short: psycopg caches the conversion of statements under 4 kB only, so the
