@@ -170,7 +170,8 @@ class StateWrites:
         task = self._task(request)
         if task is None:
             return False
-        return not getattr(task, "acks_late", backend.app.conf.task_acks_late)
+        late = getattr(task, "acks_late", None)  # Celery's tasks have it: conf only if not
+        return not (backend.app.conf.task_acks_late if late is None else late)
 
     def _open_here(self) -> None:
         """Open the store (migrations checked) in this thread on its first deferred write, as
