@@ -169,26 +169,35 @@ def test_a_retried_write_never_repeats_history(backend_env: dict[str, str]) -> N
             "received", "started", "retried", "received", "started", "replayed"]  # fmt: skip
 
 
-@pytest.mark.parametrize("backend_env", ["postgresql"], indirect=True)
-def test_a_state_write_whose_reply_was_lost_is_stored_once(
+@contextlib.contextmanager
+def client_behind_a_reply_dropper(
     backend_env: dict[str, str], database_url: str
-) -> None:
+) -> Iterator[tuple[Celery, ReplyDropper]]:
+    """A client whose database connections go through a ``ReplyDropper``; connected,
+    migrated and with the state write prepared on the server, so the armed proxy loses the
+    reply of a write itself (sent only after it committed)."""
     url = make_url(database_url)
     with ReplyDropper(url.host or "127.0.0.1", url.port or 5432) as proxy:
         through_proxy = url.set(host="127.0.0.1", port=proxy.port)
         env = {**backend_env,
                "TQ_TEST_RESULT_BACKEND": "tq+" + through_proxy.render_as_string(False)}  # fmt: skip
         with client(env) as app:
-            backend = app.backend
-            # connect, migrate and prepare the state write on the server first, so the armed
-            # proxy loses the reply of the write itself (sent only after it committed)
-            backend.store_result(f"warm-{uuid.uuid4()}", 0, states.SUCCESS)
-            task_id = f"lost-{uuid.uuid4()}"
-            proxy.arm()
-            backend.store_result(task_id, 42, states.SUCCESS)
-            assert proxy.dropped.is_set(), "the proxy lost no reply: the fault did not happen"
-            assert backend.get_task_meta(task_id, cache=False)["result"] == 42
-            assert events_of(app, task_id) == ["succeeded"]
+            app.backend.store_result(f"warm-{uuid.uuid4()}", 0, states.SUCCESS)
+            yield app, proxy
+
+
+@pytest.mark.parametrize("backend_env", ["postgresql"], indirect=True)
+def test_a_state_write_whose_reply_was_lost_is_stored_once(
+    backend_env: dict[str, str], database_url: str
+) -> None:
+    with client_behind_a_reply_dropper(backend_env, database_url) as (app, proxy):
+        backend = app.backend
+        task_id = f"lost-{uuid.uuid4()}"
+        proxy.arm()
+        backend.store_result(task_id, 42, states.SUCCESS)
+        assert proxy.dropped.is_set(), "the proxy lost no reply: the fault did not happen"
+        assert backend.get_task_meta(task_id, cache=False)["result"] == 42
+        assert events_of(app, task_id) == ["succeeded"]
 
 
 @pytest.mark.parametrize("backend_env", ["postgresql"], indirect=True)
@@ -197,33 +206,27 @@ def test_writes_committed_together_whose_reply_was_lost_are_stored_once(
 ) -> None:
     """The deferred writer commits writes queued together in one transaction; when that
     commit's reply is lost, each is written again on its own, and its history stays single."""
-    url = make_url(database_url)
-    with ReplyDropper(url.host or "127.0.0.1", url.port or 5432) as proxy:
-        through_proxy = url.set(host="127.0.0.1", port=proxy.port)
-        env = {**backend_env,
-               "TQ_TEST_RESULT_BACKEND": "tq+" + through_proxy.render_as_string(False)}  # fmt: skip
-        with client(env) as app:
-            backend = app.backend
-            backend.store_result(f"warm-{uuid.uuid4()}", 0, states.SUCCESS)  # connected
-            writer = deferred.DeferredWriter()
-            gate = threading.Event()
-            writer.submit("gate", lambda: gate.wait(30))  # the writes pile up behind it
-            task_ids = [f"lost-together-{uuid.uuid4()}" for _ in range(10)]
-            for i, task_id in enumerate(task_ids):
-                now = datetime.now(UTC)
-                row = {"task_id": task_id, "state": states.SUCCESS, "updated_at": now,
-                       "result": str(i).encode(), "content_type": "application/json"}  # fmt: skip
-                events = [event_row(task_id, "succeeded", states.SUCCESS, "w@h", at=now)]
-                writer.submit(task_id, lambda r=row, e=events: backend.store.write(r, e),
-                              together=deferred.Together(backend, row, events))  # fmt: skip
-            proxy.arm()
-            gate.set()
-            assert writer.drain(30)
-            writer.stop()
-            assert proxy.dropped.is_set(), "the proxy lost no reply: the fault did not happen"
-            for i, task_id in enumerate(task_ids):
-                assert backend.get_task_meta(task_id, cache=False)["result"] == i
-                assert events_of(app, task_id) == ["succeeded"]
+    with client_behind_a_reply_dropper(backend_env, database_url) as (app, proxy):
+        backend = app.backend
+        writer = deferred.DeferredWriter()
+        gate = threading.Event()
+        writer.submit("gate", lambda: gate.wait(30))  # the writes pile up behind it
+        task_ids = [f"lost-together-{uuid.uuid4()}" for _ in range(10)]
+        for i, task_id in enumerate(task_ids):
+            now = datetime.now(UTC)
+            row = {"task_id": task_id, "state": states.SUCCESS, "updated_at": now,
+                   "result": str(i).encode(), "content_type": "application/json"}  # fmt: skip
+            events = [event_row(task_id, "succeeded", states.SUCCESS, "w@h", at=now)]
+            writer.submit(task_id, lambda r=row, e=events: backend.store.write(r, e),
+                          together=deferred.Together(backend, row, events))  # fmt: skip
+        proxy.arm()
+        gate.set()
+        assert writer.drain(30)
+        writer.stop()
+        assert proxy.dropped.is_set(), "the proxy lost no reply: the fault did not happen"
+        for i, task_id in enumerate(task_ids):
+            assert backend.get_task_meta(task_id, cache=False)["result"] == i
+            assert events_of(app, task_id) == ["succeeded"]
 
 
 # -- 3. bad input ----------------------------------------------------------------------------
