@@ -21,6 +21,8 @@ from types import TracebackType
 
 START_DEADLINE_SECONDS = 10.0
 STOP_DEADLINE_SECONDS = 10.0
+#: starts of a server whose self-picked port another process took first
+PORT_ATTEMPTS = 5
 LOG_FILE_NAME = "redis-server.log"
 
 
@@ -90,8 +92,10 @@ class EmbeddedRedis:
     """Owns one ``redis-server`` child process bound to 127.0.0.1 and its data directory.
 
     The port is fixed at construction so ``url`` is known before ``start()`` and stays the same
-    across ``restart()``. A temporary directory (``dir=None``) is removed by ``stop()``; a
-    directory passed in is left in place.
+    across ``restart()``; a port it picked itself that another process took before the first
+    start (a free port is only free a moment) is picked again, with any ``--cluster-port`` in
+    ``extra_args``. A temporary directory (``dir=None``) is removed by ``stop()``; a directory
+    passed in is left in place.
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class EmbeddedRedis:
         extra_args: Sequence[str] = (),
     ) -> None:
         self._port = port if port is not None else free_port()
+        self._may_repick = port is None  # until the first start succeeds
         self._appendonly = appendonly
         self._dir = dir
         self._owns_dir = dir is None
@@ -132,6 +137,23 @@ class EmbeddedRedis:
 
     def start(self) -> EmbeddedRedis:
         """Start the server and wait until it answers; raise with its log tail if not."""
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                self._start()
+                self._may_repick = False
+                return self
+            except RuntimeError:
+                taken = "Address already in use" in self.log_tail(5)
+                if not (self._may_repick and taken) or attempt == PORT_ATTEMPTS - 1:
+                    raise
+                self._port = free_port()
+                self._extra_args = [
+                    str(free_port()) if i and self._extra_args[i - 1] == "--cluster-port" else a
+                    for i, a in enumerate(self._extra_args)
+                ]
+        raise AssertionError("unreachable")
+
+    def _start(self) -> None:
         if self.running:
             raise RuntimeError(f"embedded redis on port {self._port} is already running")
         executable = self._executable or find_redis_server()
@@ -161,7 +183,6 @@ class EmbeddedRedis:
                 start_new_session=True,
             )
         self._wait_until_ready()
-        return self
 
     def _wait_until_ready(self) -> None:
         process = self._process

@@ -55,7 +55,9 @@ class SentinelSet:
         self.master_name = master_name
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
-        self.primary = EmbeddedRedis(appendonly=appendonly, dir=str(folder / "a"),
+        # the replica follows this port from its start: it is never picked again
+        self.primary = EmbeddedRedis(port=free_port(), appendonly=appendonly,
+                                     dir=str(folder / "a"),
                                      extra_args=list(server_args))  # fmt: skip
         follow = ["--replicaof", "127.0.0.1", str(self.primary.port)]
         self.replica = EmbeddedRedis(appendonly=appendonly, dir=str(folder / "b"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 
+import pytest
 import redis
 
 from taskqueue_backend.embedded import EmbeddedRedis
@@ -34,3 +36,30 @@ def test_stop_removes_the_temporary_directory() -> None:
     assert not server.running
     assert server.dir is None
     assert not os.path.exists(directory)
+
+
+def test_a_picked_port_taken_before_the_start_is_picked_again() -> None:
+    """Another process may take a free port between the pick and the start (the cluster's
+    nodes pick theirs, and their bus ports, before any of them starts)."""
+    server = EmbeddedRedis(extra_args=["--cluster-port", "0"])
+    taken = socket.create_server(("127.0.0.1", server.port))
+    try:
+        server.start()
+        assert server.port != taken.getsockname()[1]
+        assert redis.Redis.from_url(server.url).ping()
+    finally:
+        server.stop()
+        taken.close()
+
+
+def test_a_port_the_caller_chose_is_never_changed() -> None:
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    server = EmbeddedRedis(port=port)
+    try:
+        with pytest.raises(RuntimeError, match="Address already in use"):
+            server.start()
+        assert server.port == port
+    finally:
+        server.stop()
+        taken.close()
