@@ -33,6 +33,14 @@ class RedisClusterSet:
         self.replicas = replicas
 
     def start(self) -> RedisClusterSet:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # never leave part of a cluster running
+            raise
+        return self
+
+    def _start(self) -> None:
         for node in self.nodes:
             node.start()
         cli = shutil.which("redis-cli") or str(Path(find_redis_server()).with_name("redis-cli"))
@@ -42,7 +50,6 @@ class RedisClusterSet:
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
         self.wait_healthy()
-        return self
 
     def wait_healthy(self, timeout: float = 30) -> None:
         """Until every running node says ``cluster_state:ok`` and every slot has a master."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import redis
 
 from taskqueue_backend.embedded import EmbeddedRedis
+from taskqueue_backend.embedded_cluster import RedisClusterSet
 
 
 def test_append_only_server_keeps_its_data_across_a_crash() -> None:
@@ -63,3 +65,11 @@ def test_a_port_the_caller_chose_is_never_changed() -> None:
     finally:
         server.stop()
         taken.close()
+
+
+def test_a_cluster_that_cannot_start_leaves_no_node_running(tmp_path: Path) -> None:
+    cluster = RedisClusterSet(tmp_path)
+    cluster.nodes[3] = EmbeddedRedis(dir=str(tmp_path / "bad"), extra_args=["--no-such-option"])
+    with pytest.raises(RuntimeError, match="exited"):
+        cluster.start()
+    assert not any(node.running for node in cluster.nodes)
