@@ -163,7 +163,7 @@ def measure(url: str, paths: list[str], rate: float, seconds: float,
     command = [sys.executable, str(ROOT / "bench" / "http_load.py"), url, "--paths",
                listing.name, "--rate", str(rate), "--seconds", str(seconds)]  # fmt: skip
     if token:
-        command += ["--token", token]
+        command.append(f"--token={token}")  # a token may begin with "-"
     try:
         done = subprocess.run(command, capture_output=True, text=True, check=True,
                               timeout=seconds * 4 + 60)  # fmt: skip
