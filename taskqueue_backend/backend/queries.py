@@ -155,12 +155,9 @@ class Store:
         self, writes: Sequence[tuple[dict[str, Any] | None, list[dict[str, Any]]]]
     ) -> None:
         """Several state writes (``write``'s arguments) in one transaction and one round trip
-        on PostgreSQL, tried once: the caller retries a failure write by write (their history
-        rows are marked unsure, as a failed ``write`` marks them)."""
-        if self.dialect != "postgresql" or len(writes) == 1:
-            for row, events in writes:
-                self.write(row, events)
-            return
+        (PostgreSQL: the deferred writer's batches), tried once: the caller retries a failure
+        write by write (their history rows are marked unsure, as a failed ``write`` marks
+        them)."""
         self._tick()
         assert self._direct is not None
         calls = [self._postgresql_call(row, events) for row, events in writes]
