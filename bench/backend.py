@@ -1,6 +1,9 @@
 """Result-backend benchmark: no backend, stock ``redis://``, stock ``db+postgresql+psycopg://``
 and this backend on PostgreSQL, with the same broker and worker settings, in one run.
 
+A fifth variant, "nothing stored", runs Celery's result path with a store that keeps nothing
+(``bench/discarding_backend.py``): the floor any result backend starts from here.
+
     python bench/backend.py [--tasks 5000] [--probes 200]
 
 For each it prints tasks/s (prefork, 2 processes, draining a preloaded queue) and how long
@@ -38,11 +41,14 @@ from bench.costs import RedisSnapshot, server_cpu_seconds, worker_cpu_seconds  #
 from taskqueue_backend.embedded import EmbeddedRedis  # noqa: E402
 
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+#: Celery's result path with a store that keeps nothing: the floor of any result backend
+DISCARDING = "bench.discarding_backend:DiscardingBackend"
 
 
 def variants(db_url: str, redis_url: str) -> dict[str, str]:
     return {
         "none": "",
+        "nothing stored": DISCARDING,
         "stock redis": redis_url.replace("/0", "/1"),
         "stock database": "db+" + db_url,
         "taskqueue": "tq+" + db_url,
@@ -112,7 +118,7 @@ def measure(name: str, backend: str, redis_url: str, schema: str, tasks: int, pr
         result["redis_cpu_us_per_task"] = (
             (RedisSnapshot.take(client).cpu - cpu_before[2]) * 1e6 / tasks
         )
-        if backend:
+        if backend and backend != DISCARDING:  # nothing to get() from the discarding one
             delays = []
             for _ in range(probes):
                 handle = probe.delay()
@@ -181,7 +187,7 @@ def main() -> None:
         print(f"{name:36} {row['tasks_per_s']:9.1f} {row.get('get_p50_ms', float('nan')):11.2f} "
               f"{row.get('get_p99_ms', float('nan')):11.2f}")  # fmt: skip
     for mine in ("taskqueue", "taskqueue, synchronous_commit off"):
-        for other in ("none", "stock redis", "stock database"):
+        for other in ("none", "nothing stored", "stock redis", "stock database"):
             ratio = results[mine]["tasks_per_s"] / results[other]["tasks_per_s"]
             print(f"{mine} tasks/s vs {other}: {ratio:.2f}x")
     (out / "backend.json").write_text(json.dumps(results, indent=2))
