@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 from celery import Celery
 
@@ -181,3 +182,31 @@ def test_views_have_one_json_shape_and_errors_say_what_to_do(
     finally:
         ops.close()
         app.close()
+
+
+def test_a_task_is_found_in_a_queue_listed_after_the_previous_lookup(
+    redis_url: str, keyprefix: str
+) -> None:
+    from kombu import Connection, Queue
+
+    options = {"global_keyprefix": keyprefix}
+    ops = Operations.from_urls(redis_url, transport_options=options, actor="tests")
+    with Connection(redis_url, transport=TRANSPORT, transport_options=options) as connection:
+        producer = connection.Producer()
+
+        def publish(queue: str, task_id: str) -> None:
+            producer.publish({"n": 1}, routing_key=queue, headers={"id": task_id, "task": "t.q"},
+                             declare=[Queue(queue)])  # fmt: skip
+
+        publish("first", "task-in-first")
+        assert ops.tasks.status("task-in-first").place == "queued"
+        # the lookups so far listed one queue; a task in a queue listed since is still found
+        publish("second", "task-in-second")
+        status = ops.tasks.status("task-in-second")
+        assert (status.place, [m.queue for m in status.broker]) == ("queued", ["second"])
+        assert [m.queue for m in ops.tasks.status("task-in-first").broker] == ["first"]
+        ops.queues.purge("second", reason="tests")
+        assert ops.tasks.status("task-in-first").place == "queued"
+        with pytest.raises(NotFound):
+            ops.tasks.status("task-in-second")
+    ops.close()

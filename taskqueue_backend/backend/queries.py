@@ -19,6 +19,7 @@ repeats a task's history. The upsert of the result row is idempotent by itself.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -446,15 +447,24 @@ def event_row(
 def from_json(table: Table, row: dict[str, Any]) -> dict[str, Any]:
     """A row that PostgreSQL sent as JSON (``to_jsonb``) with its column types back: times
     as datetimes, binary columns as bytes (JSON columns stay as they were sent)."""
-    for column in table.columns:
-        value = row.get(column.name)
-        if value is None:
-            continue
-        if isinstance(column.type, DateTime):
-            row[column.name] = datetime.fromisoformat(value)
-        elif isinstance(column.type, LargeBinary):
-            row[column.name] = bytes.fromhex(value[2:])  # "\\x..."
+    times, binary = _typed_columns(table)
+    for name in times:
+        value = row.get(name)
+        if value is not None:
+            row[name] = datetime.fromisoformat(value)
+    for name in binary:
+        value = row.get(name)
+        if value is not None:
+            row[name] = bytes.fromhex(value[2:])  # "\\x..."
     return row
+
+
+@functools.cache
+def _typed_columns(table: Table) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The names of ``table``'s time columns and of its binary columns."""
+    columns = table.columns
+    return (tuple(c.name for c in columns if isinstance(c.type, DateTime)),
+            tuple(c.name for c in columns if isinstance(c.type, LargeBinary)))  # fmt: skip
 
 
 def _marking(events: Sequence[dict[str, Any]], write: Callable[[], None]) -> Callable[[], None]:

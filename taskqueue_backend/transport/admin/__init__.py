@@ -10,7 +10,7 @@ operations layer touches no Redis client, key, field or script itself).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis import Redis
 
@@ -34,3 +34,4 @@ class BrokerAdmin(DeadLetterData, QueueData, RegistryData, BookkeepingData):
     scripts: Scripts
     prefix: str
     options: BrokerOptions
+    listed_before: list[str] = field(default_factory=list, init=False, repr=False)

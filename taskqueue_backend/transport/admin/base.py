@@ -24,6 +24,8 @@ class AdminData:
     scripts: Scripts
     prefix: str
     options: BrokerOptions
+    #: the list of queues as the last task lookup read it (``QueueData.task_messages``)
+    listed_before: list[str]
 
     @property
     def cluster(self) -> bool:

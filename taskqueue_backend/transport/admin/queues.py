@@ -37,11 +37,27 @@ class QueueData(AdminData):
 
     def task_messages(self, task_id: str) -> list[fields.StoredMessage]:
         """The task's messages in every known queue, by each queue's task-id index (a queue
-        that expired has no index: nothing found there). Two round trips when none is found."""
-        names = stats.listed_queues(self.client, self.prefix)
-        ids = self.message_ids_of(names, task_id) if names else []
+        that expired has no index: nothing found there). One round trip when none is found:
+        the list of queues is read in the same pipeline as the index of each queue it held
+        the time before; only a queue listed since then costs a second one."""
+        names, ids = self._task_ids_in_listed(task_id)
         held = [(q, m) for q, m in zip(names, ids, strict=True) if m is not None]
         return [m for m in self.records(held) if m is not None] if held else []
+
+    def _task_ids_in_listed(self, task_id: str) -> tuple[list[str], list[str | None]]:
+        guessed = self.listed_before
+        pipe = self.client.pipeline(transaction=False)
+        pipe.smembers(self._global.queues)
+        for queue in guessed:
+            pipe.hget(self._queue(queue).ids, task_id)
+        listed, *found = pipe.execute()
+        names = sorted(as_text(q) or "" for q in listed)
+        ids = dict(zip(guessed, (as_text(f) for f in found), strict=True))
+        new = [q for q in names if q not in ids]
+        if new:
+            ids.update(zip(new, self.message_ids_of(new, task_id), strict=True))
+        self.listed_before = names
+        return names, [ids[q] for q in names]
 
     def task_ids_like(self, queue: str, pattern: str) -> Iterator[str]:
         """The task ids in the queue's task-id index that match a glob ``pattern``."""
