@@ -1,7 +1,8 @@
 """The Celery app the broker benchmark runs, configured from the environment.
 
-``BENCH_TRANSPORT=stock`` uses kombu's own Redis transport, ``taskqueue`` this package's;
-every other setting is identical.
+``BENCH_TRANSPORT=stock`` uses kombu's own Redis transport, ``taskqueue`` this package's,
+``memory`` kombu's in-process transport (no broker at all: what Celery and kombu cost a publish
+by themselves); every other setting is identical.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ app.conf.update(
 )
 if TRANSPORT == "taskqueue":
     app.conf.broker_transport = "taskqueue_backend.transport:Transport"
+elif TRANSPORT == "memory":
+    app.conf.broker_url = "memory://"
 
 
 def _redis() -> redis.Redis:

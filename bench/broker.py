@@ -11,6 +11,10 @@ burst, consuming: fetch and acknowledgement) the Redis commands run (those a scr
 included, by name, from ``INFO commandstats``) and the Redis CPU microseconds, and the worker's
 Python CPU microseconds (main and pool processes), followed by the ratios. The no-op task
 itself runs one ``INCR`` on the same server, counted in the consuming phase for both.
+
+It also publishes the same way through kombu's in-process ``memory://`` transport, where a
+publish costs only Celery's and kombu's own work: the fastest any broker could let
+``apply_async`` be, printed as a ceiling against stock.
 """
 
 from __future__ import annotations
@@ -78,6 +82,33 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
         worker.wait()
 
 
+def plain_rate(noop: Any, tasks: int) -> float:
+    """Messages per second of an ``apply_async`` loop."""
+    started = time.perf_counter()
+    for _ in range(tasks):
+        noop.apply_async()
+    return tasks / (time.perf_counter() - started)
+
+
+def burst_rate(app: Any, noop: Any, tasks: int) -> float:
+    """Messages per second of a ``producer.batch()`` burst."""
+    started = time.perf_counter()
+    with app.producer_or_acquire() as producer, producer.batch():
+        for _ in range(tasks):
+            noop.apply_async(producer=producer)
+    return tasks / (time.perf_counter() - started)
+
+
+def publish_ceiling(tasks: int) -> dict[str, float]:
+    """The publish rates with no broker at all (kombu's ``memory://``)."""
+    module = load_app("memory", "memory://", tasks)
+    module.noop.apply_async()  # set up before timing, as for the brokers
+    found = {"publish_plain": plain_rate(module.noop, tasks),
+             "publish_batch": burst_rate(module.app, module.noop, tasks)}  # fmt: skip
+    module.app.close()
+    return found
+
+
 def measure(
     variant: str, url: str, tasks: int, probes: int, logdir: Path, costs: dict[str, PhaseCost]
 ) -> dict[str, float]:
@@ -90,10 +121,7 @@ def measure(
 
     noop.apply_async()  # connect and declare before timing
     snapshot = RedisSnapshot.take(client)
-    started = time.perf_counter()
-    for _ in range(tasks):
-        noop.apply_async()
-    result["publish_plain"] = tasks / (time.perf_counter() - started)
+    result["publish_plain"] = plain_rate(noop, tasks)
     costs["publish"] = phase_cost(snapshot, RedisSnapshot.take(client), tasks)
 
     with app.connection_for_write() as conn:
@@ -102,11 +130,7 @@ def measure(
 
     cpu_before = redis_cpu(client)
     snapshot = RedisSnapshot.take(client)
-    started = time.perf_counter()
-    with app.producer_or_acquire() as producer, producer.batch():
-        for _ in range(tasks):
-            noop.apply_async(producer=producer)
-    result["publish_batch"] = tasks / (time.perf_counter() - started)
+    result["publish_batch"] = burst_rate(app, noop, tasks)
     drained_from = RedisSnapshot.take(client)
     costs["publish_batch"] = phase_cost(snapshot, drained_from, tasks)
 
@@ -164,7 +188,12 @@ def report(results: dict[str, dict[str, float]]) -> str:
         lines.append(f"{label:42} {stock[key]:15.2f} {ours[key]:12.2f} {ratio:7.2f}x")
     burst = ours["publish_batch"] / stock["publish_plain"]
     lines.append(f"{'taskqueue burst vs stock apply_async loop':42} {'':15} {'':12} {burst:7.2f}x")
-    lines.append("ratio > 1 means taskqueue is better (faster, or lower latency/CPU)")
+    if "no broker" in results:
+        ceiling = results["no broker"]
+        for key, label in (("publish_plain", "apply_async loop"), ("publish_batch", "burst")):
+            lines.append(f"{'no broker (memory://), ' + label:42} {'':15} "
+                         f"{ceiling[key]:12.2f} {ceiling[key] / stock[key]:7.2f}x")  # fmt: skip
+    lines.append("ratio > 1 means taskqueue (or no broker) is better (faster, lower latency/CPU)")
     return "\n".join(lines)
 
 
@@ -187,6 +216,8 @@ def main() -> None:
             print(f"  {variant}: " + ", ".join(f"{k}={v:.2f}" for k, v in results[variant].items()))
             for phase, cost in costs.items():
                 print(f"    per task, {phase}: {cost.summary()}")
+        results["no broker"] = publish_ceiling(args.tasks)
+        print("  no broker: " + ", ".join(f"{k}={v:.2f}" for k, v in results["no broker"].items()))
     print(report(results))
     (out / "broker.json").write_text(json.dumps(results, indent=2))
 

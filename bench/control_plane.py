@@ -9,7 +9,9 @@ a schema the run creates and drops), spread over the last 24 hours — twenty ta
 queues, eight workers, one task in twenty failed; ``--dead`` dead letters in a dedicated
 redis-server. Measured at ``--rate`` requests/s for ``--seconds`` each (p50/p99 from the
 moment each request was due, after a warm-up sending each path once), then the highest rate
-(of a fixed ladder, each rung tried at most twice) whose p99 stays under 50 ms with no errors:
+(of a fixed ladder, each rung tried at most twice) whose p99 stays under 50 ms with no errors;
+at ``--rate`` it also prints what one request cost in CPU: the control plane's processes,
+PostgreSQL's and the Redis server's (``--only TEXT`` runs the endpoints whose name holds it):
 
 - ``GET /api/v1/tasks/{id}`` (random ids), ``GET /api/v1/tasks?state=FAILURE&name=…`` (two
   filters), ``GET /api/v1/dlq`` (first page over every entry), ``GET /metrics``;
@@ -35,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import redis
 import requests
 import sqlalchemy
 
@@ -42,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import wait_until  # noqa: E402
+from bench.costs import RedisSnapshot, server_cpu_seconds, worker_cpu_seconds  # noqa: E402
 from control_plane.auth import new_token  # noqa: E402
 from taskqueue_backend.backend.migrate import upgrade  # noqa: E402
 from taskqueue_backend.backend.partitions import HistoryPartitions, Policy  # noqa: E402
@@ -236,22 +240,44 @@ def bench_control_plane(args: argparse.Namespace, redis_url: str, prefix: str, d
     }  # fmt: skip
     try:
         wait_serving(url + "/healthz", server, log)
-        return run_endpoints(url, endpoints, args, secret)
+        meter = CpuMeter(server.pid, redis.Redis.from_url(redis_url))
+        return run_endpoints(url, endpoints, args, secret, meter)
     finally:
         stop(server)
 
 
+class CpuMeter:
+    """CPU seconds so far of the control plane's processes, PostgreSQL and Redis."""
+
+    def __init__(self, server_pid: int, redis_client: redis.Redis) -> None:
+        self.server_pid, self.redis = server_pid, redis_client
+
+    def now(self) -> tuple[float, float, float]:
+        return (worker_cpu_seconds(self.server_pid), server_cpu_seconds("postgres"),
+                RedisSnapshot.take(self.redis).cpu)  # fmt: skip
+
+    def per_request(self, before: tuple[float, float, float], requests: int) -> dict[str, float]:
+        spent = [(b - a) * 1e6 / max(1, requests) for a, b in zip(before, self.now(), strict=True)]
+        return dict(zip(("server_cpu_us", "postgres_cpu_us", "redis_cpu_us"), spent, strict=True))
+
+
 def run_endpoints(url: str, endpoints: dict[str, list[str]], args: argparse.Namespace,
-                  token: str | None) -> dict[str, dict[str, Any]]:  # fmt: skip
+                  token: str | None, meter: CpuMeter) -> dict[str, dict[str, Any]]:  # fmt: skip
     found: dict[str, dict[str, Any]] = {}
     for name, paths in endpoints.items():
+        if args.only not in name:
+            continue
         # warm up: connections, prepared plans, and every page the paths read (each path once)
         measure(url, paths, WARM_RATE, max(2.0, len(paths) / WARM_RATE), token)
+        before = meter.now()
         row = measure(url, paths, args.rate, args.seconds, token)
+        row.update(meter.per_request(before, row["requests"]))
         row["highest_rate"] = highest_rate(url, paths, args.ladder_seconds, token)
         found[name] = row
         print(f"  {name}: p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms at "
-              f"{args.rate:.0f}/s (errors {row['errors'] or 'none'}); highest rate with p99 < "
+              f"{args.rate:.0f}/s (errors {row['errors'] or 'none'}); CPU per request: server "
+              f"{row['server_cpu_us']:.0f} µs, PostgreSQL {row['postgres_cpu_us']:.0f} µs, "
+              f"Redis {row['redis_cpu_us']:.0f} µs; highest rate with p99 < "
               f"{TARGET_P99_MS:.0f} ms: {row['highest_rate']:.0f}/s")  # fmt: skip
     return found
 
@@ -323,7 +349,8 @@ def bench_flower(args: argparse.Namespace, redis_url: str, out: Path) -> dict[st
                 for k in range(NAMES)],
             "GET /metrics": ["/metrics"],
         }  # fmt: skip
-        return run_endpoints(url, endpoints, args, None)
+        return run_endpoints(url, endpoints, args, None,
+                             CpuMeter(flower.pid, redis.Redis.from_url(redis_url)))  # fmt: skip
     finally:
         stop(flower)
 
@@ -337,6 +364,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--ladder-seconds", type=float, default=5)
     parser.add_argument("--flower-tasks", type=int, default=10_000, help="0: skip Flower")
+    parser.add_argument("--only", default="", help="run the endpoints whose name holds this")
     args = parser.parse_args()
     db_url = os.environ.get("DATABASE_URL", DEFAULT_DB)
     schema = f"tq_bench_cp_{uuid.uuid4().hex[:8]}"
@@ -367,13 +395,15 @@ def main() -> None:
 def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     ours, flower = results["taskqueue"], results.get("flower", {})
     print(f"\nat {args.rate:.0f} requests/s:")
-    print(f"{'':40} {'p50 ms':>8} {'p99 ms':>8} {'max rate/s':>11} {'Flower p99':>11} "
-          f"{'Flower max':>11}")  # fmt: skip
+    print(f"{'':40} {'p50 ms':>8} {'p99 ms':>8} {'max rate/s':>11} {'CPU µs':>7} "
+          f"{'Flower p99':>11} {'Flower max':>11}")  # fmt: skip
     for name, row in ours.items():
         theirs = flower.get(name)
+        cpu = row["server_cpu_us"] + row["postgres_cpu_us"] + row["redis_cpu_us"]
         print(f"{name:40} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} {row['highest_rate']:11.0f} "
-              + (f"{theirs['p99_ms']:11.1f} {theirs['highest_rate']:11.0f}" if theirs else
-                 f"{'-':>11} {'-':>11}"))  # fmt: skip
+              f"{cpu:7.0f} " + (f"{theirs['p99_ms']:11.1f} {theirs['highest_rate']:11.0f}"
+                                if theirs else f"{'-':>11} {'-':>11}"))  # fmt: skip
+    print("CPU µs: per request at that rate, the control plane's, PostgreSQL's and Redis's")
     for name, row in ours.items():
         theirs = flower.get(name)
         if theirs and theirs["highest_rate"]:

@@ -1,14 +1,15 @@
 """Where a worker's CPU goes per task: a solo worker draining no-op tasks under cProfile.
 
     python bench/worker_profile.py [--tasks 5000] [--transport taskqueue|stock] [--top 25]
-                                   [--result-backend none|taskqueue|stock-redis|stock-database]
+                                   [--result-backend none|nothing-stored|stock-redis|...]
 
 Preloads the tasks on a dedicated redis-server, runs ``celery worker -P solo`` (the task runs in
 the consuming process, so one profile holds the whole hot path) under ``cProfile`` until every
 task ran, stops it warmly, and prints the CPU per task by package (``kombu``, ``celery``,
 ``redis``, this package, the rest) and the functions with the most own time. With
-``--result-backend`` the tasks are the result-backend benchmark's (``bench/backend.py``: this
-package's broker, results extended) and store their results there; PostgreSQL backends use
+``--result-backend`` (one of ``bench/backend.py``'s variants, its name with hyphens) the tasks
+are the result-backend benchmark's (this package's broker, results extended) and store their
+results there; PostgreSQL backends use
 ``DATABASE_URL`` in a schema the run creates and drops.
 """
 
@@ -33,7 +34,7 @@ import sqlalchemy
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.backend import DEFAULT_DB, environment  # noqa: E402
+from bench.backend import DEFAULT_DB, environment, variants  # noqa: E402
 from bench.broker import load_app  # noqa: E402
 from bench.common import wait_until  # noqa: E402
 from taskqueue_backend.embedded import EmbeddedRedis  # noqa: E402
@@ -59,8 +60,12 @@ def package_of(filename: str) -> str:
 
 
 def backend_url(kind: str, redis_url: str, db_url: str) -> str:
-    return {"none": "", "taskqueue": "tq+" + db_url, "stock-redis": redis_url.replace("/0", "/1"),
-            "stock-database": "db+" + db_url}[kind]  # fmt: skip
+    """The result backend of ``bench/backend.py``'s variant ``kind`` (named with hyphens)."""
+    return {slug(name): url for name, url in variants(db_url, redis_url).items()}[kind]
+
+
+def slug(variant: str) -> str:
+    return variant.replace(", ", "-").replace(" ", "-")
 
 
 def main() -> None:
@@ -68,7 +73,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--transport", choices=("taskqueue", "stock"), default="taskqueue")
     parser.add_argument("--result-backend", default=None,
-                        choices=("none", "taskqueue", "stock-redis", "stock-database"))  # fmt: skip
+                        choices=[slug(name) for name in variants("", "")])  # fmt: skip
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
     db_url = os.environ.get("DATABASE_URL", DEFAULT_DB)
