@@ -14,10 +14,11 @@ at ``--rate`` it also prints what one request cost in CPU: the control plane's p
 PostgreSQL's and the Redis server's (``--only TEXT`` runs the endpoints whose name holds it):
 
 - ``GET /api/v1/tasks/{id}`` (random ids), ``GET /api/v1/tasks?state=FAILURE&name=…`` (two
-  filters), ``GET /api/v1/dlq`` (first page over every entry), ``GET /metrics``;
+  filters), ``GET /api/v1/dlq`` (first page over every entry), ``GET /metrics``, and
+  ``GET /healthz``, which reads nothing: the floor the HTTP server and Flask set;
 - Flower (``--flower-tasks`` tasks run by a real worker with events, then held in Flower's
   memory; its default keeps 10,000): ``/api/task/info/{id}``, ``/api/tasks?state=FAILURE&
-  taskname=…&limit=50``, ``/metrics``. Flower has no dead-letter queue.
+  taskname=…&limit=50``, ``/metrics``, ``/healthcheck``. Flower has no dead-letter queue.
 
 The load generator and the servers share the machine's cores; figures are for this machine.
 """
@@ -237,6 +238,8 @@ def bench_control_plane(args: argparse.Namespace, redis_url: str, prefix: str, d
                                           for k in range(NAMES)],
         f"GET /api/v1/dlq ({args.dead:,} entries)": ["/api/v1/dlq"],
         "GET /metrics": ["/metrics"],
+        # no dependency, no data: what the HTTP server and Flask cost a request by themselves
+        "GET /healthz (the floor)": ["/healthz"],
     }  # fmt: skip
     try:
         wait_serving(url + "/healthz", server, log)
@@ -348,6 +351,7 @@ def bench_flower(args: argparse.Namespace, redis_url: str, out: Path) -> dict[st
                 f"/api/tasks?state=FAILURE&taskname=bench.task_{k}&limit=50"
                 for k in range(NAMES)],
             "GET /metrics": ["/metrics"],
+            "GET /healthz (the floor)": ["/healthcheck"],
         }  # fmt: skip
         return run_endpoints(url, endpoints, args, None,
                              CpuMeter(flower.pid, redis.Redis.from_url(redis_url)))  # fmt: skip
