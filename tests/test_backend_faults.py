@@ -39,6 +39,7 @@ from taskqueue_backend.backend.queries import UNSURE, event_row
 from tests.backend_app import make_app
 from tests.support import StartWorker, WorkerProcess, wait_for
 from tests.support.proxy import ReplyDropper
+from tests.support.state_writes import submit_success
 
 BACKEND_APP = "tests.backend_app"
 FAST_HEARTBEAT = {"heartbeat_interval": 0.5, "heartbeat_timeout": 2}
@@ -213,12 +214,7 @@ def test_writes_committed_together_whose_reply_was_lost_are_stored_once(
         writer.submit("gate", lambda: gate.wait(30))  # the writes pile up behind it
         task_ids = [f"lost-together-{uuid.uuid4()}" for _ in range(10)]
         for i, task_id in enumerate(task_ids):
-            now = datetime.now(UTC)
-            row = {"task_id": task_id, "state": states.SUCCESS, "updated_at": now,
-                   "result": str(i).encode(), "content_type": "application/json"}  # fmt: skip
-            events = [event_row(task_id, "succeeded", states.SUCCESS, "w@h", at=now)]
-            writer.submit(task_id, lambda r=row, e=events: backend.store.write(r, e),
-                          together=deferred.Together(backend, row, events))  # fmt: skip
+            submit_success(writer, backend, task_id, result=str(i).encode())
         proxy.arm()
         gate.set()
         assert writer.drain(30)

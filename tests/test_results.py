@@ -27,6 +27,7 @@ from taskqueue_backend.backend.queries import event_row
 from taskqueue_backend.operations import Operations
 from tests.backend_app import make_app
 from tests.support import StartWorker, WorkerProcess, wait_for
+from tests.support.state_writes import submit_success
 
 TIMEOUT = 30.0
 #: how far apart the clocks of two processes on this machine may read at the same moment
@@ -639,18 +640,8 @@ def queue_together(
     writer: deferred.DeferredWriter, app: Celery, task_ids: list[str], bad: str | None = None
 ) -> None:
     """Deferred SUCCESS writes of ``task_ids`` (``bad``'s too long for its column)."""
-    backend = app.backend
     for task_id in task_ids:
-        now = datetime.now(UTC)
-        name = "x" * 300 if task_id == bad else "bk.add"
-        row = {"task_id": task_id, "state": states.SUCCESS, "name": name, "updated_at": now,
-               "result": b"1", "content_type": "application/json"}  # fmt: skip
-        events = [event_row(task_id, "succeeded", states.SUCCESS, "w@h", at=now)]
-
-        def write(row: dict[str, Any] = row, events: list[dict[str, Any]] = events) -> None:
-            backend.store.write(row, events)
-
-        writer.submit(task_id, write, together=deferred.Together(backend, row, events))
+        submit_success(writer, app.backend, task_id, name="x" * 300 if task_id == bad else "bk.add")
 
 
 @pytest.mark.parametrize("backend_env", ["postgresql"], indirect=True)
