@@ -71,9 +71,12 @@ def read_counts(
 
 def listed_queues(client: Redis, prefix: str) -> list[str]:
     """The queues in the list of queues, sorted (some may have expired since)."""
-    return sorted(
-        as_text(q) or "" for q in cast(set[bytes], client.smembers(GlobalKeys(prefix).queues))
-    )
+    return queue_names(cast(set[bytes], client.smembers(GlobalKeys(prefix).queues)))
+
+
+def queue_names(members: Iterable[bytes]) -> list[str]:
+    """The members of the list of queues (``SMEMBERS``' reply) as sorted names."""
+    return sorted(as_text(q) or "" for q in members)
 
 
 def known_queues(client: Redis, prefix: str) -> list[str]:

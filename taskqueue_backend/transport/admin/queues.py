@@ -51,7 +51,7 @@ class QueueData(AdminData):
         for queue in guessed:
             pipe.hget(self._queue(queue).ids, task_id)
         listed, *found = pipe.execute()
-        names = sorted(as_text(q) or "" for q in listed)
+        names = stats.queue_names(listed)
         ids = dict(zip(guessed, (as_text(f) for f in found), strict=True))
         new = [q for q in names if q not in ids]
         if new:
