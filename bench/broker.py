@@ -38,15 +38,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import wait_until  # noqa: E402
-from bench.costs import PhaseCost, RedisSnapshot, phase_cost, worker_cpu_seconds  # noqa: E402
+from bench.costs import (  # noqa: E402
+    PhaseCost,
+    RedisSnapshot,
+    phase_cost,
+    redis_cpu_seconds,
+    worker_cpu_seconds,
+)
 from taskqueue_backend.embedded import EmbeddedRedis  # noqa: E402
 
 VARIANTS = ("stock", "taskqueue")
-
-
-def redis_cpu(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def load_app(variant: str, url: str, expected: int) -> Any:
@@ -128,7 +129,7 @@ def measure(
         conn.default_channel.queue_purge("bench")
     client.delete("bench:done", "bench:first", "bench:last")
 
-    cpu_before = redis_cpu(client)
+    cpu_before = redis_cpu_seconds(client)
     snapshot = RedisSnapshot.take(client)
     result["publish_batch"] = burst_rate(app, noop, tasks)
     drained_from = RedisSnapshot.take(client)
@@ -143,7 +144,7 @@ def measure(
         costs["consume"] = phase_cost(drained_from, RedisSnapshot.take(client), tasks)
         first, last = float(client.get("bench:first")), float(client.get("bench:last"))
         result["end_to_end"] = (tasks - 1) / (last - first)
-        result["redis_cpu_per_10k"] = (redis_cpu(client) - cpu_before) * 10000 / tasks
+        result["redis_cpu_per_10k"] = (redis_cpu_seconds(client) - cpu_before) * 10000 / tasks
         for phase, cost in costs.items():
             result[f"{phase}_commands"] = cost.commands
             result[f"{phase}_redis_cpu_us"] = cost.cpu_usec

@@ -37,8 +37,7 @@ class RedisSnapshot:
             command = name.removeprefix("cmdstat_")
             calls[command] = int(values["calls"])
             usec[command] = int(values["usec"])
-        cpu = client.info("cpu")
-        return cls(calls, usec, float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]))
+        return cls(calls, usec, redis_cpu_seconds(client))
 
 
 @dataclass(frozen=True)
@@ -72,6 +71,12 @@ def phase_cost(before: RedisSnapshot, after: RedisSnapshot, tasks: int) -> Phase
         cpu_usec=(after.cpu - before.cpu) * 1e6 / tasks,
         by_command={k: v / tasks for k, v in calls.items()},
     )
+
+
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    """User + system CPU seconds the Redis server behind ``client`` has used so far."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def worker_cpu_seconds(pid: int) -> float:

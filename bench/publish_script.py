@@ -26,6 +26,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.costs import redis_cpu_seconds  # noqa: E402
 from taskqueue_backend.embedded import EmbeddedRedis  # noqa: E402
 from taskqueue_backend.transport.scripts import script_source  # noqa: E402
 
@@ -58,11 +59,6 @@ def variants() -> dict[str, str | None]:
     return found
 
 
-def cpu_seconds(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
 def sender(client: redis.Redis, source: str | None) -> Callable[[Any, int], None]:
     """Queues message ``i`` of this variant on a pipeline."""
     if source is None:
@@ -80,13 +76,13 @@ def cost_per_call(client: redis.Redis, source: str | None, messages: int) -> flo
     warm = client.pipeline(transaction=False)
     send(warm, -1)  # loads the script before timing
     warm.execute()
-    before = cpu_seconds(client)
+    before = redis_cpu_seconds(client)
     for start in range(0, messages, CHUNK):
         pipe = client.pipeline(transaction=False)
         for i in range(start, min(start + CHUNK, messages)):
             send(pipe, i)
         pipe.execute()
-    return (cpu_seconds(client) - before) * 1e6 / messages
+    return (redis_cpu_seconds(client) - before) * 1e6 / messages
 
 
 def main() -> None:
