@@ -22,7 +22,7 @@ import os
 import time
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, signals
 
 from tests.app import DEFAULT_REDIS_URL, TRANSPORT
 
@@ -81,6 +81,14 @@ def register(app: Celery) -> None:
         if self.request.retries < 2:
             raise self.retry(exc=RuntimeError(f"attempt {self.request.retries}"),
                              countdown=countdown)  # fmt: skip
+        return self.request.retries
+
+    @app.task(name="bk.retry_recorded_late", bind=True, shared=False, max_retries=5)
+    def retry_recorded_late(self: Task) -> int:
+        """Retries once; its retry's publish is slowed down (``_slow_retry_publish``), so Celery
+        stores RETRY well after the retry's message got its ETA."""
+        if self.request.retries < 1:
+            raise self.retry(exc=RuntimeError("once more"), countdown=RETRY_COUNTDOWN)
         return self.request.retries
 
     @app.task(name="bk.unserializable", shared=False)
@@ -185,6 +193,18 @@ def _runs_client() -> Any:
             os.environ.get("TQ_TEST_REDIS_URL", DEFAULT_REDIS_URL)
         )
     return _runs[os.getpid()]
+
+
+#: the countdown of ``bk.retry_recorded_late`` and how long its retry's publish is held up
+RETRY_COUNTDOWN = 0.5
+RETRY_PUBLISH_DELAY = 0.3
+
+
+@signals.after_task_publish.connect
+def _slow_retry_publish(headers: Any = None, **kwargs: Any) -> None:
+    if isinstance(headers, dict) and headers.get("task") == "bk.retry_recorded_late":
+        if headers.get("retries"):
+            time.sleep(RETRY_PUBLISH_DELAY)  # between the publish and Celery's RETRY write
 
 
 def make_app(env: dict[str, str]) -> Celery:

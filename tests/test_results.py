@@ -201,13 +201,39 @@ def test_retries_then_success_are_each_in_the_history_in_time_order(
     ]  # fmt: skip
     moments = [as_utc(e["at"]) for e in events]
     assert moments == sorted(moments)
+    countdown = timedelta(seconds=0.5)
     for attempt, index in enumerate((2, 5)):
-        retried, received_again = events[index], events[index + 1]
+        started, retried, received_again = events[index - 1], events[index], events[index + 1]
         assert retried["detail"]["exception"] == f"RuntimeError: attempt {attempt}"
+        # the retry's message was published while the attempt ran, before RETRY was stored
         next_eta = as_utc(retried["detail"]["next_eta"])
-        assert next_eta - as_utc(retried["at"]) == timedelta(seconds=0.5)
+        assert as_utc(started["at"]) + countdown - CLOCK_SLACK <= next_eta
+        assert next_eta <= as_utc(retried["at"]) + countdown
         # the countdown was honoured: the retry was not delivered before its ETA
         assert as_utc(received_again["at"]) >= next_eta - CLOCK_SLACK
+
+
+def test_a_retried_event_holds_the_eta_its_message_was_given_however_late_retry_is_stored(
+    client: MakeClient, backend_env: dict[str, str], start_worker: StartWorker
+) -> None:
+    from tests.backend_app import RETRY_COUNTDOWN, RETRY_PUBLISH_DELAY
+
+    run_worker(start_worker, backend_env)
+    app = client()
+
+    result = app.tasks["bk.retry_recorded_late"].delay()
+
+    assert result.get(timeout=TIMEOUT) == 1
+    events = wait_for_events(app, result.id, 6)
+    assert [e["event"] for e in events] == [
+        "received", "started", "retried", "received", "started", "succeeded",
+    ]  # fmt: skip
+    retried, received_again = events[2], events[3]
+    next_eta = as_utc(retried["detail"]["next_eta"])
+    # published at least RETRY_PUBLISH_DELAY before RETRY was stored, with the countdown
+    latest = as_utc(retried["at"]) + timedelta(seconds=RETRY_COUNTDOWN - RETRY_PUBLISH_DELAY)
+    assert next_eta <= latest
+    assert as_utc(received_again["at"]) >= next_eta - CLOCK_SLACK
 
 
 def test_a_state_write_waits_for_the_batch_holding_the_tasks_earlier_events(

@@ -170,8 +170,11 @@ class DatabaseBackend(BaseBackend):
             if state == states.REVOKED:  # why: "expired", "terminated", "revoked"
                 detail["reason"] = row["exception_message"]
         if state == states.RETRY:
+            published = history.retry_eta(task_id)  # the ETA the retry's message was given
             retry = sys.exc_info()[1]  # Celery stores RETRY while handling the Retry
-            if isinstance(retry, Retry) and retry.when is not None:
+            if published is not None:
+                detail["next_eta"] = published
+            elif isinstance(retry, Retry) and retry.when is not None:
                 when = retry.when
                 detail["next_eta"] = (
                     when.isoformat() if isinstance(when, datetime)

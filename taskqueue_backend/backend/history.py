@@ -10,7 +10,10 @@ lifecycle notifications, all connected when the backend is loaded:
 - ``started`` (pool process, ``task_prerun``) waits for the task's next state write so a
   short task's whole history lands in one statement; a long task's ``started`` is written
   by the writer after ``taskqueue_history_flush_interval``;
-- ``sent`` (publisher, ``after_task_publish``) only with ``taskqueue_record_sent = True``.
+- ``sent`` (publisher, ``after_task_publish``) only with ``taskqueue_record_sent = True``;
+- a ``retried`` event's ``next_eta`` is the ETA of the message the retry published (seen by
+  ``after_task_publish`` in the task's own thread), not a countdown counted again from when
+  Celery stores RETRY, which comes later.
 
 What Celery does not store stays as Celery has it: a task with ``ignore_result`` leaves no
 row and no history (as with any result backend, ``get_task_meta`` says PENDING), and the rows
@@ -27,7 +30,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from celery import signals, states
+from celery import current_task, signals, states
 
 from .. import headers as delivery
 from .. import lifecycle
@@ -67,6 +70,10 @@ def take_pending(task_id: str) -> tuple[list[dict[str, Any]], dict[str, Any] | N
 
 
 _publishing: dict[str, Any] = {}
+#: the ETA of the message a running task's retry published, by task id, until its RETRY write
+_retry_etas: dict[str, str] = {}
+#: retry ETAs kept at most (a retry whose RETRY is never stored must not grow the process)
+RETRY_ETAS_KEPT = 1000
 
 
 def publishing(task_id: str, backend: Any) -> None:
@@ -243,10 +250,28 @@ def on_task_prerun(task_id: str | None = None, task: Any = None, **kwargs: Any) 
     hold(task_id, event_row(task_id, lifecycle.STARTED, states.STARTED, worker, None, now), row)
 
 
+def retry_eta(task_id: str) -> str | None:
+    """The ETA (ISO 8601) of the message this task's retry just published, if it did."""
+    with _lock:
+        return _retry_etas.pop(task_id, None)
+
+
+def _remember_retry(task_id: str, eta: str) -> None:
+    running = current_task.request if current_task else None
+    if running is None or running.id != task_id:
+        return  # not a task retrying itself: another task or a client published it
+    with _lock:
+        _retry_etas[task_id] = eta
+        while len(_retry_etas) > RETRY_ETAS_KEPT:
+            _retry_etas.pop(next(iter(_retry_etas)))
+
+
 def on_after_publish(headers: Any = None, routing_key: Any = None, **kwargs: Any) -> None:
     if not isinstance(headers, dict) or not headers.get("id"):
         return
     task_id = headers["id"]
+    if headers.get("eta"):
+        _remember_retry(task_id, headers["eta"])
     backend = _publishing.pop(task_id, None)
     if backend is None:  # its app does not record sent tasks
         return
