@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import wait_until  # noqa: E402
-from bench.costs import RedisSnapshot, server_cpu_seconds, worker_cpu_seconds  # noqa: E402
+from bench.costs import redis_cpu_seconds, server_cpu_seconds, worker_cpu_seconds  # noqa: E402
 from control_plane.auth import new_token  # noqa: E402
 from taskqueue_backend.backend.migrate import upgrade  # noqa: E402
 from taskqueue_backend.backend.partitions import HistoryPartitions, Policy  # noqa: E402
@@ -257,7 +257,7 @@ class CpuMeter:
 
     def now(self) -> tuple[float, float, float]:
         return (worker_cpu_seconds(self.server_pid), server_cpu_seconds("postgres"),
-                RedisSnapshot.take(self.redis).cpu)  # fmt: skip
+                redis_cpu_seconds(self.redis))  # fmt: skip
 
     def per_request(self, before: tuple[float, float, float], requests: int) -> dict[str, float]:
         spent = [(b - a) * 1e6 / max(1, requests) for a, b in zip(before, self.now(), strict=True)]

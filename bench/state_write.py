@@ -39,7 +39,7 @@ from typing import Any
 import psycopg
 import redis
 import sqlalchemy
-from celery import Celery
+from celery import Celery, states
 from celery.app.task import Context
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +47,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.backend import DEFAULT_DB  # noqa: E402
 from bench.costs import redis_cpu_seconds, server_cpu_seconds  # noqa: E402
-from taskqueue_backend.backend.history import event_row  # noqa: E402
+from taskqueue_backend import lifecycle  # noqa: E402
+from taskqueue_backend.backend.queries import event_row  # noqa: E402
 from taskqueue_backend.clock import utcnow  # noqa: E402
 from taskqueue_backend.embedded import EmbeddedRedis  # noqa: E402
 
@@ -69,7 +70,11 @@ def finished_task() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     events = [
         event_row(task_id, event, state, "celery@bench", None, now + timedelta(microseconds=i))
         for i, (event, state) in enumerate(
-            (("received", "RECEIVED"), ("started", "STARTED"), ("succeeded", "SUCCESS"))
+            (
+                (lifecycle.RECEIVED, states.RECEIVED),
+                (lifecycle.STARTED, states.STARTED),
+                (lifecycle.SUCCEEDED, states.SUCCESS),
+            )
         )
     ]
     return row, events
@@ -83,8 +88,9 @@ class Postgres:
         self.engine = sqlalchemy.create_engine(db_url)
         with self.engine.begin() as conn:
             conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{self.schema}"'))
-        url = db_url.replace("postgresql+psycopg://", "postgresql://", 1)
-        self.plain = psycopg.connect(url, autocommit=True)
+        conninfo = self.engine.url.set(drivername="postgresql")
+        self.plain = psycopg.connect(conninfo.render_as_string(hide_password=False),
+                                     autocommit=True)  # fmt: skip
         self.plain.execute(f'CREATE TABLE "{self.schema}".floor (id text PRIMARY KEY, v bytea)')
         self.app = self._app(db_url, durable=True)
         self.lax = self._app(db_url, durable=False)
